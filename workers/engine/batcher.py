@@ -1,0 +1,240 @@
+"""Continuous batching for one worker. Pure Python: no torch.
+
+Each engine step is `schedule() -> run the model -> postprocess()`:
+
+1. Running requests are served first, decodes before prefill chunks, under the step's token
+   budget (`max_num_batched_tokens`). A request that needs a block when none is left preempts the
+   most recently admitted running request (preempt by recompute: its blocks are freed, its
+   counter goes back to 0 and it returns to the head of the waiting queue).
+2. Waiting requests are admitted first-come-first-served while tokens, sequence slots and blocks
+   last. On first admission a request takes its prefix-cache hits, or its imported KV.
+3. After the forward pass, each request that caught up with its tokens gets the sampled token,
+   is checked for stop conditions, and leaves the batch when done.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from workers.engine.block_hash import extend_block_hashes
+from workers.engine.block_manager import BlockPool
+from workers.engine.request import Request, RequestStatus
+
+
+@dataclass(frozen=True)
+class BatcherConfig:
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 512
+    max_model_len: int = 2048
+    enable_prefix_caching: bool = True
+
+
+@dataclass
+class ScheduledRequest:
+    request: Request
+    num_new_tokens: int  # tokens computed this step, from request.num_computed_tokens on
+
+    @property
+    def is_last_chunk(self) -> bool:
+        """True when this step catches the request up, so its last position is sampled."""
+        req = self.request
+        return req.num_computed_tokens + self.num_new_tokens == req.num_tokens
+
+
+@dataclass
+class BatchPlan:
+    scheduled: list[ScheduledRequest] = field(default_factory=list)
+    kv_imports: list[Request] = field(default_factory=list)  # write their prompt KV first
+    preempted: list[Request] = field(default_factory=list)
+
+    @property
+    def num_batched_tokens(self) -> int:
+        return sum(s.num_new_tokens for s in self.scheduled)
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    request: Request
+    token_id: int
+    finish_reason: str | None
+
+
+class Batcher:
+    def __init__(
+        self,
+        config: BatcherConfig,
+        block_pool: BlockPool,
+        eos_token_ids: Sequence[int],
+        detokenize: Callable[[Sequence[int]], str],
+    ) -> None:
+        self.config = config
+        self.block_pool = block_pool
+        self.eos_token_ids = tuple(eos_token_ids)
+        self.detokenize = detokenize
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []  # in admission order; the last is preempted first
+
+    @property
+    def block_size(self) -> int:
+        return self.block_pool.block_size
+
+    def add(self, request: Request) -> None:
+        self.waiting.append(request)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    # ----------------------------------------------------------------- schedule
+    def schedule(self) -> BatchPlan:
+        plan = BatchPlan()
+        budget = self.config.max_num_batched_tokens
+        decode_first = sorted(self.running, key=lambda r: r.num_uncomputed_tokens > 1)
+        for req in decode_first:
+            if budget == 0:
+                break
+            if req.status is not RequestStatus.RUNNING:
+                continue  # preempted earlier in this loop
+            num_new = min(req.num_uncomputed_tokens, budget)
+            if self._reserve_or_preempt(req, req.num_computed_tokens + num_new, plan):
+                plan.scheduled.append(ScheduledRequest(req, num_new))
+                budget -= num_new
+        budget += self._unschedule_preempted(plan)
+
+        while self.waiting and budget > 0 and not plan.preempted:
+            if len(self.running) >= self.config.max_num_seqs:
+                break
+            req = self.waiting[0]
+            is_import = self._start(req)
+            num_new = min(req.num_uncomputed_tokens, budget)
+            if not self._reserve(req, req.num_computed_tokens + num_new):
+                self._reset(req)
+                break
+            self.waiting.popleft()
+            req.status = RequestStatus.RUNNING
+            self.running.append(req)
+            if is_import:
+                plan.kv_imports.append(req)
+            if num_new:
+                plan.scheduled.append(ScheduledRequest(req, num_new))
+                budget -= num_new
+        return plan
+
+    def _start(self, req: Request) -> bool:
+        """Give a request its already-available KV on admission; True if it must be imported."""
+        if req.prompt_kv is not None:
+            req.num_computed_tokens = req.num_prompt_tokens
+            return True
+        if self.config.enable_prefix_caching and req.num_computed_tokens == 0:
+            # At least one token is always computed, so that there are logits to sample from.
+            num_hashable = (req.num_tokens - 1) // self.block_size
+            extend_block_hashes(
+                req.block_hashes, req.token_ids, num_hashable * self.block_size,
+                self.block_size, req.image_spans,
+            )  # fmt: skip
+            hits = self.block_pool.match_prefix(req.block_hashes[:num_hashable], req.token_ids)
+            req.block_table = hits
+            req.num_published_blocks = len(hits)
+            req.num_computed_tokens = len(hits) * self.block_size
+            if req.num_preemptions == 0:
+                req.num_cached_tokens = min(req.num_computed_tokens, req.num_prompt_tokens)
+        return False
+
+    def _reserve(self, req: Request, num_tokens: int) -> bool:
+        """Make the block table cover `num_tokens` slots; False (taking nothing) if it cannot."""
+        missing = self.block_pool.blocks_needed(num_tokens) - len(req.block_table)
+        if missing <= 0:
+            return True
+        blocks = self.block_pool.allocate(missing)
+        if blocks is None:
+            return False
+        req.block_table.extend(blocks)
+        return True
+
+    def _reserve_or_preempt(self, req: Request, num_tokens: int, plan: BatchPlan) -> bool:
+        while not self._reserve(req, num_tokens):
+            victim = self.running[-1]
+            self._preempt(victim)
+            plan.preempted.append(victim)
+            if victim is req:
+                return False
+        return True
+
+    def _unschedule_preempted(self, plan: BatchPlan) -> int:
+        """Drop already-scheduled work of requests preempted later in the same loop."""
+        kept = [s for s in plan.scheduled if s.request.status is RequestStatus.RUNNING]
+        returned = plan.num_batched_tokens - sum(s.num_new_tokens for s in kept)
+        plan.scheduled = kept
+        return returned
+
+    def _preempt(self, req: Request) -> None:
+        self.running.remove(req)
+        self._reset(req)
+        req.status = RequestStatus.WAITING
+        req.num_preemptions += 1
+        self.waiting.appendleft(req)
+
+    def _reset(self, req: Request) -> None:
+        self.block_pool.free(req.block_table)
+        req.block_table = []
+        req.num_computed_tokens = 0
+        req.num_published_blocks = 0
+
+    # ----------------------------------------------------------------- postprocess
+    def postprocess(self, plan: BatchPlan, sampled: dict[str, int]) -> list[TokenEvent]:
+        """Advance counters, append sampled tokens and mark finished requests.
+
+        Finished and handed-off requests leave `running` but keep their blocks until `release`,
+        so that the engine can still export their KV.
+        """
+        events = []
+        for item in plan.scheduled:
+            req = item.request
+            caught_up = item.is_last_chunk
+            req.num_computed_tokens += item.num_new_tokens
+            self._publish_full_blocks(req)
+            if not caught_up:
+                continue
+            req.token_ids.append(sampled[req.request_id])
+            reason = req.check_stop(self.eos_token_ids, self.config.max_model_len, self.detokenize)
+            if reason is not None:
+                req.status, req.finish_reason = RequestStatus.FINISHED, reason
+            elif req.export_kv:
+                req.status = RequestStatus.HANDED_OFF
+            if req.is_done:
+                self.running.remove(req)
+            events.append(TokenEvent(req, req.token_ids[-1], reason))
+        return events
+
+    def _publish_full_blocks(self, req: Request) -> None:
+        if not self.config.enable_prefix_caching:
+            return
+        extend_block_hashes(
+            req.block_hashes, req.token_ids, req.num_computed_tokens, self.block_size,
+            req.image_spans,
+        )  # fmt: skip
+        num_full = req.num_computed_tokens // self.block_size
+        for index in range(req.num_published_blocks, num_full):
+            start = index * self.block_size
+            self.block_pool.register(
+                req.block_table[index],
+                req.block_hashes[index],
+                req.token_ids[start : start + self.block_size],
+            )
+        req.num_published_blocks = max(req.num_published_blocks, num_full)
+
+    def release(self, req: Request) -> None:
+        """Free a done request's blocks."""
+        self.block_pool.free(req.block_table)
+        req.block_table = []
+
+    def abort(self, request_id: str) -> Request | None:
+        for queue in (self.waiting, self.running):
+            for req in queue:
+                if req.request_id == request_id:
+                    queue.remove(req)
+                    req.status = RequestStatus.ABORTED
+                    self.release(req)
+                    return req
+        return None

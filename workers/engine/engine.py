@@ -1,0 +1,251 @@
+"""The engine: one model on one device, exposing encode, prefill and decode as separate stages.
+
+    encode(images)                      -> [ImageEmbedding]          (E)
+    add_request(tokens, images=...)     -> queued; step() runs it    (P, D or both)
+    add_request(..., export_kv=True)    -> step() hands off a PrefillResult after the first token
+    add_prefilled(PrefillResult)        -> step() continues decoding from imported KV
+    step()                              -> [StepOutput], one per request that advanced
+
+A colocated engine (stages "EPD") runs the same code with no export or import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from workers.engine.batcher import Batcher, BatcherConfig
+from workers.engine.block_manager import BlockPool
+from workers.engine.config import EngineConfig
+from workers.engine.embedding_cache import EmbeddingCache
+from workers.engine.errors import InvalidRequestError, PromptTooLongError
+from workers.engine.image_processor import ImageProcessorConfig, image_hash, preprocess
+from workers.engine.image_spans import find_image_spans
+from workers.engine.kv_cache import KVCache
+from workers.engine.messages import ImageEmbedding, PrefillResult, StepOutput
+from workers.engine.model_config import ModelConfig
+from workers.engine.model_runner import ModelRunner
+from workers.engine.prompt import load_tokenizer
+from workers.engine.request import Request, RequestStatus
+from workers.engine.sampling_params import SamplingParams
+from workers.engine.weights import load_model
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    num_waiting: int
+    num_running: int
+    num_kv_blocks: int
+    num_free_blocks: int
+    num_cached_blocks: int
+    num_used_blocks: int
+    prefix_cache_hit_rate: float  # hit blocks / looked-up blocks
+    embedding_cache_hit_rate: float
+
+
+class Engine:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.device = torch.device(config.device)
+        self.model_config = ModelConfig.from_pretrained(config.model_dir)
+        self.tokenizer = load_tokenizer(config.model_dir)
+        self.model = load_model(
+            config.model_dir, self.model_config, self.device, config.torch_dtype,
+            has_vision=config.has_encode, has_language=config.has_language_model,
+        )  # fmt: skip
+        self.embedding_cache = EmbeddingCache(config.embedding_cache_size)
+        self.image_config = (
+            ImageProcessorConfig.from_pretrained(config.model_dir) if config.has_encode else None
+        )
+        self.batcher: Batcher | None = None
+        if config.has_language_model:
+            self._init_language_stages()
+
+    def _init_language_stages(self) -> None:
+        text, cfg = self.model_config.text, self.config
+        self.max_model_len = min(cfg.max_model_len or 10**9, text.max_position_embeddings)
+        num_blocks = cfg.num_kv_blocks or max(
+            1,
+            cfg.kv_cache_memory_bytes
+            // KVCache.bytes_per_block(
+                text.num_hidden_layers, cfg.block_size, text.num_key_value_heads, text.head_dim,
+                cfg.torch_dtype,
+            ),
+        )  # fmt: skip
+        self.kv_cache = KVCache(
+            text.num_hidden_layers, num_blocks, cfg.block_size, text.num_key_value_heads,
+            text.head_dim, cfg.torch_dtype, self.device,
+        )  # fmt: skip
+        self.block_pool = BlockPool(num_blocks, cfg.block_size)
+        eos = self.tokenizer.eos_token_id
+        self.batcher = Batcher(
+            BatcherConfig(
+                max_num_seqs=cfg.max_num_seqs,
+                max_num_batched_tokens=cfg.max_num_batched_tokens,
+                max_model_len=self.max_model_len,
+                enable_prefix_caching=cfg.enable_prefix_caching,
+            ),
+            self.block_pool,
+            eos_token_ids=[] if eos is None else [eos],
+            detokenize=self.detokenize,
+        )
+        self.runner = ModelRunner(self.model, self.kv_cache, self.device)
+        self._requests: dict[str, Request] = {}
+        self._pending_outputs: list[StepOutput] = []
+
+    # ----------------------------------------------------------------- encode stage
+    def encode(self, images: Sequence[Image.Image]) -> list[ImageEmbedding]:
+        """Images -> embeddings [image_tokens, hidden] each, served from the LRU cache when seen."""
+        if not self.config.has_encode:
+            raise RuntimeError(f"this engine runs {self.config.stages}, not encode")
+        hashes = [image_hash(image) for image in images]
+        results: dict[str, ImageEmbedding] = {}
+        todo: dict[str, Image.Image] = {}
+        for key, image in zip(hashes, images, strict=True):
+            cached = self.embedding_cache.get(key)
+            if cached is not None:
+                results[key] = cached
+            else:
+                todo.setdefault(key, image)
+        if todo:
+            pixels = np.stack([preprocess(image, self.image_config) for image in todo.values()])
+            pixel_values = torch.from_numpy(pixels).to(self.device)
+            embeddings = self.model.encode_images(pixel_values)
+            if embeddings.dtype == torch.bfloat16:
+                embeddings = embeddings.float()
+            for key, rows in zip(todo, embeddings.cpu().numpy(), strict=True):
+                results[key] = ImageEmbedding(key, rows)
+                self.embedding_cache.put(results[key])
+        return [results[key] for key in hashes]
+
+    # ----------------------------------------------------------------- prefill / decode stages
+    def add_request(
+        self,
+        request_id: str,
+        prompt_token_ids: Sequence[int],
+        sampling_params: SamplingParams | None = None,
+        images: Sequence[ImageEmbedding] = (),
+        export_kv: bool = False,
+    ) -> None:
+        """Queue a prompt (with image placeholders) for prefill, then decode here unless
+        `export_kv`, in which case it leaves with a PrefillResult after its first token."""
+        self._require("P")
+        if not export_kv and "D" not in self.config.stages:
+            raise InvalidRequestError("a prefill-only engine must export the KV (export_kv=True)")
+        params = (sampling_params or SamplingParams()).with_seed()
+        prompt = list(prompt_token_ids)
+        self._validate_prompt(request_id, prompt, params)
+        spans = find_image_spans(prompt, self.model_config.image_token_index, images)
+        rows = np.concatenate([i.embeddings for i in images]) if images else None
+        request = Request(
+            request_id, prompt, params, image_spans=spans, image_embeddings=rows,
+            export_kv=export_kv,
+        )  # fmt: skip
+        self._enqueue(request)
+
+    def add_prefilled(self, prefill: PrefillResult, sampling_params: SamplingParams) -> None:
+        """Continue a request whose prompt was prefilled elsewhere, from its exported KV."""
+        self._require("D")
+        prompt = list(prefill.prompt_token_ids)
+        params = sampling_params.with_seed()
+        self._validate_prompt(prefill.request_id, prompt, params)
+        if prefill.kv.num_tokens != len(prompt):
+            raise InvalidRequestError(
+                f"KV covers {prefill.kv.num_tokens} tokens, the prompt has {len(prompt)}"
+            )
+        request = Request(
+            prefill.request_id, prompt, params, image_spans=list(prefill.image_spans),
+            prompt_kv=prefill.kv,
+        )  # fmt: skip
+        request.token_ids.append(prefill.first_token_id)
+        reason = request.check_stop(
+            self.batcher.eos_token_ids, self.max_model_len, self.detokenize
+        )
+        if reason is not None:
+            raise InvalidRequestError(f"request already finished at its first token ({reason})")
+        self._enqueue(request)
+
+    def step(self) -> list[StepOutput]:
+        """Run one batch: every running request advances; new ones join, finished ones leave."""
+        self._require("P", "D")
+        outputs, self._pending_outputs = self._pending_outputs, []
+        plan = self.batcher.schedule()
+        for req in plan.kv_imports:
+            self.kv_cache.load(req.block_table, req.prompt_kv)
+        sampled = self.runner.run(plan)
+        for event in self.batcher.postprocess(plan, sampled):
+            req = event.request
+            prefill = None
+            if req.status is RequestStatus.HANDED_OFF:
+                prefill = PrefillResult(
+                    req.request_id, req.prompt_token_ids, event.token_id,
+                    self.kv_cache.export(req.block_table, req.num_prompt_tokens), req.image_spans,
+                )  # fmt: skip
+            if req.is_done:
+                self.batcher.release(req)
+                del self._requests[req.request_id]
+            outputs.append(StepOutput(req.request_id, [event.token_id], event.finish_reason, prefill))
+        return outputs
+
+    def abort(self, request_id: str) -> bool:
+        """Cancel a request and free its blocks; True if it was here."""
+        if self.batcher is None or self.batcher.abort(request_id) is None:
+            return False
+        del self._requests[request_id]
+        self._pending_outputs.append(StepOutput(request_id, [], "abort"))
+        return True
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.batcher and (self.batcher.has_unfinished() or self._pending_outputs))
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    def stats(self) -> EngineStats:
+        pool = self.block_pool if self.batcher else None
+        cache = self.embedding_cache
+        return EngineStats(
+            num_waiting=len(self.batcher.waiting) if pool else 0,
+            num_running=len(self.batcher.running) if pool else 0,
+            num_kv_blocks=pool.num_blocks if pool else 0,
+            num_free_blocks=pool.num_free if pool else 0,
+            num_cached_blocks=pool.num_cached if pool else 0,
+            num_used_blocks=pool.num_used if pool else 0,
+            prefix_cache_hit_rate=pool.num_prefix_hits / max(1, pool.num_prefix_queries)
+            if pool
+            else 0.0,
+            embedding_cache_hit_rate=cache.num_hits / max(1, cache.num_queries),
+        )
+
+    # ----------------------------------------------------------------- validation
+    def _require(self, *stages: str) -> None:
+        if not any(s in self.config.stages for s in stages):
+            raise RuntimeError(f"this engine runs {self.config.stages}, not {'/'.join(stages)}")
+
+    def _enqueue(self, request: Request) -> None:
+        self._requests[request.request_id] = request
+        self.batcher.add(request)
+
+    def _validate_prompt(self, request_id: str, prompt: list[int], params: SamplingParams) -> None:
+        if request_id in self._requests:
+            raise InvalidRequestError(f"request id {request_id!r} is already running")
+        if not prompt:
+            raise InvalidRequestError("the prompt is empty")
+        vocab = self.model_config.text.vocab_size
+        if any(not 0 <= t < vocab for t in prompt):
+            raise InvalidRequestError(f"prompt token ids must be in [0, {vocab})")
+        if len(prompt) >= self.max_model_len:
+            raise PromptTooLongError(
+                f"prompt of {len(prompt)} tokens does not fit the context of {self.max_model_len}"
+            )
+        peak_tokens = min(len(prompt) + params.max_tokens, self.max_model_len)
+        if self.block_pool.blocks_needed(peak_tokens) > self.block_pool.num_blocks:
+            raise PromptTooLongError(
+                f"prompt plus max_tokens needs {peak_tokens} tokens of KV; this worker holds "
+                f"{self.block_pool.num_blocks * self.block_pool.block_size}"
+            )
+

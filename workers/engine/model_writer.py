@@ -1,0 +1,158 @@
+"""Write random-weight LLaVA checkpoints in Hugging Face format (config, safetensors, tokenizer,
+image processor and processor configs), so that tests and the embedded default need no download.
+
+`tiny` loads in a second and is for tests; `small` (about 100M parameters) is for benchmarks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from workers.engine.tokenizer_trainer import train_tokenizer
+
+FORMAT_VERSION = 1  # bump when a preset changes, so caches rebuild
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    vocab_size: int = 1024  # BPE training target; the config gets the trained size
+    text_hidden: int = 64
+    text_intermediate: int = 172
+    text_layers: int = 2
+    text_heads: int = 4
+    text_kv_heads: int = 2
+    max_position_embeddings: int = 1024
+    rope_parameters: dict = field(default_factory=lambda: {"rope_type": "default", "rope_theta": 1e4})
+    tie_word_embeddings: bool = False
+    vision_hidden: int = 48
+    vision_intermediate: int = 96
+    vision_layers: int = 3
+    vision_heads: int = 4
+    image_size: int = 32
+    patch_size: int = 8
+    vision_hidden_act: str = "quick_gelu"
+    vision_feature_layer: int | list[int] = -2
+    vision_feature_select_strategy: str = "default"
+    projector_hidden_act: str = "gelu"
+    initializer_range: float = 0.02
+    seed: int = 0
+
+
+PRESETS: dict[str, ModelSpec] = {
+    "tiny": ModelSpec(),
+    "small": ModelSpec(
+        vocab_size=8192,
+        text_hidden=768,
+        text_intermediate=2048,
+        text_layers=12,
+        text_heads=12,
+        text_kv_heads=4,
+        max_position_embeddings=4096,
+        vision_hidden=384,
+        vision_intermediate=1536,
+        vision_layers=6,
+        vision_heads=6,
+        image_size=224,
+        patch_size=14,
+    ),
+}
+
+
+def write_checkpoint(model_dir: str | Path, spec: ModelSpec | str = "tiny") -> Path:
+    """Write a complete checkpoint into `model_dir` (created; must not hold one already)."""
+    from transformers import (
+        CLIPImageProcessorPil,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    spec = PRESETS[spec] if isinstance(spec, str) else spec
+    model_dir = Path(model_dir)
+    tokenizer = train_tokenizer(spec.vocab_size)
+    config = LlavaConfig(
+        text_config={
+            "model_type": "llama",
+            "vocab_size": len(tokenizer),
+            "hidden_size": spec.text_hidden,
+            "intermediate_size": spec.text_intermediate,
+            "num_hidden_layers": spec.text_layers,
+            "num_attention_heads": spec.text_heads,
+            "num_key_value_heads": spec.text_kv_heads,
+            "max_position_embeddings": spec.max_position_embeddings,
+            "rope_parameters": dict(spec.rope_parameters),
+            "tie_word_embeddings": spec.tie_word_embeddings,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+            "initializer_range": spec.initializer_range,
+        },
+        vision_config={
+            "model_type": "clip_vision_model",
+            "hidden_size": spec.vision_hidden,
+            "intermediate_size": spec.vision_intermediate,
+            "num_hidden_layers": spec.vision_layers,
+            "num_attention_heads": spec.vision_heads,
+            "image_size": spec.image_size,
+            "patch_size": spec.patch_size,
+            "hidden_act": spec.vision_hidden_act,
+            "projection_dim": spec.vision_hidden,
+        },
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=spec.vision_feature_layer,
+        vision_feature_select_strategy=spec.vision_feature_select_strategy,
+        projector_hidden_act=spec.projector_hidden_act,
+        tie_word_embeddings=spec.tie_word_embeddings,
+    )
+    torch.manual_seed(spec.seed)
+    model = LlavaForConditionalGeneration(config)
+    model.save_pretrained(model_dir)
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": spec.image_size},
+        crop_size={"height": spec.image_size, "width": spec.image_size},
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=spec.patch_size,
+        vision_feature_select_strategy=spec.vision_feature_select_strategy,
+        num_additional_image_tokens=1,  # CLIP's CLS token
+        chat_template=tokenizer.chat_template,
+    )
+    processor.save_pretrained(model_dir)
+    return model_dir
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TRISERVE_CACHE", Path.home() / ".cache" / "triserve"))
+
+
+def ensure_model(preset: str = "tiny") -> Path:
+    """The preset's checkpoint in the cache folder, written once (atomically) if missing."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    target = cache_dir() / "models" / f"{preset}-v{FORMAT_VERSION}"
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{preset}-", dir=target.parent))
+    try:
+        write_checkpoint(staging / "model", preset)
+        try:
+            os.rename(staging / "model", target)
+        except OSError:  # another process won the race
+            if not (target / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def variant(base: str = "tiny", **changes) -> ModelSpec:
+    return replace(PRESETS[base], **changes)

@@ -1,0 +1,75 @@
+"""Raw prompt text + images -> token ids with image placeholders, as transformers'
+`LlavaProcessor` builds them: each `<image>` in the text is expanded to one placeholder token per
+image embedding row, then the whole text is tokenised with the tokenizer's special tokens."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from transformers import AutoTokenizer
+
+from workers.engine.block_hash import ImageSpan
+from workers.engine.errors import InvalidImageError, InvalidRequestError
+from workers.engine.image_processor import ImageProcessorConfig, image_hash, preprocess
+from workers.engine.model_config import ModelConfig
+
+
+@dataclass(frozen=True)
+class Prompt:
+    token_ids: list[int]
+    images: list[Image.Image]  # in placeholder order
+
+
+def load_tokenizer(model_dir: str | Path):
+    return AutoTokenizer.from_pretrained(str(model_dir))
+
+
+class PromptBuilder:
+    def __init__(self, model_dir: str | Path, model_config: ModelConfig, tokenizer=None) -> None:
+        self.tokenizer = tokenizer or load_tokenizer(model_dir)
+        self.image_config = ImageProcessorConfig.from_pretrained(model_dir)
+        path = Path(model_dir) / "processor_config.json"
+        processor = json.loads(path.read_text()) if path.exists() else {}
+        self.image_token = processor.get("image_token", "<image>")
+        self.num_image_tokens = _processor_image_tokens(processor, model_config, self.image_config)
+        if self.num_image_tokens != model_config.num_image_tokens:
+            raise ValueError(
+                f"{model_dir}: the processor expands <image> to {self.num_image_tokens} tokens but "
+                f"the model produces {model_config.num_image_tokens} embeddings per image"
+            )
+
+    def build(self, text: str, images: list[Image.Image]) -> Prompt:
+        if not text.strip():
+            raise InvalidRequestError("the prompt is empty")
+        num_slots = text.count(self.image_token)
+        if num_slots != len(images):
+            raise InvalidImageError(
+                f"the prompt has {num_slots} {self.image_token} slots but {len(images)} images"
+            )
+        expanded = text.replace(self.image_token, self.image_token * self.num_image_tokens)
+        return Prompt(token_ids=list(self.tokenizer(expanded)["input_ids"]), images=list(images))
+
+    def pixel_values(self, images: list[Image.Image]) -> np.ndarray:
+        """[images, 3, H, W] float32, ready for the vision tower."""
+        return np.stack([preprocess(image, self.image_config) for image in images])
+
+    @staticmethod
+    def image_hashes(images: list[Image.Image]) -> list[str]:
+        return [image_hash(image) for image in images]
+
+
+def _processor_image_tokens(
+    processor: dict, model_config: ModelConfig, image_config: ImageProcessorConfig
+) -> int:
+    patch = processor.get("patch_size") or model_config.vision.patch_size
+    strategy = (
+        processor.get("vision_feature_select_strategy")
+        or model_config.vision_feature_select_strategy
+    )
+    height, width = image_config.crop_size
+    tokens = (height // patch) * (width // patch) + processor.get("num_additional_image_tokens", 1)
+    return tokens - 1 if strategy == "default" else tokens

@@ -1,0 +1,101 @@
+"""A request as the engine's batcher sees it. Plain Python: no torch.
+
+The batcher has no prefill or decode phase. A request only has `num_computed_tokens` catching up
+with `num_tokens`: a prefix-cache hit, imported KV, a prefill chunk and a decode step all advance
+the same counter. When the counter catches up, the step's sampled token is appended.
+
+    token_ids:  | prompt ........................ | output ..... |
+                0                    num_prompt_tokens      num_tokens
+    computed:   |=========== num_computed_tokens ====|  (KV exists for these)
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from workers.engine.block_hash import BlockHash, ImageSpan
+from workers.engine.sampling_params import SamplingParams
+
+
+class RequestStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"  # hit a stop condition
+    HANDED_OFF = "handed_off"  # prefill-only: first token sampled, KV exported for a decoder
+    ABORTED = "aborted"
+
+
+@dataclass
+class Request:
+    request_id: str
+    prompt_token_ids: list[int]
+    sampling_params: SamplingParams
+    image_spans: list[ImageSpan] = field(default_factory=list)
+    # [num_image_tokens, hidden] rows for the image placeholders, in prompt order (numpy).
+    image_embeddings: Any = None
+    # KV of the prompt imported from a prefill worker (a `PromptKV`); kept so that a preempted
+    # request can be re-imported instead of re-encoded (a decoder has no vision tower).
+    prompt_kv: Any = None
+    export_kv: bool = False
+
+    token_ids: list[int] = field(init=False)
+    status: RequestStatus = RequestStatus.WAITING
+    num_computed_tokens: int = 0
+    num_cached_tokens: int = 0  # prompt tokens served from the prefix cache at first admission
+    num_preemptions: int = 0
+    block_table: list[int] = field(default_factory=list)
+    block_hashes: list[BlockHash] = field(default_factory=list)
+    num_published_blocks: int = 0  # leading blocks already offered to the prefix cache
+    finish_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        self.prompt_token_ids = list(self.prompt_token_ids)
+        self.token_ids = list(self.prompt_token_ids)
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_token_ids)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        return self.token_ids[self.num_prompt_tokens :]
+
+    @property
+    def num_uncomputed_tokens(self) -> int:
+        return self.num_tokens - self.num_computed_tokens
+
+    @property
+    def is_done(self) -> bool:
+        return self.status in (
+            RequestStatus.FINISHED,
+            RequestStatus.HANDED_OFF,
+            RequestStatus.ABORTED,
+        )
+
+    def check_stop(
+        self,
+        eos_token_ids: Sequence[int],
+        max_model_len: int,
+        detokenize: Callable[[Sequence[int]], str],
+    ) -> str | None:
+        """The finish reason after the last appended token, or None to continue."""
+        params = self.sampling_params
+        last = self.token_ids[-1]
+        if last in params.stop_token_ids or (not params.ignore_eos and last in eos_token_ids):
+            return "stop"
+        if params.stop:
+            # A stop string of n characters spans at most 4n byte-level tokens.
+            window = 4 * max(len(s) for s in params.stop) + 4
+            tail = detokenize(self.output_token_ids[-window:])
+            if any(s in tail for s in params.stop):
+                return "stop"
+        if len(self.output_token_ids) >= params.max_tokens or self.num_tokens >= max_model_len:
+            return "length"
+        return None
