@@ -75,6 +75,7 @@ class Batcher:
         self.detokenize = detokenize
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []  # in admission order; the last is preempted first
+        self.num_preemptions = 0
 
     @property
     def block_size(self) -> int:
@@ -173,6 +174,7 @@ class Batcher:
         self._reset(req)
         req.status = RequestStatus.WAITING
         req.num_preemptions += 1
+        self.num_preemptions += 1
         self.waiting.appendleft(req)
 
     def _reset(self, req: Request) -> None:

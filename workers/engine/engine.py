@@ -35,6 +35,12 @@ from workers.engine.sampling_params import SamplingParams
 from workers.engine.weights import load_model
 
 
+@dataclass
+class Completion:
+    token_ids: list[int]
+    finish_reason: str | None
+
+
 @dataclass(frozen=True)
 class EngineStats:
     num_waiting: int
@@ -43,6 +49,7 @@ class EngineStats:
     num_free_blocks: int
     num_cached_blocks: int
     num_used_blocks: int
+    num_preemptions: int
     prefix_cache_hit_rate: float  # hit blocks / looked-up blocks
     embedding_cache_hit_rate: float
 
@@ -191,6 +198,16 @@ class Engine:
             outputs.append(StepOutput(req.request_id, [event.token_id], event.finish_reason, prefill))
         return outputs
 
+    def run_to_completion(self) -> dict[str, Completion]:
+        """Step until every request is done (for local use and tests; workers call `step`)."""
+        results: dict[str, Completion] = {}
+        while self.has_unfinished_requests():
+            for out in self.step():
+                done = results.setdefault(out.request_id, Completion([], None))
+                done.token_ids.extend(out.new_token_ids)
+                done.finish_reason = out.finish_reason
+        return results
+
     def abort(self, request_id: str) -> bool:
         """Cancel a request and free its blocks; True if it was here."""
         if self.batcher is None or self.batcher.abort(request_id) is None:
@@ -215,6 +232,7 @@ class Engine:
             num_free_blocks=pool.num_free if pool else 0,
             num_cached_blocks=pool.num_cached if pool else 0,
             num_used_blocks=pool.num_used if pool else 0,
+            num_preemptions=self.batcher.num_preemptions if pool else 0,
             prefix_cache_hit_rate=pool.num_prefix_hits / max(1, pool.num_prefix_queries)
             if pool
             else 0.0,

@@ -75,7 +75,9 @@ def decode_image(data: bytes) -> Image.Image:
         if image.width * image.height > MAX_IMAGE_PIXELS:
             raise InvalidImageError(f"image of {image.width}x{image.height} pixels is too large")
         image.load()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as e:
+    except UnidentifiedImageError:
+        raise InvalidImageError("cannot decode image: not a PNG, JPEG or other known format") from None
+    except (OSError, Image.DecompressionBombError, ValueError) as e:
         raise InvalidImageError(f"cannot decode image: {e}") from None
     return image
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import warnings
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
@@ -36,13 +37,15 @@ CHAT_TEMPLATE = (
 
 def corpus() -> list[str]:
     texts = []
-    for name in CORPUS_MODULES:
-        module = importlib.import_module(name)
-        texts.append(inspect.getdoc(module) or "")
-        for _, member in sorted(vars(module).items()):
-            doc = inspect.getdoc(member) if callable(member) else None
-            if doc:
-                texts.append(doc)
+    with warnings.catch_warnings():  # some members are deprecated aliases (typing.io)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for name in CORPUS_MODULES:
+            module = importlib.import_module(name)
+            texts.append(inspect.getdoc(module) or "")
+            for _, member in sorted(vars(module).items()):
+                doc = inspect.getdoc(member) if callable(member) else None
+                if doc:
+                    texts.append(doc)
     return texts
 
 
