@@ -75,6 +75,11 @@ class PromptSource:
         max_tokens = self.rng.integers(lo, hi + 1, size=sizes.batch_size)
         return MixedBatch([self.prompt(int(n)) for n in lengths], [int(m) for m in max_tokens])
 
+    def redraw(self, batch: MixedBatch) -> MixedBatch:
+        """The same lengths and max_tokens with fresh tokens: a repeat that the prefix cache
+        cannot serve."""
+        return MixedBatch([self.prompt(len(p)) for p in batch.prompts], batch.max_tokens)
+
     def image(self, size: tuple[int, int]) -> Image.Image:
         """Noise, fresh each call, so Triserve's embedding cache never hits."""
         pixels = self.rng.integers(0, 256, (*size, 3), dtype=np.uint8)

@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--local", action="store_true", help="run the engine in this process")
     gen.add_argument("--model", type=Path, help="checkpoint directory (default: the tiny preset)")
     gen.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    gen.add_argument("--prompt", required=True, help="raw text; each <image> takes the next --image")
+    gen.add_argument(
+        "--prompt", required=True, help="raw text; each <image> takes the next --image"
+    )
     gen.add_argument("--image", action="append", default=[], type=Path, help="PNG or JPEG file")
     gen.add_argument("--max-tokens", type=int, default=64)
     gen.add_argument("--temperature", type=float, default=0.0)
@@ -54,8 +56,8 @@ def _generate(args: argparse.Namespace) -> int:
     if not args.local:
         print("error: only --local is available in this version", file=sys.stderr)
         return 2
-    from workers.engine.local import generate_local
     from workers.engine.errors import InvalidRequestError
+    from workers.engine.local import generate_local
 
     model_dir = args.model or ensure_model(args.preset)
     try:

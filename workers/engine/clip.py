@@ -25,7 +25,8 @@ class CLIPVisionEmbeddings(nn.Module):
         """pixel_values [images, channels, H, W] -> [images, 1 + patches, hidden]."""
         if pixel_values.shape[-2:] != (self.image_size, self.image_size):
             raise ValueError(
-                f"expected {self.image_size}x{self.image_size} pixels, got {tuple(pixel_values.shape)}"
+                f"expected {self.image_size}x{self.image_size} pixels, "
+                f"got {tuple(pixel_values.shape)}"
             )
         patches = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))
         patches = patches.flatten(2).transpose(1, 2)
@@ -82,7 +83,9 @@ class CLIPEncoderLayer(nn.Module):
 class CLIPEncoder(nn.Module):
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(CLIPEncoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(
+            CLIPEncoderLayer(config) for _ in range(config.num_hidden_layers)
+        )
 
 
 class CLIPVisionTransformer(nn.Module):
@@ -95,7 +98,8 @@ class CLIPVisionTransformer(nn.Module):
         self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def hidden_states(self, pixel_values: torch.Tensor, num_layers: int) -> list[torch.Tensor]:
-        """[embeddings, after layer 1, ..., after layer `num_layers`], each [images, tokens, hidden]."""
+        """[embeddings, after layer 1, ..., after layer `num_layers`];
+        each [images, tokens, hidden]."""
         x = self.pre_layrnorm(self.embeddings(pixel_values))
         states = [x]
         for layer in self.encoder.layers[:num_layers]:

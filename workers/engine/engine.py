@@ -169,9 +169,7 @@ class Engine:
             prompt_kv=prefill.kv,
         )  # fmt: skip
         request.token_ids.append(prefill.first_token_id)
-        reason = request.check_stop(
-            self.batcher.eos_token_ids, self.max_model_len, self.detokenize
-        )
+        reason = request.check_stop(self.batcher.eos_token_ids, self.max_model_len, self.detokenize)
         if reason is not None:
             raise InvalidRequestError(f"request already finished at its first token ({reason})")
         self._enqueue(request)
@@ -195,7 +193,9 @@ class Engine:
             if req.is_done:
                 self.batcher.release(req)
                 del self._requests[req.request_id]
-            outputs.append(StepOutput(req.request_id, [event.token_id], event.finish_reason, prefill))
+            outputs.append(
+                StepOutput(req.request_id, [event.token_id], event.finish_reason, prefill)
+            )
         return outputs
 
     def run_to_completion(self) -> dict[str, Completion]:
@@ -266,4 +266,3 @@ class Engine:
                 f"prompt plus max_tokens needs {peak_tokens} tokens of KV; this worker holds "
                 f"{self.block_pool.num_blocks * self.block_pool.block_size}"
             )
-

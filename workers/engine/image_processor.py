@@ -76,7 +76,9 @@ def decode_image(data: bytes) -> Image.Image:
             raise InvalidImageError(f"image of {image.width}x{image.height} pixels is too large")
         image.load()
     except UnidentifiedImageError:
-        raise InvalidImageError("cannot decode image: not a PNG, JPEG or other known format") from None
+        raise InvalidImageError(
+            "cannot decode image: not a PNG, JPEG or other known format"
+        ) from None
     except (OSError, Image.DecompressionBombError, ValueError) as e:
         raise InvalidImageError(f"cannot decode image: {e}") from None
     return image

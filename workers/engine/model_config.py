@@ -80,14 +80,18 @@ class ModelConfig:
             raise ValueError(f"{model_dir}: model_type {hf.model_type!r} is not 'llava'")
         text, vision = hf.text_config, hf.vision_config
         if text.model_type not in SUPPORTED_TEXT_MODELS:
-            raise ValueError(f"text model {text.model_type!r} is not one of {SUPPORTED_TEXT_MODELS}")
+            raise ValueError(
+                f"text model {text.model_type!r} is not one of {SUPPORTED_TEXT_MODELS}"
+            )
         if vision.model_type != "clip_vision_model":
             raise ValueError(f"vision tower {vision.model_type!r} is not a CLIP vision model")
         rope = dict(getattr(text, "rope_parameters", None) or {})
         rope.setdefault("rope_type", "default")
         rope.setdefault("rope_theta", getattr(text, "rope_theta", 10000.0))
         if rope["rope_type"] not in SUPPORTED_ROPE_TYPES:
-            raise ValueError(f"rope type {rope['rope_type']!r} is not one of {SUPPORTED_ROPE_TYPES}")
+            raise ValueError(
+                f"rope type {rope['rope_type']!r} is not one of {SUPPORTED_ROPE_TYPES}"
+            )
         if getattr(text, "sliding_window", None) and getattr(text, "use_sliding_window", True):
             if text.model_type == "mistral":
                 raise ValueError("sliding-window attention is not supported")

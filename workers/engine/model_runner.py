@@ -76,7 +76,9 @@ class ModelRunner:
                 context = item.request.num_computed_tokens + item.num_new_tokens
                 slots = token_slots(item.request.block_table, np.arange(context), self.block_size)
                 segments.append(
-                    PrefillSegment(row, item.num_new_tokens, torch.from_numpy(slots).to(self.device))
+                    PrefillSegment(
+                        row, item.num_new_tokens, torch.from_numpy(slots).to(self.device)
+                    )
                 )
             row += item.num_new_tokens
         return segments
@@ -108,9 +110,9 @@ class ModelRunner:
 def _image_overlap(item: ScheduledRequest, first_row: int):
     """(batch rows, embedding rows) of the image placeholders this chunk computes.
 
-        prompt:   ....[==== span ====]......
-        chunk:           [start ........ end)
-        overlap:         [=====]   -> embedding rows offset by (lo - span.offset)
+    prompt:   ....[==== span ====]......
+    chunk:           [start ........ end)
+    overlap:         [=====]   -> embedding rows offset by (lo - span.offset)
     """
     req = item.request
     start = req.num_computed_tokens

@@ -28,7 +28,9 @@ class ModelSpec:
     text_heads: int = 4
     text_kv_heads: int = 2
     max_position_embeddings: int = 1024
-    rope_parameters: dict = field(default_factory=lambda: {"rope_type": "default", "rope_theta": 1e4})
+    rope_parameters: dict = field(
+        default_factory=lambda: {"rope_type": "default", "rope_theta": 1e4}
+    )
     tie_word_embeddings: bool = False
     vision_hidden: int = 48
     vision_intermediate: int = 96

@@ -12,7 +12,6 @@ import numpy as np
 from PIL import Image
 from transformers import AutoTokenizer
 
-from workers.engine.block_hash import ImageSpan
 from workers.engine.errors import InvalidImageError, InvalidRequestError
 from workers.engine.image_processor import ImageProcessorConfig, image_hash, preprocess
 from workers.engine.model_config import ModelConfig

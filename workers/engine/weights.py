@@ -1,9 +1,10 @@
 """Load Hugging Face LLaVA safetensors into `LlavaModel`, whatever the checkpoint's key layout.
 
 Three layouts are in the wild:
-  transformers 4.52+ in memory  model.language_model.*   model.vision_tower.vision_model.*  lm_head.*
-  older checkpoints (the Hub)   language_model.model.*   vision_tower.vision_model.*  language_model.lm_head.*
-  transformers 5 on disk        language_model.model.*   vision_tower.*  (no vision_model level)
+  transformers 4.52+ in memory   model.language_model.*  model.vision_tower.vision_model.* lm_head.*
+  older checkpoints (the Hub)    language_model.model.*  vision_tower.vision_model.*
+                                 language_model.lm_head.*
+  transformers 5 on disk         language_model.model.*  vision_tower.* (no vision_model level)
 One table of renames, applied in order, maps all of them onto our module names.
 """
 
@@ -78,7 +79,9 @@ def load_weights(model: LlavaModel, model_dir: str | Path) -> None:
             continue
         param = params[name]
         if param.shape != tensor.shape:
-            raise ValueError(f"{key}: checkpoint shape {tuple(tensor.shape)} != {tuple(param.shape)}")
+            raise ValueError(
+                f"{key}: checkpoint shape {tuple(tensor.shape)} != {tuple(param.shape)}"
+            )
         with torch.no_grad():
             param.copy_(tensor.to(param.dtype))
         loaded.add(name)
