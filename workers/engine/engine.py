@@ -11,8 +11,10 @@ A colocated engine (stages "EPD") runs the same code with no export or import.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,7 +24,7 @@ from workers.engine.batcher import Batcher, BatcherConfig
 from workers.engine.block_manager import BlockPool
 from workers.engine.config import EngineConfig
 from workers.engine.embedding_cache import EmbeddingCache
-from workers.engine.errors import InvalidRequestError, PromptTooLongError
+from workers.engine.errors import InvalidImageError, InvalidRequestError, PromptTooLongError
 from workers.engine.image_processor import ImageProcessorConfig, image_hash, preprocess
 from workers.engine.image_spans import find_image_spans
 from workers.engine.kv_cache import KVCache
@@ -88,7 +90,6 @@ class Engine:
             text.head_dim, cfg.torch_dtype, self.device,
         )  # fmt: skip
         self.block_pool = BlockPool(num_blocks, cfg.block_size)
-        eos = self.tokenizer.eos_token_id
         self.batcher = Batcher(
             BatcherConfig(
                 max_num_seqs=cfg.max_num_seqs,
@@ -97,7 +98,7 @@ class Engine:
                 enable_prefix_caching=cfg.enable_prefix_caching,
             ),
             self.block_pool,
-            eos_token_ids=[] if eos is None else [eos],
+            eos_token_ids=eos_token_ids(self.config.model_dir, self.tokenizer),
             detokenize=self.detokenize,
         )
         self.runner = ModelRunner(self.model, self.kv_cache, self.device)
@@ -147,6 +148,9 @@ class Engine:
         prompt = list(prompt_token_ids)
         self._validate_prompt(request_id, prompt, params)
         spans = find_image_spans(prompt, self.model_config.image_token_index, images)
+        hidden = self.model_config.text.hidden_size
+        if any(i.embeddings.ndim != 2 or i.embeddings.shape[1] != hidden for i in images):
+            raise InvalidImageError(f"image embeddings must be [tokens, {hidden}]")
         rows = np.concatenate([i.embeddings for i in images]) if images else None
         request = Request(
             request_id, prompt, params, image_spans=spans, image_embeddings=rows,
@@ -266,3 +270,13 @@ class Engine:
                 f"prompt plus max_tokens needs {peak_tokens} tokens of KV; this worker holds "
                 f"{self.block_pool.num_blocks * self.block_pool.block_size}"
             )
+
+
+def eos_token_ids(model_dir: str, tokenizer) -> list[int]:
+    """The tokenizer's EOS plus any listed in `generation_config.json` (Llama 3 has several)."""
+    ids = {tokenizer.eos_token_id} - {None}
+    path = Path(model_dir) / "generation_config.json"
+    if path.exists():
+        listed = json.loads(path.read_text()).get("eos_token_id")
+        ids.update([listed] if isinstance(listed, int) else listed or [])
+    return sorted(ids)
