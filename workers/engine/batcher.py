@@ -35,12 +35,12 @@ class BatcherConfig:
 class ScheduledRequest:
     request: Request
     num_new_tokens: int  # tokens computed this step, from request.num_computed_tokens on
+    # True when this step catches the request up, so its last position is sampled.
+    is_last_chunk: bool = field(init=False)
 
-    @property
-    def is_last_chunk(self) -> bool:
-        """True when this step catches the request up, so its last position is sampled."""
+    def __post_init__(self) -> None:
         req = self.request
-        return req.num_computed_tokens + self.num_new_tokens == req.num_tokens
+        self.is_last_chunk = req.num_computed_tokens + self.num_new_tokens == req.num_tokens
 
 
 @dataclass
@@ -76,6 +76,9 @@ class Batcher:
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []  # in admission order; the last is preempted first
         self.num_preemptions = 0
+        # Prompt tokens of freshly admitted requests, and those served from the prefix cache.
+        self.num_prompt_tokens_admitted = 0
+        self.num_prefix_hit_tokens = 0
 
     @property
     def block_size(self) -> int:
@@ -101,7 +104,7 @@ class Batcher:
             if self._reserve_or_preempt(req, req.num_computed_tokens + num_new, plan):
                 plan.scheduled.append(ScheduledRequest(req, num_new))
                 budget -= num_new
-        budget += self._unschedule_preempted(plan)
+        self._unschedule_preempted(plan)
 
         while self.waiting and budget > 0 and not plan.preempted:
             if len(self.running) >= self.config.max_num_seqs:
@@ -113,6 +116,9 @@ class Batcher:
                 self._reset(req)
                 break
             self.waiting.popleft()
+            if req.num_preemptions == 0 and not is_import:
+                self.num_prompt_tokens_admitted += req.num_prompt_tokens
+                self.num_prefix_hit_tokens += req.num_cached_tokens
             req.status = RequestStatus.RUNNING
             self.running.append(req)
             if is_import:
@@ -162,12 +168,11 @@ class Batcher:
                 return False
         return True
 
-    def _unschedule_preempted(self, plan: BatchPlan) -> int:
-        """Drop already-scheduled work of requests preempted later in the same loop."""
-        kept = [s for s in plan.scheduled if s.request.status is RequestStatus.RUNNING]
-        returned = plan.num_batched_tokens - sum(s.num_new_tokens for s in kept)
-        plan.scheduled = kept
-        return returned
+    @staticmethod
+    def _unschedule_preempted(plan: BatchPlan) -> None:
+        """Drop already-scheduled work of requests preempted later in the same loop. The freed
+        budget stays unused: nothing is admitted in a step that had to preempt."""
+        plan.scheduled = [s for s in plan.scheduled if s.request.status is RequestStatus.RUNNING]
 
     def _preempt(self, req: Request) -> None:
         self.running.remove(req)

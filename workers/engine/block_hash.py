@@ -49,7 +49,9 @@ def extend_block_hashes(
     new: list[BlockHash] = []
     for index in range(len(block_hashes), num_computed_tokens // block_size):
         start, end = index * block_size, (index + 1) * block_size
-        extra = [s.image_hash for s in image_spans if s.offset < end and s.offset + s.length > start]
+        extra = [
+            s.image_hash for s in image_spans if s.offset < end and s.offset + s.length > start
+        ]
         parent = block_hashes[-1] if block_hashes else ROOT_HASH
         block_hashes.append(hash_block(parent, token_ids[start:end], extra))
         new.append(block_hashes[-1])

@@ -42,8 +42,6 @@ class BlockPool:
         self._free: deque[int] = deque(range(num_blocks))
         self._evictable: OrderedDict[int, None] = OrderedDict()
         self._cached: dict[BlockHash, int] = {}
-        self.num_prefix_queries = 0
-        self.num_prefix_hits = 0
 
     # ----------------------------------------------------------------- accounting
     @property
@@ -111,7 +109,6 @@ class BlockPool:
     ) -> list[int]:
         """Longest run of cached blocks matching `block_hashes` from the start, each verified
         against its token ids. Takes a reference on every returned block."""
-        self.num_prefix_queries += len(block_hashes)
         hits: list[int] = []
         for index, block_hash in enumerate(block_hashes):
             block_id = self._cached.get(block_hash)
@@ -127,7 +124,6 @@ class BlockPool:
             if block.ref_count == 0:
                 del self._evictable[block_id]
             block.ref_count += 1
-        self.num_prefix_hits += len(hits)
         return hits
 
     def register(self, block_id: int, block_hash: BlockHash, token_ids: Sequence[int]) -> None:

@@ -52,7 +52,7 @@ class EngineStats:
     num_cached_blocks: int
     num_used_blocks: int
     num_preemptions: int
-    prefix_cache_hit_rate: float  # hit blocks / looked-up blocks
+    prefix_cache_hit_rate: float  # prompt tokens served from the cache / prompt tokens admitted
     embedding_cache_hit_rate: float
 
 
@@ -237,7 +237,8 @@ class Engine:
             num_cached_blocks=pool.num_cached if pool else 0,
             num_used_blocks=pool.num_used if pool else 0,
             num_preemptions=self.batcher.num_preemptions if pool else 0,
-            prefix_cache_hit_rate=pool.num_prefix_hits / max(1, pool.num_prefix_queries)
+            prefix_cache_hit_rate=self.batcher.num_prefix_hit_tokens
+            / max(1, self.batcher.num_prompt_tokens_admitted)
             if pool
             else 0.0,
             embedding_cache_hit_rate=cache.num_hits / max(1, cache.num_queries),

@@ -30,8 +30,10 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         # Accept lists from JSON or protobuf callers; store tuples so the object stays hashable.
-        object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
-        object.__setattr__(self, "stop", tuple(self.stop))
+        # A lone string is one stop string (as in the OpenAI API), not one per character.
+        stop = (self.stop,) if isinstance(self.stop, str) else self.stop
+        object.__setattr__(self, "stop_token_ids", _as_tuple(self.stop_token_ids, "stop_token_ids"))
+        object.__setattr__(self, "stop", _as_tuple(stop, "stop"))
         self.validate()
 
     @property
@@ -39,19 +41,21 @@ class SamplingParams:
         return self.temperature == 0.0
 
     def validate(self) -> None:
-        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+        if not _is_int(self.max_tokens) or self.max_tokens < 1:
             raise InvalidSamplingParamsError(f"max_tokens must be >= 1, got {self.max_tokens!r}")
-        if not self.temperature >= 0.0 or self.temperature > 100.0:
+        if not _is_number(self.temperature) or not 0.0 <= self.temperature <= 100.0:
             raise InvalidSamplingParamsError(
                 f"temperature must be in [0, 100], got {self.temperature!r}"
             )
-        if not isinstance(self.top_k, int):
+        if not _is_int(self.top_k):
             raise InvalidSamplingParamsError(f"top_k must be an integer, got {self.top_k!r}")
-        if not 0.0 < self.top_p <= 1.0:
+        if not _is_number(self.top_p) or not 0.0 < self.top_p <= 1.0:
             raise InvalidSamplingParamsError(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if self.seed is not None and not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):
-            raise InvalidSamplingParamsError(f"seed must be an integer in [0, 2^63), got {self.seed!r}")
-        if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
+        if self.seed is not None and not (_is_int(self.seed) and 0 <= self.seed <= MAX_SEED):
+            raise InvalidSamplingParamsError(
+                f"seed must be an integer in [0, 2^63), got {self.seed!r}"
+            )
+        if any(not _is_int(t) or t < 0 for t in self.stop_token_ids):
             raise InvalidSamplingParamsError("stop_token_ids must be non-negative integers")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise InvalidSamplingParamsError("stop strings must be non-empty strings")
@@ -61,3 +65,18 @@ class SamplingParams:
         if self.seed is not None:
             return self
         return replace(self, seed=random.randrange(MAX_SEED))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON `true` is not 1
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _as_tuple(values: object, name: str) -> tuple:
+    try:
+        return tuple(values)
+    except TypeError:
+        raise InvalidSamplingParamsError(f"{name} must be a list, got {values!r}") from None
