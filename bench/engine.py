@@ -15,10 +15,12 @@ No Ray import anywhere: this runs on bare GPU boxes.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -42,7 +44,9 @@ from workers.engine.prompt import load_tokenizer
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.engine", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.engine", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--preset", default="small", choices=["tiny", "small"])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
@@ -56,6 +60,25 @@ def log(message: str) -> None:
     print(f"[bench.engine] {message}", file=sys.stderr, flush=True)
 
 
+@contextmanager
+def collector_paused():
+    """A full garbage collection over transformers' heap takes up to ~200 ms on a small CPU and
+    lands inside timed steps at random. Freeze the heap built so far, collect only between
+    timed calls (see `untimed_collect`), never during one."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
+def untimed_collect() -> None:
+    gc.collect()
+
+
 def bench_single(systems, source: PromptSource, sizes: BenchSizes) -> dict:
     n_prompt, n_new = sizes.single_prompt_tokens, sizes.single_new_tokens
     for system in systems:  # warm-up
@@ -64,6 +87,7 @@ def bench_single(systems, source: PromptSource, sizes: BenchSizes) -> dict:
     for _ in range(sizes.single_repeats):
         prompt = source.prompt(n_prompt)
         for system in systems:
+            untimed_collect()
             timelines[system.name].append(system.generate_one(prompt, n_new))
     first = [timelines[system.name][0].token_ids for system in systems]
     result = {name: single_summary(runs, n_prompt) for name, runs in timelines.items()}
@@ -84,6 +108,7 @@ def bench_batch(systems, source: PromptSource, sizes: BenchSizes, batch: MixedBa
     for repeat in range(sizes.batch_repeats):
         this_batch = batch if repeat == 0 else source.redraw(batch)
         for system in systems:
+            untimed_collect()
             runs[system.name].append(system.generate_batch(this_batch))
     result = {name: batch_summary(r, batch) for name, r in runs.items()}
     return {
@@ -105,10 +130,10 @@ def bench_image_ttft(systems, source: PromptSource, sizes: BenchSizes, num_image
     for _ in range(sizes.ttft_repeats):
         image = source.image(sizes.image_size)
         for system in systems:
+            untimed_collect()
             samples[system.name].append(system.image_ttft(image) * 1e3)
     result = {
-        name: {"median_ms": statistics.median(ms), "samples_ms": ms}
-        for name, ms in samples.items()
+        name: {"median_ms": statistics.median(ms), "samples_ms": ms} for name, ms in samples.items()
     }
     return {"image_size": list(sizes.image_size), "image_tokens": num_image_tokens, **result}
 
@@ -119,24 +144,25 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     model_dir = ensure_model(args.preset)
     model_config = ModelConfig.from_pretrained(model_dir)
-    source = PromptSource(
-        load_tokenizer(model_dir), model_config.image_token_index, seed=args.seed
-    )
+    source = PromptSource(load_tokenizer(model_dir), model_config.image_token_index, seed=args.seed)
     mixed_batch = source.mixed_batch(sizes)
-    peak_tokens = [len(p) + m for p, m in zip(mixed_batch.prompts, mixed_batch.max_tokens)]
+    peak_tokens = [
+        len(p) + m for p, m in zip(mixed_batch.prompts, mixed_batch.max_tokens, strict=True)
+    ]
     log(f"loading {args.preset} from {model_dir} on {device} ({args.dtype})")
     triserve = TriserveRunner(model_dir, args.device, args.dtype, peak_tokens)
     hf = HFRunner(model_dir, args.device, args.dtype)
     systems = [triserve, hf]
 
-    bandwidth = measure_copy_bandwidth(device)
-    log(f"copy bandwidth {bandwidth.bytes_per_s / 1e9:.1f} GB/s")
-    single = bench_single(systems, source, sizes)
-    log("batch 1 done")
-    batch = bench_batch(systems, source, sizes, mixed_batch)
-    log(f"batch {sizes.batch_size} done")
-    image_ttft = bench_image_ttft(systems, source, sizes, model_config.num_image_tokens)
-    log("image TTFT done")
+    with collector_paused():
+        bandwidth = measure_copy_bandwidth(device)
+        log(f"copy bandwidth {bandwidth.bytes_per_s / 1e9:.1f} GB/s")
+        single = bench_single(systems, source, sizes)
+        log("batch 1 done")
+        batch = bench_batch(systems, source, sizes, mixed_batch)
+        log(f"batch {sizes.batch_size} done")
+        image_ttft = bench_image_ttft(systems, source, sizes, model_config.num_image_tokens)
+        log("image TTFT done")
 
     step_bytes = decode_bytes(triserve.engine.model)
     floor = {

@@ -24,9 +24,7 @@ DEFAULT_KV_CACHE_BYTES = EngineConfig.kv_cache_memory_bytes
 class TriserveRunner:
     name = "triserve"
 
-    def __init__(
-        self, model_dir: Path, device: str, dtype: str, peak_tokens: list[int]
-    ) -> None:
+    def __init__(self, model_dir: Path, device: str, dtype: str, peak_tokens: list[int]) -> None:
         """`peak_tokens`: prompt + max_tokens of each sequence of the biggest batch. The KV cache
         is grown to hold them all at once (never shrunk below the engine's default), so the
         batch measures batching, not preemption."""

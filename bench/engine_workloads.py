@@ -18,11 +18,11 @@ class BenchSizes:
 
     single_prompt_tokens: int = 64  # batch 1: prompt length (BOS included)
     single_new_tokens: int = 128  # batch 1: tokens generated
-    single_repeats: int = 3
+    single_repeats: int = 5
     batch_size: int = 32
     batch_prompt_tokens: tuple[int, int] = (16, 256)  # inclusive range, uniform
     batch_max_tokens: tuple[int, int] = (16, 128)  # inclusive range, uniform
-    batch_repeats: int = 1
+    batch_repeats: int = 3
     image_size: tuple[int, int] = (336, 448)  # (height, width) before the processor's resize
     ttft_repeats: int = 5
 
@@ -35,6 +35,7 @@ class BenchSizes:
             batch_size=4,
             batch_prompt_tokens=(4, 24),
             batch_max_tokens=(2, 8),
+            batch_repeats=1,
             image_size=(40, 48),
             ttft_repeats=2,
         )
@@ -131,6 +132,7 @@ def single_summary(timelines: list[Timeline], prompt_tokens: int) -> dict:
         "decode_tok_s": 1e3 / ms_per_step,
         "ms_per_step": ms_per_step,
         "ttft_ms": statistics.median(t.ttft_s for t in timelines) * 1e3,
+        "ms_per_step_samples": [t.decode_s / t.num_decode_steps * 1e3 for t in timelines],
         "num_repeats": len(timelines),
         # Decode step j (1..N-1) attends over prompt + j tokens: the mean is prompt + N / 2.
         "mean_kv_tokens": prompt_tokens + len(timelines[0].token_times) / 2,
@@ -142,6 +144,7 @@ def batch_summary(runs: list[BatchRun], batch: MixedBatch) -> dict:
     steps = [s for r in runs for s in r.decode_steps]
     return {
         "wall_s": wall_s,
+        "wall_s_samples": [r.wall_s for r in runs],
         "useful_tokens": batch.num_useful_tokens,
         "useful_tok_s": batch.num_useful_tokens / wall_s,
         "generated_tokens": runs[0].num_generated_tokens,

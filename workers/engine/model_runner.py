@@ -74,12 +74,9 @@ class ModelRunner:
         for item in scheduled:
             if item.num_new_tokens > 1:
                 context = item.request.num_computed_tokens + item.num_new_tokens
-                slots = token_slots(item.request.block_table, np.arange(context), self.block_size)
-                segments.append(
-                    PrefillSegment(
-                        row, item.num_new_tokens, torch.from_numpy(slots).to(self.device)
-                    )
-                )
+                blocks = item.request.block_table[: -(-context // self.block_size)]
+                table = torch.tensor(blocks, dtype=torch.long, device=self.device)
+                segments.append(PrefillSegment(row, item.num_new_tokens, context, table))
             row += item.num_new_tokens
         return segments
 
@@ -94,16 +91,16 @@ class ModelRunner:
             row += item.num_new_tokens
         if not rows:
             return None
-        max_len = max(lengths)
-        slots = np.zeros((len(rows), max_len), dtype=np.int64)
-        mask = np.zeros((len(rows), 1, 1, max_len), dtype=bool)
-        for i, (table, length) in enumerate(zip(tables, lengths, strict=True)):
-            slots[i, :length] = token_slots(table, np.arange(length), self.block_size)
-            mask[i, ..., :length] = True
+        max_blocks = max(len(table) for table in tables)
+        block_tables = np.zeros((len(rows), max_blocks), dtype=np.int64)
+        for i, table in enumerate(tables):
+            block_tables[i, : len(table)] = table
+        key_positions = np.arange(max_blocks * self.block_size)
+        mask = key_positions[None, :] < np.asarray(lengths)[:, None]
         return DecodeGroup(
             token_index=torch.tensor(rows, device=self.device),
-            context_slots=torch.from_numpy(slots).to(self.device),
-            key_mask=torch.from_numpy(mask).to(self.device),
+            block_tables=torch.from_numpy(block_tables).to(self.device),
+            key_mask=torch.from_numpy(mask[:, None, None, :]).to(self.device),
         )
 
 

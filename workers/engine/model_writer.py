@@ -68,12 +68,12 @@ PRESETS: dict[str, ModelSpec] = {
 
 def write_checkpoint(model_dir: str | Path, spec: ModelSpec | str = "tiny") -> Path:
     """Write a complete checkpoint into `model_dir` (created; must not hold one already)."""
-    from transformers import (
-        CLIPImageProcessorPil,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    try:  # the pillow backend needs no torchvision (which has no CPU-only wheel)
+        from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+    except ImportError:
+        from transformers import CLIPImageProcessor
 
     spec = PRESETS[spec] if isinstance(spec, str) else spec
     model_dir = Path(model_dir)
@@ -115,7 +115,7 @@ def write_checkpoint(model_dir: str | Path, spec: ModelSpec | str = "tiny") -> P
     torch.manual_seed(spec.seed)
     model = LlavaForConditionalGeneration(config)
     model.save_pretrained(model_dir)
-    image_processor = CLIPImageProcessorPil(
+    image_processor = CLIPImageProcessor(
         size={"shortest_edge": spec.image_size},
         crop_size={"height": spec.image_size, "width": spec.image_size},
     )
