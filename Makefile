@@ -5,9 +5,8 @@ BIN := $(VENV)/bin
 # torch is pinned to the local CPU wheel unless a CUDA driver is present: an unpinned torch
 # pulls several GB of CUDA packages.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
-MODEL_CACHE ?= $(HOME)/.cache/triserve
 
-.PHONY: install test lint format bench-engine clean
+.PHONY: install test lint format proto serve bench-engine clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +16,11 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 install: $(BIN)/.installed
+
+# The whole system on one machine: a local Ray cluster, one pool per stage (encode, prefill,
+# decode) of the tiny embedded model, and the gRPC API on localhost:50051. Ctrl-C stops it.
+serve: install
+	RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 $(BIN)/triserve serve --preset tiny
 
 test: install
 	$(BIN)/python -m pytest -q tests
@@ -28,6 +32,12 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Regenerate the gRPC stubs after editing proto/triserve/v1/triserve.proto (a test fails when
+# the committed stubs are stale).
+proto: install
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. \
+		proto/triserve/v1/triserve.proto
 
 bench-engine: install
 	$(BIN)/python -m bench.engine --preset small

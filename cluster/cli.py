@@ -1,28 +1,43 @@
-"""The `triserve` command line."""
+"""The `triserve` command line. Each subcommand's implementation lives in cluster/commands.py."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from pathlib import Path
 
-from workers.engine.model_writer import PRESETS, ensure_model, write_checkpoint
+from workers.engine.model_writer import PRESETS
+
+DEFAULT_SERVER = "localhost:50051"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="triserve", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="triserve", description="Triserve command line")
     commands = parser.add_subparsers(dest="command", required=True)
 
     make = commands.add_parser("make-model", help="write a random-weight LLaVA checkpoint")
     make.add_argument("dir", type=Path)
     make.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    make.set_defaults(run=_make_model)
+
+    serve = commands.add_parser("serve", help="start the cluster and its gRPC API")
+    serve.add_argument("--config", type=Path, help="cluster YAML (see deploy/)")
+    serve.add_argument("--model", type=Path, help="checkpoint directory for every pool")
+    serve.add_argument("--preset", choices=sorted(PRESETS), help="embedded model (default tiny)")
+    layout = serve.add_mutually_exclusive_group()
+    layout.add_argument("--pools", help="e.g. encode=1,prefill=1,decode=1 or ep=2,d=1")
+    layout.add_argument("--colocated", type=int, metavar="N", help="one pool of N EPD workers")
+    serve.add_argument("--port", type=int, help="gRPC port (default 50051)")
+    serve.add_argument("--address", help="join this Ray cluster instead of starting one")
+    serve.add_argument("--api-token", default=os.environ.get("TRISERVE_API_TOKEN"))
+    serve.add_argument("--admin-token", default=os.environ.get("TRISERVE_ADMIN_TOKEN"))
 
     gen = commands.add_parser("generate", help="generate text for one prompt")
-    gen.add_argument("--local", action="store_true", help="run the engine in this process")
-    gen.add_argument("--model", type=Path, help="checkpoint directory (default: the tiny preset)")
-    gen.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    where = gen.add_mutually_exclusive_group()
+    where.add_argument("--local", action="store_true", help="run the engine in this process")
+    where.add_argument("--server", help=f"HOST:PORT of a running server (default {DEFAULT_SERVER})")
+    gen.add_argument("--model", help="local: checkpoint directory; server: model name")
+    gen.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="local only")
     gen.add_argument(
         "--prompt", required=True, help="raw text; each <image> takes the next --image"
     )
@@ -34,42 +49,38 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--seed", type=int)
     gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     gen.add_argument("--ignore-eos", action="store_true")
-    gen.add_argument("--device", default="cpu")
-    gen.add_argument("--dtype", default="float32")
+    gen.add_argument("--device", default="cpu", help="local only")
+    gen.add_argument("--dtype", default="float32", help="local only")
+    gen.add_argument("--request-id", default="", help="server only")
     gen.add_argument("--json", action="store_true", help='print {"token_ids": [...], "text": ...}')
-    gen.set_defaults(run=_generate)
+    _add_server_flags(gen, with_server=False)
 
-    args = parser.parse_args(argv)
-    return args.run(args)
-
-
-def _make_model(args: argparse.Namespace) -> int:
-    if (args.dir / "config.json").exists():
-        print(f"error: {args.dir} already holds a checkpoint", file=sys.stderr)
-        return 2
-    write_checkpoint(args.dir, args.preset)
-    print(f"wrote the {args.preset} checkpoint to {args.dir}")
-    return 0
+    status = commands.add_parser("status", help="pools, workers, queues and KV usage")
+    _add_server_flags(status)
+    scale = commands.add_parser("scale", help="resize a pool: triserve scale POOL=N")
+    scale.add_argument("target", metavar="POOL=N")
+    _add_server_flags(scale)
+    trace = commands.add_parser("trace", help="one request's stage timeline")
+    trace.add_argument("request_id")
+    _add_server_flags(trace)
+    return parser
 
 
-def _generate(args: argparse.Namespace) -> int:
-    if not args.local:
-        print("error: only --local is available in this version", file=sys.stderr)
-        return 2
-    from workers.engine.errors import InvalidRequestError
-    from workers.engine.local import generate_local
+def _add_server_flags(parser: argparse.ArgumentParser, with_server: bool = True) -> None:
+    if with_server:
+        parser.add_argument("--server", help=f"HOST:PORT (default {DEFAULT_SERVER})")
+    parser.add_argument("--api-token", default=os.environ.get("TRISERVE_API_TOKEN"))
+    parser.add_argument("--admin-token", default=os.environ.get("TRISERVE_ADMIN_TOKEN"))
+    parser.add_argument("--json-output", action="store_true", help="print JSON")
 
-    model_dir = args.model or ensure_model(args.preset)
-    try:
-        result = generate_local(args, model_dir)
-    except InvalidRequestError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps({"token_ids": result.token_ids, "text": result.text}))
-    else:
-        print(result.text)
-    return 0
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "server", None) is None and args.command != "serve":
+        args.server = os.environ.get("TRISERVE_SERVER", DEFAULT_SERVER)
+    from cluster import commands
+
+    return getattr(commands, args.command.replace("-", "_"))(args)
 
 
 if __name__ == "__main__":

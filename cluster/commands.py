@@ -1,0 +1,153 @@
+"""What each `triserve` subcommand does. Errors print `error: ...` and return exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from google.protobuf.json_format import MessageToDict
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def make_model(args: argparse.Namespace) -> int:
+    from workers.engine.model_writer import write_checkpoint
+
+    if (args.dir / "config.json").exists():
+        return _error(f"{args.dir} already holds a checkpoint")
+    write_checkpoint(args.dir, args.preset)
+    print(f"wrote the {args.preset} checkpoint to {args.dir}")
+    return 0
+
+
+def generate(args: argparse.Namespace) -> int:
+    return _generate_local(args) if args.local else _generate_remote(args)
+
+
+def _generate_local(args: argparse.Namespace) -> int:
+    from workers.engine.errors import InvalidRequestError
+    from workers.engine.local import generate_local
+    from workers.engine.model_writer import ensure_model
+
+    model_dir = Path(args.model) if args.model else ensure_model(args.preset)
+    try:
+        result = generate_local(args, model_dir)
+    except InvalidRequestError as e:
+        return _error(str(e))
+    _print_answer(args, result.token_ids, result.text)
+    return 0
+
+
+def _generate_remote(args: argparse.Namespace) -> int:
+    from cluster.client import Completion, TriserveClient, TriserveError
+
+    try:
+        images = [Path(path).read_bytes() for path in args.image]
+    except OSError as e:
+        return _error(f"cannot read {e.filename}: {e.strerror}")
+    done = Completion()
+    try:
+        with TriserveClient(args.server, api_token=args.api_token) as client:
+            for chunk in client.generate(
+                prompt=args.prompt, images=images, model=args.model or "",
+                request_id=args.request_id, max_tokens=args.max_tokens,
+                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                seed=args.seed, stop=args.stop, ignore_eos=args.ignore_eos,
+            ):  # fmt: skip
+                done.add(chunk)
+                if not args.json:
+                    print(chunk.text, end="", flush=True)
+    except TriserveError as e:
+        return _error(e.details or e.code.name) if not args.json else _error(str(e))
+    if args.json:
+        _print_answer(args, done.token_ids, done.text, done.request_id)
+    else:
+        print(f"\n[{done.finish_reason}; request {done.request_id}]", file=sys.stderr)
+    return 0
+
+
+def _print_answer(args, token_ids: list[int], text: str, request_id: str = "") -> None:
+    if args.json:
+        answer = {"token_ids": token_ids, "text": text}
+        if request_id:
+            answer["request_id"] = request_id
+        print(json.dumps(answer))
+    else:
+        print(text)
+
+
+def serve(args: argparse.Namespace) -> int:
+    from cluster.config import ConfigError
+    from cluster.launcher import run_until_interrupted
+
+    try:
+        return run_until_interrupted(args)
+    except ConfigError as e:
+        return _error(str(e))
+
+
+def status(args: argparse.Namespace) -> int:
+    return _remote(args, lambda client: client.cluster_state(), _print_state)
+
+
+def scale(args: argparse.Namespace) -> int:
+    pool, _, count = args.target.partition("=")
+    if not pool or not count.isdigit():
+        return _error("expected POOL=N, e.g. decode=2")
+    return _remote(args, lambda client: client.scale(pool, int(count)), _print_pool)
+
+
+def trace(args: argparse.Namespace) -> int:
+    return _remote(args, lambda client: client.trace(args.request_id), _print_trace)
+
+
+def _remote(args, call, show) -> int:
+    from cluster.client import TriserveClient, TriserveError
+
+    try:
+        with TriserveClient(args.server, args.api_token, args.admin_token, timeout_s=60) as c:
+            message = call(c)
+    except TriserveError as e:
+        return _error(f"{e.code.name}: {e.details}")
+    if args.json_output:
+        print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))
+    else:
+        show(message)
+    return 0
+
+
+def _print_state(state) -> None:
+    print(f"requests in flight: {state.requests_in_flight}  {dict(state.requests_by_state)}")
+    for pool in state.pools:
+        _print_pool(pool)
+
+
+def _print_pool(pool) -> None:
+    print(f"pool {pool.name} ({pool.stages}, model {pool.model}): {pool.target_workers} workers")
+    for w in pool.workers:
+        flag = " draining" if w.draining else ""
+        print(
+            f"  {w.worker_id}{flag}: queued {w.encode_queued} img, {w.waiting} waiting, "
+            f"{w.running} running, KV {w.kv_blocks_used}/{w.kv_blocks_total} blocks "
+            f"({w.kv_blocks_cached} cached), {w.embedding_cache_entries} embeddings, "
+            f"{w.prefix_cache_blocks} prefix blocks"
+        )
+
+
+def _print_trace(trace) -> None:
+    print(f"request {trace.request_id} ({trace.model}): {trace.state}")
+    for event in trace.events:
+        extra = []
+        if event.duration_ms:
+            extra.append(f"{event.duration_ms:.1f} ms")
+        if event.bytes:
+            extra.append(f"{event.bytes} B")
+        if event.detail:
+            extra.append(event.detail)
+        where = f" @{event.worker_id}" if event.worker_id else ""
+        print(f"  {event.time_ms:9.1f} ms  {event.event}{where}  {', '.join(extra)}")
