@@ -63,7 +63,7 @@ def _generate_remote(args: argparse.Namespace) -> int:
                 if not args.json:
                     print(chunk.text, end="", flush=True)
     except TriserveError as e:
-        return _error(e.details or e.code.name) if not args.json else _error(str(e))
+        return _error(f"{e.code.name}: {e.details}")
     if args.json:
         _print_answer(args, done.token_ids, done.text, done.request_id)
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from scheduler.errors import DuplicateRequestError
 from scheduler.request import NoWorkerAvailableError, RequestFailedError, UnknownModelError
 from workers.engine.errors import InvalidRequestError
 
@@ -24,6 +25,7 @@ STATUS_BY_ERROR: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
     (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (UnknownModelError, grpc.StatusCode.INVALID_ARGUMENT),
+    (DuplicateRequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (UnknownPoolError, grpc.StatusCode.INVALID_ARGUMENT),
     (TraceNotFoundError, grpc.StatusCode.NOT_FOUND),
     (NoWorkerAvailableError, grpc.StatusCode.UNAVAILABLE),

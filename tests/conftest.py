@@ -48,3 +48,23 @@ def image_token_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
     return boost_token_logit(
         tiny_model_dir, tmp_path_factory.mktemp("ckpt") / "image-token", token_name="<image>"
     )
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for every Ray test of the session (small: this box has 2 cores)."""
+    import os
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # Ray >= 2.59 would write ~/.ray/auth_token
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=128 * 2**20,
+        log_to_driver=False,
+        namespace="triserve-tests",
+    )
+    yield ray
+    ray.shutdown()

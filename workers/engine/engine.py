@@ -220,6 +220,10 @@ class Engine:
         self._pending_outputs.append(StepOutput(request_id, [], "abort"))
         return True
 
+    def get_request(self, request_id: str) -> Request | None:
+        """The live request while it is in this engine (read it, do not change it)."""
+        return self._requests.get(request_id) if self.batcher else None
+
     def has_unfinished_requests(self) -> bool:
         return bool(self.batcher and (self.batcher.has_unfinished() or self._pending_outputs))
 

@@ -1,0 +1,293 @@
+"""Cluster configuration: the models, the worker pools, and how clients reach the cluster.
+
+Read from YAML (`load_config`), or from command-line pool specs (`parse_pools`,
+`colocated_pools`); `resolve_config` combines both. Every key is optional; unknown keys and bad
+values raise `ConfigError` naming the key. `deploy/cluster.example.yaml` shows a whole file.
+
+    models:                 # model name -> checkpoint directory, or a preset Triserve writes
+      tiny: tiny            #   itself ("tiny", "small"). Default: {tiny: tiny}
+    pools:                  # default: encode (E), prefill (P) and decode (D), 1 worker each
+      - name: encode        # (required) unique pool name
+        stages: E           # (required) E, P, D, EP, PD or EPD; the pools together need P and D
+        num_workers: 1      # workers started with the cluster (>= 0); `scale` changes it later
+        model: tiny         # a key of `models`; default: the only model
+        num_gpus: 0         # GPUs Ray reserves per worker (fractions allowed)
+        num_cpus: 0         # CPUs Ray reserves per worker; 0 lets workers share the cores
+        device: cpu         # "cpu" or "cuda"
+        dtype: float32      # float32, bfloat16 or float16
+        num_kv_blocks: null            # KV blocks per worker; null: as kv_cache_memory_bytes fit
+        kv_cache_memory_bytes: 268435456
+        block_size: 16                 # tokens per KV block
+        max_num_seqs: 64               # running requests per engine step
+        max_num_batched_tokens: 512    # tokens per engine step (prefill is chunked under it)
+        max_model_len: null            # null: the model's max_position_embeddings
+        enable_prefix_caching: true
+        embedding_cache_size: 128      # images whose embeddings a worker keeps (LRU)
+        torch_threads: null            # torch threads per worker process; null: torch's default
+        max_restarts: 3                # restarts of a crashed worker actor; -1: unlimited
+    host: 127.0.0.1         # address the ingress listens on
+    port: 50051             # gRPC port (0: any free port)
+    api_token: null         # bearer token clients must send; "env:NAME" reads $NAME
+    admin_token: null       # token for admin calls (scaling, cluster state); "env:NAME" too
+    ray_address: null       # Ray cluster to join ("auto", "ray://host:10001"); null: start one
+    fetch_timeout_s: 30     # how long a worker waits for a transfer before failing it
+    call_timeout_s: 30      # how long the scheduler waits for a worker to answer a call
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+STAGES = ("E", "P", "D", "EP", "PD", "EPD")  # as workers.engine.config.STAGES (no torch here)
+DTYPES = ("float32", "bfloat16", "float16")
+PRESETS = ("tiny", "small")
+STAGE_NAMES = {"encode": "E", "prefill": "P", "decode": "D", "colocated": "EPD"}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    name: str
+    stages: str
+    num_workers: int = 1
+    model: str = "tiny"
+    num_gpus: float = 0.0
+    num_cpus: float = 0.0
+    device: str = "cpu"
+    dtype: str = "float32"
+    num_kv_blocks: int | None = None
+    kv_cache_memory_bytes: int = 256 * 2**20
+    block_size: int = 16
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 512
+    max_model_len: int | None = None
+    enable_prefix_caching: bool = True
+    embedding_cache_size: int = 128
+    torch_threads: int | None = None
+    max_restarts: int = 3
+
+    def __post_init__(self) -> None:
+        where = f"pool {self.name!r}"
+        _require(bool(self.name), f"{where}: name must not be empty")
+        _require(self.stages in STAGES, f"{where}: stages must be one of {STAGES}")
+        _require(self.dtype in DTYPES, f"{where}: dtype must be one of {DTYPES}")
+        _require(self.device.startswith(("cpu", "cuda")), f"{where}: device must be cpu or cuda")
+        _require(self.num_workers >= 0, f"{where}: num_workers must be >= 0")
+        _require(self.num_gpus >= 0 and self.num_cpus >= 0, f"{where}: num_gpus/num_cpus < 0")
+        _require(self.max_restarts >= -1, f"{where}: max_restarts must be >= -1")
+        for key in ("num_kv_blocks", "block_size", "max_num_seqs", "max_num_batched_tokens",
+                    "max_model_len", "torch_threads", "kv_cache_memory_bytes"):  # fmt: skip
+            value = getattr(self, key)
+            _require(value is None or value >= 1, f"{where}: {key} must be >= 1")
+
+    def engine_config(self, model_dir: str | Path):
+        """The EngineConfig of each worker of this pool (imports torch)."""
+        from workers.engine.config import EngineConfig
+
+        return EngineConfig(
+            model_dir=str(model_dir), stages=self.stages, device=self.device, dtype=self.dtype,
+            block_size=self.block_size, num_kv_blocks=self.num_kv_blocks,
+            kv_cache_memory_bytes=self.kv_cache_memory_bytes, max_num_seqs=self.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens, max_model_len=self.max_model_len,
+            enable_prefix_caching=self.enable_prefix_caching,
+            embedding_cache_size=self.embedding_cache_size,
+        )  # fmt: skip
+
+    def worker_config(self, worker_id: str, model_dir: str | Path):
+        from workers.worker import WorkerConfig
+
+        return WorkerConfig(
+            worker_id, self.engine_config(model_dir), pool=self.name, model=self.model,
+            torch_threads=self.torch_threads,
+        )  # fmt: skip
+
+
+def default_pools(model: str = "tiny") -> tuple[PoolConfig, ...]:
+    """One pool per stage: the smallest disaggregated layout."""
+    return parse_pools("encode=1,prefill=1,decode=1", model)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    models: dict[str, str] = field(default_factory=lambda: {"tiny": "tiny"})
+    pools: tuple[PoolConfig, ...] = field(default_factory=default_pools)
+    host: str = "127.0.0.1"
+    port: int = 50051
+    api_token: str | None = field(default=None, repr=False)
+    admin_token: str | None = field(default=None, repr=False)
+    ray_address: str | None = None
+    fetch_timeout_s: float = 30.0
+    call_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        _require(bool(self.models), "models: at least one model is needed")
+        _require(bool(self.pools), "pools: at least one pool is needed")
+        names = [pool.name for pool in self.pools]
+        _require(len(set(names)) == len(names), f"pools: names must be unique, got {names}")
+        for pool in self.pools:
+            _require(pool.model in self.models, f"pool {pool.name!r}: unknown model {pool.model!r}")
+        stages = "".join(pool.stages for pool in self.pools)
+        _require("P" in stages and "D" in stages, "pools: no pool runs prefill (P) or decode (D)")
+        _require(0 <= self.port <= 65535, "port must be in [0, 65535]")
+        _require(self.fetch_timeout_s > 0 and self.call_timeout_s > 0, "timeouts must be > 0")
+
+    def pool(self, name: str) -> PoolConfig:
+        for pool in self.pools:
+            if pool.name == name:
+                return pool
+        raise KeyError(f"no pool named {name!r}; pools: {[p.name for p in self.pools]}")
+
+    def model_dir(self, model: str) -> Path:
+        """The model's checkpoint directory; a preset is written on first use (imports torch)."""
+        source = self.models[model]
+        if source in PRESETS:
+            from workers.engine.model_writer import ensure_model
+
+            return ensure_model(source)
+        return Path(source).expanduser()
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ClusterConfig:
+        raw = _mapping(raw, "the configuration")
+        _check_keys(raw, cls, "the configuration")
+        values = {k: _typed(cls, k, v, k) for k, v in raw.items() if k != "pools"}
+        for key in ("api_token", "admin_token"):
+            values[key] = _secret(values.get(key), key)
+        models = values.setdefault("models", {"tiny": "tiny"})
+        for name, source in _mapping(models, "models").items():
+            _require(isinstance(source, str) and source, f"models.{name}: must be a path/preset")
+        if "pools" in raw:
+            _require(isinstance(raw["pools"], list), "pools: must be a list of pools")
+            default_model = next(iter(models)) if len(models) == 1 else None
+            values["pools"] = tuple(
+                _pool_from_dict(item, f"pools[{i}]", default_model)
+                for i, item in enumerate(raw["pools"])
+            )
+        elif len(models) == 1:
+            values["pools"] = default_pools(next(iter(models)))
+        return cls(**values)
+
+    def with_pools(self, pools: tuple[PoolConfig, ...]) -> ClusterConfig:
+        return replace(self, pools=tuple(pools))
+
+
+def load_config(path: str | Path) -> ClusterConfig:
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read the configuration: {e}") from None
+    try:
+        return ClusterConfig.from_dict(raw or {})
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def parse_pools(spec: str, model: str = "tiny") -> tuple[PoolConfig, ...]:
+    """`encode=1,prefill=1,decode=1` or `ep=2,d=1`: comma-separated `stages=num_workers`, where
+    stages is a stage name (encode, prefill, decode, colocated) or letters (e, p, d, ep, pd,
+    epd). The pool is named after what was written, lower-cased."""
+    pools = []
+    for item in spec.split(","):
+        name, sep, count = item.strip().partition("=")
+        name = name.strip().lower()
+        stages = STAGE_NAMES.get(name, "".join(s for s in "EPD" if s in name.upper()))
+        is_letters = sorted(name.upper()) == sorted(stages) and len(set(name)) == len(name)
+        _require(
+            bool(sep) and (name in STAGE_NAMES or is_letters) and stages in STAGES,
+            f"--pools: {item.strip()!r} is not STAGES=N (STAGES: encode, prefill, decode, "
+            f"colocated, or one of {', '.join(s.lower() for s in STAGES)})",
+        )
+        _require(count.strip().isdigit(), f"--pools: {item.strip()!r}: N must be an integer >= 0")
+        pools.append(PoolConfig(name=name, stages=stages, num_workers=int(count), model=model))
+    names = [pool.name for pool in pools]
+    _require(len(set(names)) == len(names), f"--pools: {spec!r} names a pool twice")
+    return tuple(pools)
+
+
+def colocated_pools(num_workers: int, model: str = "tiny") -> tuple[PoolConfig, ...]:
+    """`--colocated N`: one pool of N workers that each run encode, prefill and decode."""
+    _require(num_workers >= 1, f"--colocated: needs at least 1 worker, got {num_workers}")
+    return (PoolConfig(name="colocated", stages="EPD", num_workers=num_workers, model=model),)
+
+
+def resolve_config(
+    path: str | Path | None = None, pools: str | None = None, colocated: int | None = None
+) -> ClusterConfig:
+    """A YAML file (or the defaults), with its pools replaced by `--pools` or `--colocated`."""
+    _require(pools is None or colocated is None, "use either --pools or --colocated, not both")
+    config = load_config(path) if path else ClusterConfig()
+    model = config.pools[0].model
+    if pools is not None:
+        return config.with_pools(parse_pools(pools, model))
+    if colocated is not None:
+        return config.with_pools(colocated_pools(colocated, model))
+    return config
+
+
+# --------------------------------------------------------------------- validation helpers
+_TYPES = {
+    "str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
+    "int | None": (int, type(None)), "str | None": (str, type(None)),
+    "dict[str, str]": (dict,),
+}  # fmt: skip
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _mapping(raw: Any, where: str) -> Mapping[str, Any]:
+    _require(isinstance(raw, Mapping), f"{where}: must be a mapping of keys to values")
+    return raw
+
+
+def _check_keys(raw: Mapping[str, Any], cls: type, where: str) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    _require(not unknown, f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+
+
+def _typed(cls: type, key: str, value: Any, where: str) -> Any:
+    kind = next(f.type for f in dataclasses.fields(cls) if f.name == key)
+    allowed = _TYPES.get(kind, (object,))
+    is_bool_as_number = isinstance(value, bool) and bool not in allowed
+    _require(
+        isinstance(value, allowed) and not is_bool_as_number,
+        f"{where}: expected {kind}, got {value!r}",
+    )
+    return float(value) if kind == "float" else value
+
+
+def _pool_from_dict(raw: Any, where: str, default_model: str | None) -> PoolConfig:
+    raw = _mapping(raw, where)
+    _check_keys(raw, PoolConfig, where)
+    for key in ("name", "stages"):
+        _require(key in raw, f"{where}: {key} is required")
+    values = {k: _typed(PoolConfig, k, v, f"{where}.{k}") for k, v in raw.items()}
+    if "model" not in values:
+        _require(default_model is not None, f"{where}: model is required with several models")
+        values["model"] = default_model
+    values["stages"] = values["stages"].upper()
+    try:
+        return PoolConfig(**values)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _secret(value: str | None, key: str) -> str | None:
+    if value is None or not value.startswith("env:"):
+        return value
+    name = value.removeprefix("env:")
+    _require(bool(os.environ.get(name)), f"{key}: environment variable {name} is not set")
+    return os.environ[name]

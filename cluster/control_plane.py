@@ -1,0 +1,107 @@
+"""The control plane: one named async Ray actor holding the global scheduler and the pools.
+
+The ingress (stateless, scalable) calls it for every request; it calls the workers. Draining
+workers are retired here once the scheduler and the worker both say they are idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from cluster.cluster_state import ClusterSnapshot, PoolSnapshot
+from cluster.config import ClusterConfig
+from cluster.errors import UnknownPoolError
+from cluster.pools import PoolManager, RayWorkerLauncher
+from scheduler.request import RequestOutput, RequestSpec
+from scheduler.scheduler import Scheduler
+from scheduler.trace import Trace
+
+logger = logging.getLogger("triserve.control_plane")
+CONTROL_PLANE_NAME = "triserve-control-plane"
+RETIRE_INTERVAL_S = 0.5
+
+
+class ControlPlane:
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self.scheduler = Scheduler()
+        self.pools = PoolManager(config, RayWorkerLauncher(config))
+        self._retire_task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        """Launch every pool and register its workers; returns once all models are loaded."""
+        for worker in await self.pools.start():
+            await self.scheduler.add_worker(worker)
+        self._retire_task = asyncio.create_task(self._retire_drained_workers())
+
+    async def ping(self) -> bool:
+        return True
+
+    async def generate(self, spec: RequestSpec) -> AsyncIterator[RequestOutput]:
+        """A streaming method: one RequestOutput per worker step that produced tokens."""
+        outputs = await self.scheduler.generate(spec)
+        async for output in outputs:
+            yield output
+
+    async def cancel(self, request_id: str) -> bool:
+        return await self.scheduler.cancel(request_id)
+
+    def trace(self, request_id: str) -> Trace | None:
+        return self.scheduler.trace(request_id)
+
+    def cluster_state(self) -> ClusterSnapshot:
+        snapshot = self.scheduler.snapshot()
+        return ClusterSnapshot(
+            pools=[self._pool_snapshot(pool.name) for pool in self.config.pools],
+            num_requests_by_state=snapshot.num_requests_by_state,
+        )
+
+    async def scale(self, pool: str, num_workers: int) -> PoolSnapshot:
+        """Grow or shrink a pool while traffic flows; shrinking drains (no request is lost)."""
+        try:
+            self.config.pool(pool)
+        except KeyError:
+            names = [p.name for p in self.config.pools]
+            raise UnknownPoolError(f"unknown pool {pool!r}; pools: {names}") from None
+        change = await self.pools.scale(pool, num_workers)
+        for worker in change.added:
+            await self.scheduler.add_worker(worker)
+        for worker_id in change.draining:
+            self.scheduler.set_draining(worker_id)
+        return self._pool_snapshot(pool)
+
+    async def shutdown(self) -> None:
+        if self._retire_task is not None:
+            self._retire_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retire_task
+        await self.scheduler.close()
+        await self.pools.shutdown()
+
+    def _pool_snapshot(self, name: str) -> PoolSnapshot:
+        pool = self.config.pool(name)
+        workers = self.scheduler.snapshot().workers
+        return PoolSnapshot(
+            name=pool.name,
+            stages=pool.stages,
+            model=pool.model,
+            target_workers=self.pools.size(name),
+            workers=[w for w in workers.values() if w.pool == name],
+        )
+
+    async def _retire_drained_workers(self) -> None:
+        while True:
+            await asyncio.sleep(RETIRE_INTERVAL_S)
+            for worker_id in self.pools.draining():
+                try:
+                    if not self.scheduler.is_idle(worker_id):
+                        continue
+                    await self.scheduler.remove_worker(worker_id)
+                    await self.pools.retire(worker_id, force=True)
+                except KeyError:  # the scheduler already lost it (it died)
+                    await self.pools.retire(worker_id, force=True)
+                except Exception:
+                    logger.exception("retiring %s failed", worker_id)

@@ -1,0 +1,132 @@
+"""The gRPC ingress: a Ray Serve deployment answering `triserve.v1.Triserve` and the standard
+`grpc.health.v1.Health` service. It authenticates, validates and builds each request, then hands
+it to the scheduler actor and streams the scheduler's outputs back, one message per step."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+
+import grpc
+import ray
+from grpc_health.v1 import health_pb2
+from ray import serve
+
+from cluster.detokenizer import IncrementalDetokenizer
+from cluster.errors import TraceNotFoundError, UnauthenticatedError, status_for
+from cluster.request_builder import ModelFrontend, RequestBuilder
+from cluster.state_messages import cluster_state_message, pool_state_message, trace_message
+from proto.triserve.v1 import triserve_pb2 as pb
+
+logger = logging.getLogger("triserve.ingress")
+FINISH_REASONS = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH}
+SCHEDULER_CALL_TIMEOUT_S = 30.0
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=10_000)
+class Ingress:
+    def __init__(
+        self,
+        scheduler_name: str,
+        namespace: str,
+        model_dirs: dict[str, str],
+        api_token: str | None = None,
+        admin_token: str | None = None,
+    ) -> None:
+        self.scheduler = ray.get_actor(scheduler_name, namespace=namespace)
+        self.builder = RequestBuilder(
+            {name: ModelFrontend.load(name, path) for name, path in model_dirs.items()}
+        )
+        self.api_token, self.admin_token = api_token, admin_token
+
+    # ----------------------------------------------------------------- triserve.v1.Triserve
+    async def Generate(self, request: pb.GenerateRequest, grpc_context):  # noqa: N802
+        request_id = request.request_id
+        try:
+            self._authenticate(grpc_context, self.api_token)
+            spec, model = self.builder.build(request)
+        except Exception as e:
+            self._fail(grpc_context, e)
+        request_id = spec.request_id
+        detokenizer = IncrementalDetokenizer(model.tokenizer, spec.sampling_params.stop)
+        stream = self.scheduler.generate.options(num_returns="streaming").remote(spec)
+        finished = False
+        try:
+            async for ref in stream:
+                output = await ref
+                is_last = output.finish_reason is not None
+                response = pb.GenerateResponse(
+                    request_id=request_id,
+                    token_ids=output.token_ids,
+                    text=detokenizer.add(output.token_ids, is_last),
+                )
+                if is_last:
+                    finished = True
+                    response.finish_reason = FINISH_REASONS.get(
+                        output.finish_reason, pb.FINISH_REASON_CANCELLED
+                    )
+                    response.usage.CopyFrom(pb.Usage(**dataclasses.asdict(output.usage)))
+                yield response
+        except Exception as e:
+            self._fail(grpc_context, e)
+        finally:
+            if not finished:  # the client went away or the stream broke: free every stage
+                self.scheduler.cancel.remote(request_id)
+
+    async def GetClusterState(self, request, grpc_context):  # noqa: N802
+        try:
+            self._authenticate(grpc_context, self.api_token)
+            snapshot = await self._call(self.scheduler.cluster_state.remote())
+        except Exception as e:
+            self._fail(grpc_context, e)
+        return cluster_state_message(snapshot)
+
+    async def ScalePool(self, request: pb.ScalePoolRequest, grpc_context):  # noqa: N802
+        try:
+            self._authenticate(grpc_context, self.admin_token)
+            pool = await self._call(self.scheduler.scale.remote(request.pool, request.workers))
+        except Exception as e:
+            self._fail(grpc_context, e)
+        return pb.ScalePoolResponse(pool=pool_state_message(pool))
+
+    async def GetTrace(self, request: pb.GetTraceRequest, grpc_context):  # noqa: N802
+        try:
+            self._authenticate(grpc_context, self.api_token)
+            trace = await self._call(self.scheduler.trace.remote(request.request_id))
+            if trace is None:
+                raise TraceNotFoundError(f"no trace for request {request.request_id!r}")
+        except Exception as e:
+            self._fail(grpc_context, e)
+        return trace_message(trace)
+
+    # ----------------------------------------------------------------- grpc.health.v1.Health
+    async def Check(self, request, grpc_context):  # noqa: N802
+        try:
+            await self._call(self.scheduler.ping.remote(), timeout_s=5.0)
+            status = health_pb2.HealthCheckResponse.SERVING
+        except Exception:
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+        return health_pb2.HealthCheckResponse(status=status)
+
+    # ----------------------------------------------------------------- helpers
+    @staticmethod
+    async def _call(ref, timeout_s: float = SCHEDULER_CALL_TIMEOUT_S):
+        return await asyncio.wait_for(ref, timeout=timeout_s)
+
+    @staticmethod
+    def _authenticate(grpc_context, token: str | None) -> None:
+        if not token:
+            return
+        metadata = dict(grpc_context.invocation_metadata())
+        if metadata.get("authorization") != f"Bearer {token}":
+            raise UnauthenticatedError("missing or wrong bearer token")
+
+    @staticmethod
+    def _fail(grpc_context, error: BaseException):
+        code, message = status_for(error)
+        if code == grpc.StatusCode.INTERNAL:
+            logger.exception("internal error", exc_info=error)
+        grpc_context.set_code(code)
+        grpc_context.set_details(message)
+        raise RuntimeError(message) from None

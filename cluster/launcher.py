@@ -1,0 +1,139 @@
+"""Start and stop a whole Triserve cluster: Ray, the control plane (scheduler + pools) and the
+Ray Serve gRPC ingress. Used by `triserve serve`, the tests and the benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from cluster.config import ClusterConfig, ConfigError, resolve_config
+
+NAMESPACE = "triserve"
+APP_NAME = "triserve"  # the Serve application; clients send it as `application` metadata
+SERVICERS = [
+    "proto.triserve.v1.triserve_pb2_grpc.add_TriserveServicer_to_server",
+    "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
+]
+START_TIMEOUT_S = 900.0  # loading every model (the small preset is written on first use)
+
+
+@dataclass
+class RunningCluster:
+    config: ClusterConfig
+    address: str  # host:port of the gRPC API
+    control_plane: object  # the ControlPlane actor handle
+    started_ray: bool
+
+    def stop(self) -> None:
+        import ray
+        from ray import serve
+
+        serve.shutdown()
+        try:
+            ray.get(self.control_plane.shutdown.remote(), timeout=60)
+        finally:
+            ray.kill(self.control_plane)
+            if self.started_ray:
+                ray.shutdown()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def start_cluster(config: ClusterConfig, ray_init_kwargs: dict | None = None) -> RunningCluster:
+    """Start (or join) Ray, launch the pools, deploy the ingress; returns once it serves."""
+    import ray
+    from ray import serve
+    from ray.serve.config import gRPCOptions
+
+    from cluster.control_plane import CONTROL_PLANE_NAME, ControlPlane
+    from cluster.ingress import Ingress
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        if config.ray_address is None:
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, local cluster
+        ray.init(
+            address=config.ray_address,
+            namespace=NAMESPACE,
+            include_dashboard=False,
+            log_to_driver=False,
+            **(ray_init_kwargs or {}),
+        )
+    if config.port == 0:
+        config = replace(config, port=free_port(config.host))
+    control_plane = (
+        ray.remote(ControlPlane)
+        .options(name=CONTROL_PLANE_NAME, namespace=NAMESPACE, num_cpus=0, max_concurrency=1000)
+        .remote(config)
+    )
+    ray.get(control_plane.start.remote(), timeout=START_TIMEOUT_S)
+    serve.start(
+        grpc_options=gRPCOptions(port=config.port, grpc_servicer_functions=SERVICERS),
+        http_options={"host": config.host, "port": free_port(config.host)},
+    )
+    model_dirs = {name: str(config.model_dir(name)) for name in config.models}
+    serve.run(
+        Ingress.bind(
+            CONTROL_PLANE_NAME, NAMESPACE, model_dirs, config.api_token, config.admin_token
+        ),
+        name=APP_NAME,
+        route_prefix="/",
+    )
+    return RunningCluster(config, f"{config.host}:{config.port}", control_plane, started_ray)
+
+
+def config_from_args(args: argparse.Namespace) -> ClusterConfig:
+    """`triserve serve` flags on top of the YAML file (or the defaults)."""
+    config = resolve_config(args.config, args.pools, args.colocated)
+    if args.model and args.preset:
+        raise ConfigError("use either --model or --preset, not both")
+    source = str(Path(args.model).expanduser()) if args.model else args.preset
+    if source:
+        if args.model and not (Path(source) / "config.json").exists():
+            raise ConfigError(f"--model {source}: no config.json there")
+        name = Path(source).name if args.model else source
+        pools = tuple(replace(pool, model=name) for pool in config.pools)
+        config = replace(config, models={name: source}, pools=pools)
+    overrides = {
+        "port": args.port,
+        "ray_address": args.address,
+        "api_token": args.api_token,
+        "admin_token": args.admin_token,
+    }
+    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def run_until_interrupted(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    layout = ", ".join(f"{p.name}={p.num_workers}x{p.stages}" for p in config.pools)
+    print(f"starting Triserve: pools {layout}; models {sorted(config.models)}", flush=True)
+    started = time.monotonic()
+    cluster = start_cluster(config)
+    print(
+        f"Triserve is serving gRPC on {cluster.address} "
+        f"(ready in {time.monotonic() - started:.0f} s). Try:\n"
+        f"  .venv/bin/triserve generate --server {cluster.address} "
+        f'--prompt "Hello, who are you?" --max-tokens 32\n'
+        f"  .venv/bin/triserve status --server {cluster.address}\n"
+        "Ctrl-C stops it.",
+        flush=True,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+    print("shutting down...", flush=True)
+    cluster.stop()
+    return 0

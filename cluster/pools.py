@@ -1,0 +1,175 @@
+"""PoolManager: starts the worker pools of a ClusterConfig, and grows and shrinks them.
+
+Growing starts new workers and returns their clients. Shrinking is a handshake, so that no
+request is cut off:
+
+    change = await manager.scale("decode", 1)   # ScaleChange(added=[], draining=["decode-2"])
+        the draining workers refuse new jobs (StageFailed, retriable) and finish what they
+        hold; the scheduler stops placing work on them and releases their transfers
+    await manager.retire_idle()                 # ["decode-2"] once it is idle: nothing queued
+                                                # or running, no transfer waiting; actor killed
+    await manager.retire("decode-2", force=True)   # kill now; its requests need re-driving
+
+The newest workers of a pool are drained first. Workers are launched by a `WorkerLauncher`:
+`RayWorkerLauncher` makes WorkerActors; tests can pass in-process or fake launchers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cluster.config import ClusterConfig, PoolConfig
+from workers.worker import WorkerConfig
+
+
+class ManagedWorker(Protocol):
+    """A WorkerClient (see the scheduler) plus the calls the pool manager needs."""
+
+    worker_id: str
+    pool: str
+
+    async def drain(self) -> None: ...
+
+    async def is_idle(self) -> bool: ...
+
+    async def stop(self) -> None: ...
+
+
+class WorkerLauncher(Protocol):
+    async def launch(self, worker: WorkerConfig, pool: PoolConfig) -> ManagedWorker:
+        """Start one worker and return its client once it is ready to take jobs."""
+
+
+class WorkerBusyError(RuntimeError):
+    """The worker still holds work; drain it and wait, or retire it with force=True."""
+
+
+@dataclass(frozen=True)
+class ScaleChange:
+    added: list[ManagedWorker] = field(default_factory=list)  # started and ready
+    draining: list[str] = field(default_factory=list)  # worker ids now refusing new jobs
+
+
+class RayWorkerLauncher:
+    """Each worker is a WorkerActor holding the pool's CPUs and GPUs (Ray resources)."""
+
+    def __init__(self, config: ClusterConfig, ready_timeout_s: float = 600.0) -> None:
+        self.config = config
+        self.ready_timeout_s = ready_timeout_s  # model loading included
+        self.cluster_id = uuid.uuid4().hex[:8]  # actor names stay unique across clusters
+
+    async def launch(self, worker: WorkerConfig, pool: PoolConfig) -> ManagedWorker:
+        from cluster.worker_client import RayWorkerClient
+        from workers.actor import start_worker_actor
+
+        handle = start_worker_actor(
+            worker, num_cpus=pool.num_cpus, num_gpus=pool.num_gpus,
+            max_restarts=pool.max_restarts, name=f"triserve-{self.cluster_id}-{worker.worker_id}",
+            fetch_timeout_s=self.config.fetch_timeout_s,
+        )  # fmt: skip
+        client = RayWorkerClient(handle, worker, self.config.call_timeout_s)
+        try:
+            await client.ready(self.ready_timeout_s)
+        except BaseException:
+            await client.stop()
+            raise
+        return client
+
+
+class PoolManager:
+    def __init__(self, config: ClusterConfig, launcher: WorkerLauncher) -> None:
+        self.config = config
+        self.launcher = launcher
+        self._active: dict[str, list[ManagedWorker]] = {pool.name: [] for pool in config.pools}
+        self._draining: dict[str, ManagedWorker] = {}
+        self._next_index = {pool.name: itertools.count() for pool in config.pools}
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> list[ManagedWorker]:
+        """Start every pool at its configured size; all or nothing."""
+        async with self._lock:
+            launches = [(pool, pool.num_workers) for pool in self.config.pools]
+            return await self._launch(launches)
+
+    def workers(self, pool: str | None = None) -> list[ManagedWorker]:
+        """Workers that take new jobs, oldest first (all pools when `pool` is None)."""
+        names = [pool] if pool is not None else list(self._active)
+        return [worker for name in names for worker in self._active[name]]
+
+    def draining(self) -> list[str]:
+        return list(self._draining)
+
+    def size(self, pool: str) -> int:
+        return len(self._active[pool])
+
+    async def scale(self, pool: str, num_workers: int) -> ScaleChange:
+        """Grow by starting workers, or shrink by draining the newest ones (see module doc)."""
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        pool_config = self.config.pool(pool)
+        async with self._lock:
+            active = self._active[pool]
+            if num_workers >= len(active):
+                added = await self._launch([(pool_config, num_workers - len(active))])
+                change = ScaleChange(added=added)
+            else:
+                leaving = active[num_workers:]
+                await asyncio.gather(*(worker.drain() for worker in leaving))
+                del active[num_workers:]
+                self._draining.update((worker.worker_id, worker) for worker in leaving)
+                change = ScaleChange(draining=[worker.worker_id for worker in leaving])
+            return change
+
+    async def retire(self, worker_id: str, force: bool = False) -> None:
+        """Kill a draining worker; unless `force`, only once it is idle."""
+        async with self._lock:
+            worker = self._draining.get(worker_id)
+            if worker is None:
+                raise KeyError(f"{worker_id} is not draining; scale its pool down first")
+            if not force and not await worker.is_idle():
+                raise WorkerBusyError(f"{worker_id} still holds work")
+            del self._draining[worker_id]
+            await worker.stop()
+
+    async def retire_idle(self) -> list[str]:
+        """Kill every draining worker that has become idle; returns their ids."""
+        retired = []
+        for worker_id in self.draining():
+            try:
+                await self.retire(worker_id)
+            except (WorkerBusyError, KeyError):
+                continue
+            retired.append(worker_id)
+        return retired
+
+    async def shutdown(self) -> None:
+        async with self._lock:
+            everyone = self.workers() + list(self._draining.values())
+            self._draining.clear()
+            for workers in self._active.values():
+                workers.clear()
+            await asyncio.gather(*(worker.stop() for worker in everyone))
+
+    async def _launch(self, launches: list[tuple[PoolConfig, int]]) -> list[ManagedWorker]:
+        configs = []
+        for pool, count in launches:
+            model_dir = await asyncio.to_thread(self.config.model_dir, pool.model)
+            for _ in range(count):
+                worker_id = f"{pool.name}-{next(self._next_index[pool.name])}"
+                configs.append((pool, pool.worker_config(worker_id, model_dir)))
+        results = await asyncio.gather(
+            *(self.launcher.launch(worker, pool) for pool, worker in configs),
+            return_exceptions=True,
+        )
+        started = [r for r in results if not isinstance(r, BaseException)]
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            await asyncio.gather(*(worker.stop() for worker in started), return_exceptions=True)
+            raise failures[0]
+        for worker in started:
+            self._active[worker.pool].append(worker)
+        return started

@@ -1,0 +1,63 @@
+"""Cluster snapshots and traces -> their protobuf messages."""
+
+from __future__ import annotations
+
+from cluster.cluster_state import ClusterSnapshot, PoolSnapshot
+from proto.triserve.v1 import triserve_pb2 as pb
+from scheduler.snapshot import WorkerSnapshot
+from scheduler.trace import Trace
+
+ACTIVE_STATES = ("queued", "encoding", "prefilling", "decoding")
+
+
+def worker_state_message(worker: WorkerSnapshot) -> pb.WorkerState:
+    message = pb.WorkerState(
+        worker_id=worker.worker_id, stages=worker.stages, draining=worker.is_draining,
+        epoch=worker.epoch,
+    )  # fmt: skip
+    load = worker.load
+    if load is not None:
+        message.encode_queued = load.num_encode_queued
+        message.waiting = load.num_waiting
+        message.running = load.num_running
+        message.kv_blocks_total = load.num_kv_blocks
+        message.kv_blocks_used = load.num_kv_blocks_used
+        message.kv_blocks_cached = load.num_kv_blocks_cached
+        message.embedding_cache_entries = len(load.embedding_cache_keys)
+        message.prefix_cache_blocks = len(load.prefix_block_hashes)
+    return message
+
+
+def pool_state_message(pool: PoolSnapshot) -> pb.PoolState:
+    return pb.PoolState(
+        name=pool.name, stages=pool.stages, model=pool.model,
+        target_workers=pool.target_workers,
+        workers=[worker_state_message(w) for w in pool.workers],
+    )  # fmt: skip
+
+
+def cluster_state_message(snapshot: ClusterSnapshot) -> pb.ClusterState:
+    counts = snapshot.num_requests_by_state
+    return pb.ClusterState(
+        pools=[pool_state_message(pool) for pool in snapshot.pools],
+        requests_in_flight=sum(counts.get(state, 0) for state in ACTIVE_STATES),
+        requests_by_state=counts,
+    )
+
+
+def trace_message(trace: Trace) -> pb.Trace:
+    message = pb.Trace(
+        request_id=trace.request_id, state=trace.state, model=trace.model,
+        arrival_unix_ms=trace.arrival_time * 1000.0,
+    )  # fmt: skip
+    for event in trace.events:
+        attrs = dict(event.attrs)
+        message.events.add(
+            event=event.name,
+            time_ms=event.time_ms,
+            worker_id=str(attrs.pop("worker", "")),
+            duration_ms=float(attrs.pop("ms", 0.0) or attrs.pop("compute_ms", 0.0)),
+            bytes=int(attrs.pop("bytes", 0)),
+            detail=", ".join(f"{k}={v}" for k, v in sorted(attrs.items())),
+        )
+    return message

@@ -1,0 +1,109 @@
+"""One request in flight: its lifecycle, its trace, its output stream and where it runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container
+
+from scheduler.lifecycle import Lifecycle, RequestState
+from scheduler.output_stream import OutputStream
+from scheduler.request import RequestSpec
+from scheduler.trace import Trace
+from scheduler.worker_registry import PendingTransfer
+from workers.protocol import EmbeddingInput
+
+
+class ActiveRequest:
+    def __init__(self, spec: RequestSpec, clock: Callable[[], float]) -> None:
+        self.spec = spec
+        self.trace = Trace(spec.request_id, spec.arrival_time, clock, model=spec.model)
+        self.lifecycle = Lifecycle(self.trace)
+        self.stream = OutputStream(spec.request_id, len(spec.prompt_token_ids))
+        self.attempt = 0  # re-drives so far
+        self.touched: set[str] = set()  # workers given a job of this attempt
+        self.encode_worker: str | None = None
+        self.embeddings: list[EmbeddingInput] = []  # from the last EncodeDone
+        self.prefill_worker: str | None = None
+        self.decode_worker: str | None = None  # the prefill worker itself when decode_here
+        self.decode_here = False
+        # Arrays produced for this request and not yet released, by transfer id.
+        self.transfers: dict[str, PendingTransfer] = {}
+
+    @property
+    def request_id(self) -> str:
+        return self.spec.request_id
+
+    @property
+    def job_id(self) -> str:
+        """The id workers know this attempt by (see worker_client.py)."""
+        return self.request_id if self.attempt == 0 else f"{self.request_id}~{self.attempt}"
+
+    @property
+    def state(self) -> RequestState:
+        return self.lifecycle.state
+
+    def is_current(self, attempt: int) -> bool:
+        return self.attempt == attempt and not self.state.is_done
+
+    @property
+    def stage_worker(self) -> str | None:
+        """The worker running the current stage."""
+        return {
+            RequestState.ENCODING: self.encode_worker,
+            RequestState.PREFILLING: self.prefill_worker,
+            RequestState.DECODING: self.decode_worker,
+        }.get(self.state)
+
+    @property
+    def token_worker(self) -> str | None:
+        """The worker whose TokenDeltas reach the client (None: nobody's, yet)."""
+        if self.state is RequestState.DECODING or (
+            self.state is RequestState.PREFILLING and self.decode_here
+        ):
+            return self.decode_worker
+        return None
+
+    def depends_on(self, worker_id: str) -> bool:
+        """Whether losing this worker loses work or state the request still needs."""
+        return self.stage_worker == worker_id or any(
+            t.producer_id == worker_id for t in self.transfers.values()
+        )
+
+    def embeddings_for(
+        self, worker_id: str, live_workers: Container[str]
+    ) -> list[EmbeddingInput] | None:
+        """What a PrefillJob on `worker_id` passes as images; None: it cannot get them.
+
+        The encode worker itself reads its own embedding cache (ref None). Any other worker
+        fetches the refs, as long as none was released yet.
+        """
+        if self.encode_worker not in live_workers:
+            return None
+        if worker_id == self.encode_worker:
+            return [EmbeddingInput(e.image_hash, None) for e in self.embeddings]
+        return list(self.embeddings) if self.has_embedding_refs() else None
+
+    def has_embedding_refs(self) -> bool:
+        """Whether every embedding is still held, unreleased, by its producer."""
+        return bool(self.embeddings) and all(
+            e.ref is not None and e.ref.transfer_id in self.transfers for e in self.embeddings
+        )
+
+    def begin_attempt(self) -> None:
+        """Start a re-drive: a new job id, no stage placed yet, tokens replay from the first."""
+        self.attempt += 1
+        self.touched = set()
+        self.prefill_worker = self.decode_worker = None
+        self.decode_here = False
+        self.stream.restart()
+
+    def forget_embeddings(self) -> list[PendingTransfer]:
+        """Drop the embeddings (encode runs again); return their transfers to release."""
+        self.encode_worker, self.embeddings = None, []
+        return self.take_transfers("embedding")
+
+    def take_transfers(self, kind: str | None = None) -> list[PendingTransfer]:
+        """Remove and return the pending transfers of this kind (all if None)."""
+        taken = [t for t in self.transfers.values() if kind is None or t.kind == kind]
+        for transfer in taken:
+            del self.transfers[transfer.transfer_id]
+        return taken

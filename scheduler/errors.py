@@ -1,0 +1,32 @@
+"""Errors the scheduler raises: one class per failure, each mapped to one gRPC status."""
+
+from __future__ import annotations
+
+
+class SchedulerError(Exception):
+    """Base class of everything the scheduler raises on purpose."""
+
+
+class UnknownModelError(SchedulerError):
+    """No worker serves the requested model (INVALID_ARGUMENT)."""
+
+
+class DuplicateRequestError(SchedulerError):
+    """A request with this id is already in flight (INVALID_ARGUMENT)."""
+
+
+class NoWorkerAvailableError(SchedulerError):
+    """No live, non-draining worker of the model can run a stage the request needs (UNAVAILABLE)."""
+
+    @classmethod
+    def for_stage(cls, model: str, stage: str) -> NoWorkerAvailableError:
+        return cls(f"no live, non-draining worker of model {model!r} runs {stage}")
+
+
+class RequestFailedError(SchedulerError):
+    """The request was admitted but cannot complete: a stage failed for good, its re-drives ran
+    out, or its worker died mid-decode (UNAVAILABLE: the client may retry)."""
+
+
+class IllegalTransitionError(RuntimeError):
+    """A request state change that the lifecycle forbids: a scheduler bug, never user input."""

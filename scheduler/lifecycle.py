@@ -1,0 +1,121 @@
+"""The request lifecycle: which state may follow which, and what the trace records for each.
+
+    generate(spec)
+         |
+         v
+      QUEUED ----------------------------------------------+
+         |  images?                                        |  text-only: no encode
+         v                                                 |
+      ENCODING     encode worker: images -> embeddings     |
+         |         (embedding_transfer when prefill runs elsewhere)
+         v                                                 |
+      PREFILLING <-----------------------------------------+
+         |         prefill worker: prompt -> KV + first token
+         |         decode_here (worker also decodes): no KV transfer
+         |         handoff: PrefillDone -> DecodeJob, kv_transfer
+         v
+      DECODING     decode worker: one TokenDelta per engine step
+         |
+         v
+      FINISHED (stop | length)
+
+    any active state --cancel()-------------------------> CANCELLED (stream ends with "abort")
+    any active state --failure, nothing left to try-----> FAILED (stream raises)
+    any active state --retriable failure, worker lost---> QUEUED (re-drive, new attempt)
+
+A worker that runs several stages (EP, PD, EPD) moves the request through the same states with
+no transfer in between. A re-drive restarts from the last good stage (`restart_stage`): it
+starts a new *attempt* whose jobs carry a fresh job id, so late events of the old attempt are
+ignored. Tokens a re-drive regenerates are checked against what the client already saw and
+swallowed (see `output_stream.py`), so the client never sees a duplicate or a different token.
+
+Every transition is timestamped into the request's trace: queued, encode_start, prefill_start,
+decode_start, then decode_steps (count) and finished, failed or cancelled. The scheduler adds
+the stage events in between: encode_done, embedding_transfer, first_token, kv_transfer, redrive.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from scheduler.errors import IllegalTransitionError
+from scheduler.stage import Stage
+from scheduler.trace import Trace
+
+
+class RequestState(Enum):
+    QUEUED = "queued"
+    ENCODING = "encoding"
+    PREFILLING = "prefilling"
+    DECODING = "decoding"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_done(self) -> bool:
+        return self in (RequestState.FINISHED, RequestState.FAILED, RequestState.CANCELLED)
+
+
+_S = RequestState
+_ENDS = {_S.FAILED, _S.CANCELLED}
+_NEXT: dict[RequestState, set[RequestState]] = {
+    _S.QUEUED: {_S.ENCODING, _S.PREFILLING} | _ENDS,
+    _S.ENCODING: {_S.PREFILLING, _S.QUEUED} | _ENDS,
+    _S.PREFILLING: {_S.DECODING, _S.FINISHED, _S.QUEUED} | _ENDS,  # FINISHED: at the first token
+    _S.DECODING: {_S.FINISHED, _S.QUEUED} | _ENDS,
+    _S.FINISHED: set(),
+    _S.FAILED: set(),
+    _S.CANCELLED: set(),
+}
+_TRACE_EVENT = {
+    _S.QUEUED: "queued",
+    _S.ENCODING: "encode_start",
+    _S.PREFILLING: "prefill_start",
+    _S.DECODING: "decode_start",
+    _S.FINISHED: "finished",
+    _S.FAILED: "failed",
+    _S.CANCELLED: "cancelled",
+}
+_STAGE = {_S.ENCODING: Stage.ENCODE, _S.PREFILLING: Stage.PREFILL, _S.DECODING: Stage.DECODE}
+
+
+class Lifecycle:
+    """The state of one request; every change is checked, then recorded in its trace."""
+
+    def __init__(self, trace: Trace) -> None:
+        self.trace = trace
+        self.state = RequestState.QUEUED
+        trace.record("queued")
+
+    @property
+    def stage(self) -> Stage | None:
+        """The stage a worker is running for this request now (None while queued or done)."""
+        return _STAGE.get(self.state)
+
+    def can_advance(self, to: RequestState) -> bool:
+        return to in _NEXT[self.state]
+
+    def advance(self, to: RequestState, **attrs: Any) -> None:
+        if not self.can_advance(to):
+            raise IllegalTransitionError(
+                f"request {self.trace.request_id!r} cannot go from {self.state.value} to {to.value}"
+            )
+        if to.is_done and self.trace.num_decode_steps:
+            self.trace.record("decode_steps", count=self.trace.num_decode_steps)
+        self.state = to
+        self.trace.state = to.value
+        self.trace.record(_TRACE_EVENT[to], **attrs)
+
+
+def restart_stage(failed: Stage, has_images: bool, embeddings_reusable: bool) -> Stage:
+    """The stage a re-drive starts from, after `failed` failed or lost its worker.
+
+    Decode never restarts on its own: its input, the prompt's KV, is gone or suspect, so prefill
+    runs again. Prefill restarts from encode when its embeddings cannot be reused (they were
+    freed, their worker left, or the failure was fetching them).
+    """
+    if has_images and (failed is Stage.ENCODE or not embeddings_reusable):
+        return Stage.ENCODE
+    return Stage.PREFILL

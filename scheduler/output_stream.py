@@ -1,0 +1,85 @@
+"""What the client sees of one request: each token once, in order, then one final output.
+
+A re-drive regenerates the request from its first token. The stream checks every regenerated
+token against the one the client already has and swallows it; only tokens past that point are
+new. A different token fails the request instead of showing the client another continuation.
+
+    client has:        t0 t1
+    re-drive attempt:  t0 t1 t2 t3 ...
+                       ^^^^^ checked, swallowed
+                             ^^^^^ streamed
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from scheduler.errors import RequestFailedError
+from scheduler.request import RequestOutput, Usage
+
+
+class OutputStream:
+    def __init__(self, request_id: str, num_prompt_tokens: int) -> None:
+        self.request_id = request_id
+        self.num_prompt_tokens = num_prompt_tokens
+        self.num_cached_prompt_tokens = 0
+        self.token_ids: list[int] = []  # every token the client was sent
+        self.is_closed = False  # the final output or an error is queued
+        self._position = 0  # tokens of the current attempt seen so far
+        self._queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+        self._is_drained = False
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.num_prompt_tokens, len(self.token_ids), self.num_cached_prompt_tokens)
+
+    def restart(self) -> None:
+        """A new attempt starts: its tokens replay the ones already streamed."""
+        self._position = 0
+
+    def push(self, token_ids: list[int], finish_reason: str | None = None) -> list[int]:
+        """Accept one step's tokens of the current attempt; return the ones that are new."""
+        replayed = self.token_ids[self._position : self._position + len(token_ids)]
+        if token_ids[: len(replayed)] != replayed:
+            raise RequestFailedError(
+                f"request {self.request_id!r}: a re-driven attempt produced {token_ids} where "
+                f"the client already has {replayed}"
+            )
+        self._position += len(token_ids)
+        if finish_reason is not None and self._position < len(self.token_ids):
+            raise RequestFailedError(
+                f"request {self.request_id!r}: a re-driven attempt ended after {self._position} "
+                f"tokens, the client already has {len(self.token_ids)}"
+            )
+        new = token_ids[len(replayed) :]
+        self.token_ids.extend(new)
+        if new or finish_reason is not None:
+            usage = self.usage if finish_reason is not None else None
+            self._put(RequestOutput(self.request_id, new, finish_reason, usage))
+        return new
+
+    def end(self, finish_reason: str) -> None:
+        """Close the stream with no further tokens (cancel: finish_reason "abort")."""
+        self._put(RequestOutput(self.request_id, [], finish_reason, self.usage))
+
+    def fail(self, error: BaseException) -> None:
+        self._put(error)
+
+    def _put(self, item: RequestOutput | BaseException) -> None:
+        if self.is_closed:
+            return
+        self.is_closed = isinstance(item, BaseException) or item.finish_reason is not None
+        self._queue.put_nowait(item)
+
+    def __aiter__(self) -> OutputStream:
+        return self
+
+    async def __anext__(self) -> RequestOutput:
+        if self._is_drained:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            self._is_drained = True
+            raise item
+        self._is_drained = item.finish_reason is not None
+        return item

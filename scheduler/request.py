@@ -1,0 +1,64 @@
+"""What a client asks for (`RequestSpec`) and what it gets back (`RequestOutput`)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from scheduler.errors import NoWorkerAvailableError, RequestFailedError, UnknownModelError
+from workers.engine.sampling_params import SamplingParams
+from workers.protocol import ImageInput
+
+# The errors a request can end with live in errors.py; the ingress imports them from here too.
+__all__ = [
+    "NoWorkerAvailableError",
+    "RequestFailedError",
+    "RequestOutput",
+    "RequestSpec",
+    "UnknownModelError",
+    "Usage",
+]
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """One validated request, as the ingress hands it to the scheduler."""
+
+    request_id: str
+    model: str
+    prompt_token_ids: list[int]  # image placeholders already expanded
+    images: list[ImageInput] = field(default_factory=list)  # in placeholder order
+    # Given a concrete seed on construction, so that every stage and every re-drive of this
+    # request samples the same tokens.
+    sampling_params: SamplingParams = field(default_factory=SamplingParams)
+    slo_ttft_ms: float | None = None  # time-to-first-token target; None: the class default
+    slo_tpot_ms: float | None = None  # time-per-output-token target; None: the class default
+    priority: str = "normal"
+    # Wall-clock seconds (time.time), so that an ingress in another process can stamp it.
+    arrival_time: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prompt_token_ids", list(self.prompt_token_ids))
+        object.__setattr__(self, "images", list(self.images))
+        object.__setattr__(self, "sampling_params", self.sampling_params.with_seed())
+
+    @property
+    def has_images(self) -> bool:
+        return bool(self.images)
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_prompt_tokens: int  # prompt tokens served from a prefix cache instead of computed
+
+
+@dataclass(frozen=True)
+class RequestOutput:
+    """New tokens of one request since its previous output."""
+
+    request_id: str
+    token_ids: list[int]
+    finish_reason: str | None = None  # "stop", "length", "abort"; None while it continues
+    usage: Usage | None = None  # on the last output only

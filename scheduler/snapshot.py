@@ -1,0 +1,26 @@
+"""A point-in-time view of the scheduler, for the admin API and tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workers.protocol import WorkerLoad
+
+
+@dataclass(frozen=True)
+class WorkerSnapshot:
+    worker_id: str
+    pool: str
+    model: str
+    stages: str
+    epoch: int
+    is_draining: bool
+    load: WorkerLoad | None  # as last reported
+    num_dispatched_since_load: int  # jobs sent after that report
+
+
+@dataclass(frozen=True)
+class SchedulerSnapshot:
+    workers: dict[str, WorkerSnapshot]
+    # Every state's count: active requests by their state, ended ones since start-up.
+    num_requests_by_state: dict[str, int]

@@ -1,0 +1,51 @@
+"""The scheduler's view of one worker: what it must offer, and the rules it must keep.
+
+A Ray adapter (one actor per worker) and an in-process implementation sit behind this Protocol.
+The messages are those of `workers/protocol.py`. Rules the scheduler relies on:
+
+- **Job ids name attempts.** The `request_id` of a job is the request's id on its first attempt
+  and `"<request_id>~<n>"` on its n-th re-drive. Events echo the job's id; events for an id the
+  scheduler no longer tracks are ignored, so a late event of an old attempt is harmless.
+- **One message per step.** `poll(timeout_s)` returns as soon as the worker has something to
+  report, at most one engine step's worth, or an empty `WorkerEvents` (with its load) after
+  `timeout_s`. A poll that raises means the worker is gone: its requests are re-driven.
+- **Who reports the first token.** With `PrefillJob.decode_here`, every token, the first one
+  included, comes as a `TokenDelta` (a `PrefillDone`, if any, only reports `num_cached_tokens`).
+  Without it, the first token comes in `PrefillDone` only. A `DecodeJob` streams the tokens
+  after `first_token_id`.
+- **Transfers.** An encode worker exports every image's embeddings as a `TransferRef`. The
+  consumer checks checksum and `expected_epochs`, reports `TransferConsumed`, or a retriable
+  `StageFailed` when the array is missing, corrupt or stale. The producer frees an array on
+  `release([transfer_id])`; the scheduler also releases the refs it never routes (a prefill on
+  the encode worker itself reads its own embedding cache: `EmbeddingInput.ref is None`).
+- **Errors.** `submit_*` raises `InvalidRequestError` (workers/engine/errors.py) for input the
+  worker refuses; the request fails with it. Any other exception marks the worker as gone.
+  `abort` and `release` of an unknown id do nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from workers.protocol import DecodeJob, EncodeJob, PrefillJob, WorkerEvents, WorkerLoad
+
+
+class WorkerClient(Protocol):
+    worker_id: str
+    stages: str  # a non-empty subset of "EPD", e.g. "E", "PD", "EPD"
+    pool: str  # the pool the worker belongs to (for snapshots and metrics)
+    model: str  # the model it serves
+
+    async def submit_encode(self, job: EncodeJob) -> None: ...
+
+    async def submit_prefill(self, job: PrefillJob) -> None: ...
+
+    async def submit_decode(self, job: DecodeJob) -> None: ...
+
+    async def poll(self, timeout_s: float) -> WorkerEvents: ...
+
+    async def abort(self, request_id: str) -> None: ...
+
+    async def release(self, transfer_ids: list[str]) -> None: ...
+
+    async def load(self) -> WorkerLoad: ...

@@ -1,0 +1,120 @@
+"""The workers the scheduler knows: their clients, last reported load and epoch, and the calls
+that fan out to several of them (abort, release)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from scheduler.policy import WorkerView
+from scheduler.snapshot import WorkerSnapshot
+from scheduler.worker_client import WorkerClient
+from workers.protocol import EmbeddingInput, WorkerLoad
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PendingTransfer:
+    """An array a producer holds for a consumer until the scheduler releases it."""
+
+    transfer_id: str
+    kind: str  # "embedding" or "kv"
+    producer_id: str
+    nbytes: int
+
+
+@dataclass
+class WorkerSlot:
+    client: WorkerClient
+    load: WorkerLoad
+    epoch: int
+    num_dispatched_since_load: int = 0
+    is_draining: bool = False
+    poll_task: asyncio.Task | None = None
+
+    @property
+    def worker_id(self) -> str:
+        return self.client.worker_id
+
+    def observe(self, load: WorkerLoad) -> None:
+        self.load = load
+        self.epoch = load.epoch
+        self.num_dispatched_since_load = 0
+
+    def view(self) -> WorkerView:
+        return WorkerView(
+            worker_id=self.worker_id,
+            model=self.client.model,
+            stages=self.client.stages,
+            is_draining=self.is_draining or self.load.is_draining,
+            num_active=self.load.num_active + self.num_dispatched_since_load,
+        )
+
+    def snapshot(self) -> WorkerSnapshot:
+        return WorkerSnapshot(
+            self.worker_id, self.client.pool, self.client.model, self.client.stages, self.epoch,
+            self.is_draining, self.load, self.num_dispatched_since_load,
+        )  # fmt: skip
+
+
+class WorkerRegistry:
+    def __init__(self) -> None:
+        self._slots: dict[str, WorkerSlot] = {}
+
+    def add(self, slot: WorkerSlot) -> None:
+        if slot.worker_id in self._slots:
+            raise ValueError(f"worker {slot.worker_id!r} is already registered")
+        self._slots[slot.worker_id] = slot
+
+    def pop(self, worker_id: str) -> WorkerSlot | None:
+        return self._slots.pop(worker_id, None)
+
+    def get(self, worker_id: str | None) -> WorkerSlot | None:
+        return self._slots.get(worker_id) if worker_id is not None else None
+
+    def __getitem__(self, worker_id: str) -> WorkerSlot:
+        if worker_id not in self._slots:
+            raise KeyError(f"unknown worker {worker_id!r}")
+        return self._slots[worker_id]
+
+    def __contains__(self, worker_id: object) -> bool:
+        return worker_id in self._slots
+
+    def __iter__(self) -> Iterator[WorkerSlot]:
+        return iter(list(self._slots.values()))
+
+    def views(self) -> list[WorkerView]:
+        return [slot.view() for slot in self._slots.values()]
+
+    def epochs_of(self, embeddings: Iterable[EmbeddingInput]) -> dict[str, int]:
+        """Producer id -> its epoch as last reported, for the receiver to check."""
+        refs = [e.ref for e in embeddings if e.ref is not None]
+        return {
+            r.producer_id: self._slots[r.producer_id].epoch for r in refs if r.producer_id in self
+        }
+
+    async def abort(self, worker_ids: Iterable[str], job_id: str) -> None:
+        slots = [self._slots[w] for w in sorted(worker_ids) if w in self._slots]
+        results = await asyncio.gather(
+            *(slot.client.abort(job_id) for slot in slots), return_exceptions=True
+        )
+        for slot, result in zip(slots, results, strict=True):
+            if isinstance(result, Exception):
+                logger.warning("abort of %s on %s failed: %r", job_id, slot.worker_id, result)
+
+    async def release(self, transfers: Iterable[PendingTransfer]) -> None:
+        """Tell each producer it may free these arrays. A gone producer took them with it."""
+        by_producer: dict[str, list[str]] = {}
+        for transfer in transfers:
+            by_producer.setdefault(transfer.producer_id, []).append(transfer.transfer_id)
+        for producer_id, transfer_ids in by_producer.items():
+            slot = self._slots.get(producer_id)
+            if slot is None:
+                continue
+            try:
+                await slot.client.release(transfer_ids)
+            except Exception as error:  # the producer is going away; its poll will tell
+                logger.warning("release on %s failed: %r", producer_id, error)

@@ -1,0 +1,285 @@
+"""An in-process WorkerClient with a deterministic stand-in engine, for scheduler tests.
+
+    embedding of an image  = sum of its bytes % 1000
+    prompt KV              = sum(prompt ids) + sum(embeddings of its images)
+    token at position i    = (prompt KV + i) % 1000          (i = 0: the first token)
+
+So a decoder that imports the wrong KV, or a prefill that reads the wrong embeddings, writes
+different tokens. Each poll runs one engine step over everything queued and running and
+reports it in one WorkerEvents, as a real worker does. Arrays live in a shared FakeTransport;
+a consumer checks the checksum and the producer's epoch, as a real one does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from workers.protocol import (
+    DecodeJob,
+    EmbeddingInput,
+    EncodeDone,
+    EncodeJob,
+    ImageInput,
+    PrefillDone,
+    PrefillJob,
+    StageFailed,
+    TokenDelta,
+    TransferConsumed,
+    TransferRef,
+    WorkerEvents,
+    WorkerLoad,
+)
+
+
+def embedding_of(image: ImageInput) -> int:
+    return sum(image.data) % 1000
+
+
+def expected_tokens(prompt: Sequence[int], images: Sequence[ImageInput], n: int) -> list[int]:
+    kv = sum(prompt) + sum(embedding_of(image) for image in images)
+    return [(kv + i) % 1000 for i in range(n)]
+
+
+class FakeTransport:
+    """The object store: transfer id -> value. `num_to_corrupt[kind]`: the next arrays of that
+    kind ("emb" or "kv") are stored wrong, so that their consumer's checksum fails."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, int] = {}
+        self.num_fetches = 0
+        self.num_to_corrupt = {"emb": 0, "kv": 0}
+        self._ids = itertools.count()
+
+    def put(self, producer: str, epoch: int, kind: str, value: int, nbytes: int) -> TransferRef:
+        transfer_id = f"{producer}/{kind}{next(self._ids)}"
+        self.arrays[transfer_id] = value + 1 if self.num_to_corrupt[kind] else value
+        self.num_to_corrupt[kind] = max(0, self.num_to_corrupt[kind] - 1)
+        return TransferRef(transfer_id, None, nbytes, value, producer, epoch)
+
+    def fetch(self, ref: TransferRef) -> int | None:
+        """The value, or None when it is gone or fails its checksum."""
+        self.num_fetches += 1
+        value = self.arrays.get(ref.transfer_id)
+        return value if value == ref.checksum else None
+
+
+@dataclass
+class _Running:
+    job_id: str
+    kv: int
+    max_tokens: int
+    num_tokens: int  # generated so far, the first token included
+
+
+class FakeWorker:
+    def __init__(
+        self,
+        worker_id: str,
+        stages: str,
+        transport: FakeTransport,
+        model: str = "tiny",
+        num_cached_tokens: int = 0,  # reported by every PrefillDone
+    ) -> None:
+        self.worker_id, self.stages, self.model = worker_id, stages, model
+        self.pool = f"{stages.lower()}-pool"
+        self.transport = transport
+        self.num_cached_tokens = num_cached_tokens
+        self.epoch = 0
+        self._reported_epoch = 0  # a restarted worker reports its new epoch at once
+        self.calls: list[str] = []  # every call but poll and load, in order
+        self.jobs: list[EncodeJob | PrefillJob | DecodeJob] = []
+        self.aborted: list[str] = []
+        self.released: list[str] = []
+        self.is_paused = False  # accepts jobs, runs no step
+        self.is_dead = False  # the next poll or submit raises
+        self.die_after_steps: int | None = None
+        self.refuse_with: Exception | None = None  # raised by every submit
+        self.bad_input_reason: str | None = None  # prefills fail for good with this reason
+        self.num_steps = 0
+        self._encodes: list[EncodeJob] = []
+        self._prefills: list[PrefillJob] = []
+        self._decodes: list[DecodeJob] = []
+        self._running: dict[str, _Running] = {}
+        self._notices: list[TokenDelta] = []  # "abort" deltas, as the engine sends them
+        self._embedding_cache: dict[str, int] = {}
+        self._wake = asyncio.Event()
+
+    # ------------------------------------------------------------------ WorkerClient
+    async def submit_encode(self, job: EncodeJob) -> None:
+        self._accept("submit_encode", job, self._encodes)
+
+    async def submit_prefill(self, job: PrefillJob) -> None:
+        self._accept("submit_prefill", job, self._prefills)
+
+    async def submit_decode(self, job: DecodeJob) -> None:
+        self._accept("submit_decode", job, self._decodes)
+
+    async def abort(self, request_id: str) -> None:
+        self.calls.append("abort")
+        self.aborted.append(request_id)
+        for queue in (self._encodes, self._prefills, self._decodes):
+            queue[:] = [job for job in queue if job.request_id != request_id]
+        self._running.pop(request_id, None)
+        self._notices.append(TokenDelta(request_id, [], "abort"))
+        self._wake.set()
+
+    async def release(self, transfer_ids: list[str]) -> None:
+        self.calls.append("release")
+        self.released.extend(transfer_ids)
+        for transfer_id in transfer_ids:
+            self.transport.arrays.pop(transfer_id, None)
+
+    async def load(self) -> WorkerLoad:
+        return WorkerLoad(
+            self.worker_id, self.epoch, self.stages, is_draining=False,
+            num_encode_queued=sum(len(job.images) for job in self._encodes),
+            num_waiting=len(self._prefills) + len(self._decodes),
+            num_running=len(self._running), num_kv_blocks=64,
+            num_kv_blocks_used=len(self._running), num_kv_blocks_cached=0,
+            embedding_cache_keys=sorted(self._embedding_cache),
+        )  # fmt: skip
+
+    async def poll(self, timeout_s: float) -> WorkerEvents:
+        await asyncio.sleep(0)  # a real poll always yields to the event loop
+        if not self._has_work():
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout_s)
+        if self.is_dead:
+            raise ConnectionError(f"worker {self.worker_id} died")
+        if self.is_paused:
+            return WorkerEvents(self.worker_id, self.epoch, load=await self.load())
+        return await self._step()
+
+    # ------------------------------------------------------------------ test controls
+    def die(self) -> None:
+        self.is_dead = True
+        self._wake.set()
+
+    def resume(self) -> None:
+        self.is_paused = False
+        self._wake.set()
+
+    def restart(self) -> None:
+        """Come back with a new epoch and nothing of what it held."""
+        self.epoch += 1
+        self._encodes, self._prefills, self._decodes = [], [], []
+        self._running, self._embedding_cache = {}, {}
+        self.resume()
+
+    # ------------------------------------------------------------------ the engine
+    def _accept(self, call: str, job, queue: list) -> None:
+        if self.is_dead:
+            raise ConnectionError(f"worker {self.worker_id} died")
+        if self.refuse_with is not None:
+            raise self.refuse_with
+        self.calls.append(call)
+        self.jobs.append(job)
+        queue.append(job)
+        self._wake.set()
+
+    def _has_work(self) -> bool:
+        busy = self._encodes or self._prefills or self._decodes or self._running or self._notices
+        is_restarted = self.epoch != self._reported_epoch
+        return self.is_dead or is_restarted or (not self.is_paused and bool(busy))
+
+    async def _step(self) -> WorkerEvents:
+        tokens, self._notices = self._notices, []
+        encodes, prefills, consumed, failures = [], [], [], []
+        for job in self._encodes:
+            encodes.append(EncodeDone(job.request_id, [self._encode(i) for i in job.images], 1.0))
+        advancing = list(self._running.values())  # admitted earlier: one token each this step
+        for job in self._prefills:
+            kv = self._prefill_kv(job, consumed, failures)
+            if kv is None:
+                continue
+            first, max_tokens = kv % 1000, job.sampling_params.max_tokens
+            finish = "length" if max_tokens == 1 else None
+            if job.decode_here:
+                tokens.append(TokenDelta(job.request_id, [first], finish))
+                if finish is None:
+                    self._running[job.request_id] = _Running(job.request_id, kv, max_tokens, 1)
+                continue
+            nbytes = 64 * len(job.prompt_token_ids)
+            ref = (
+                None if finish else self.transport.put(self.worker_id, self.epoch, "kv", kv, nbytes)
+            )
+            prefills.append(
+                PrefillDone(
+                    job.request_id, first, finish, ref, "float32", [], self.num_cached_tokens
+                )
+            )
+        for job in self._decodes:
+            kv = self._import(
+                job.request_id, "decode", job.kv, job.expected_epochs, consumed, failures
+            )
+            if kv is not None:  # imported KV joins this very step, as in the engine
+                run = _Running(job.request_id, kv, job.sampling_params.max_tokens, 1)
+                self._running[job.request_id] = run
+                advancing.append(run)
+        for run in advancing:
+            token = (run.kv + run.num_tokens) % 1000
+            run.num_tokens += 1
+            finish = "length" if run.num_tokens == run.max_tokens else None
+            tokens.append(TokenDelta(run.job_id, [token], finish))
+            if finish:
+                del self._running[run.job_id]
+        self._encodes, self._prefills, self._decodes = [], [], []
+        self.num_steps += 1
+        self._reported_epoch = self.epoch
+        if self.die_after_steps is not None and self.num_steps >= self.die_after_steps:
+            self.is_dead = True
+        return WorkerEvents(
+            self.worker_id, self.epoch, tokens, encodes, prefills, consumed, failures,
+            step_ms=1.0, load=await self.load(),
+        )  # fmt: skip
+
+    def _encode(self, image: ImageInput) -> EmbeddingInput:
+        value = embedding_of(image)
+        self._embedding_cache[image.image_hash] = value
+        ref = self.transport.put(self.worker_id, self.epoch, "emb", value, 4 * len(image.data))
+        return EmbeddingInput(image.image_hash, ref)
+
+    def _prefill_kv(self, job: PrefillJob, consumed: list, failures: list) -> int | None:
+        if self.bad_input_reason is not None:
+            failures.append(StageFailed(job.request_id, "prefill", self.bad_input_reason, False))
+            return None
+        kv = sum(job.prompt_token_ids)
+        for image in job.images:
+            if image.ref is None:
+                value = self._embedding_cache.get(image.image_hash)
+                if value is None:
+                    reason = f"{image.image_hash} is not in the embedding cache"
+                    failures.append(StageFailed(job.request_id, "prefill", reason, True))
+            else:
+                value = self._import(
+                    job.request_id, "prefill", image.ref, job.expected_epochs, consumed, failures
+                )
+            if value is None:
+                return None
+            kv += value
+        return kv
+
+    def _import(
+        self,
+        job_id: str,
+        stage: str,
+        ref: TransferRef,
+        epochs: dict,
+        consumed: list,
+        failures: list,
+    ) -> int | None:
+        value = self.transport.fetch(ref)
+        if epochs.get(ref.producer_id) != ref.producer_epoch:
+            value, reason = None, f"{ref.transfer_id} is stale"
+        else:
+            reason = f"{ref.transfer_id} is missing or corrupt"
+        if value is None:
+            failures.append(StageFailed(job_id, stage, reason, retriable=True))
+            return None
+        consumed.append(TransferConsumed(job_id, ref.transfer_id, ref.producer_id, ref.nbytes, 0.5))
+        return value

@@ -1,0 +1,158 @@
+"""A request handed from worker to worker gets exactly the tokens it gets on one worker."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+
+from tests.workers.support import (
+    GREEDY,
+    READ_ONLY_KV_WARNING,
+    colocated_tokens,
+    finish_reason,
+    has,
+    is_finished,
+    poll_until,
+    token_ids,
+    wait_for,
+)
+from workers.engine.config import EngineConfig
+from workers.local_client import LocalWorkerClient
+from workers.protocol import DecodeJob, EmbeddingInput, PrefillJob, TokenDelta
+from workers.transport import TransferError
+from workers.worker import WorkerConfig, WorkerCore
+
+pytestmark = pytest.mark.filterwarnings(READ_ONLY_KV_WARNING)
+
+
+def test_encode_prefill_decode_on_three_workers_gives_the_colocated_tokens(
+    start_worker, cat_request
+):
+    expected = colocated_tokens(start_worker("epd-0", "EPD"), cat_request, "r1")
+    assert len(expected) == GREEDY.max_tokens
+    encoder, prefiller, decoder = (
+        start_worker("e-0", "E"), start_worker("p-0", "P"), start_worker("d-0", "D")
+    )  # fmt: skip
+
+    encoder.submit_encode(cat_request.encode_job("r1"))
+    [encoded] = [
+        done for events in poll_until(encoder.poll, has("encodes")) for done in events.encodes
+    ]
+    [embedding] = encoded.embeddings
+    assert embedding.image_hash == cat_request.image.image_hash
+    prefiller.submit_prefill(
+        PrefillJob("r1", cat_request.prompt_token_ids, GREEDY, encoded.embeddings,
+                   decode_here=False, expected_epochs={"e-0": encoder.epoch})
+    )  # fmt: skip
+    seen = poll_until(prefiller.poll, has("prefills"))
+    [prefill] = [done for events in seen for done in events.prefills]
+    consumed = [c for events in seen for c in events.consumed]
+    assert [(c.request_id, c.transfer_id, c.producer_id, c.nbytes) for c in consumed] == [
+        ("r1", embedding.ref.transfer_id, "e-0", 16 * 64 * 4)  # [image_tokens, hidden] fp32
+    ]
+    assert (prefill.first_token_id, prefill.finish_reason, prefill.kv_dtype) == (
+        expected[0],
+        None,
+        "float32",
+    )
+    assert prefill.kv.nbytes == 2 * 2 * len(cat_request.prompt_token_ids) * 2 * 16 * 4
+    assert [s.image_hash for s in prefill.image_spans] == [cat_request.image.image_hash]
+    assert not [d for events in seen for d in events.tokens]  # the first token rides PrefillDone
+
+    decoder.submit_decode(
+        DecodeJob("r1", cat_request.prompt_token_ids, GREEDY, prefill.first_token_id,
+                  prefill.image_spans, prefill.kv, prefill.kv_dtype, {"p-0": prefiller.epoch})
+    )  # fmt: skip
+    decoded = poll_until(decoder.poll, is_finished("r1"))
+    assert [prefill.first_token_id] + token_ids(decoded, "r1") == expected
+    assert finish_reason(decoded, "r1") == "length"
+    assert [c.transfer_id for events in decoded for c in events.consumed] == [
+        prefill.kv.transfer_id
+    ]
+
+
+def test_a_prefill_worker_reuses_embeddings_it_imported_before(start_worker, cat_request):
+    encoder, prefiller = start_worker("e-0", "E"), start_worker("p-0", "PD")
+    encoder.submit_encode(cat_request.encode_job("turn-1"))
+    [encoded] = [d for events in poll_until(encoder.poll, has("encodes")) for d in events.encodes]
+    prompt = cat_request.prompt_token_ids
+    prefiller.submit_prefill(
+        PrefillJob("turn-1", prompt, GREEDY, encoded.embeddings, decode_here=True,
+                   expected_epochs={"e-0": encoder.epoch})
+    )  # fmt: skip
+    first = token_ids(poll_until(prefiller.poll, is_finished("turn-1")), "turn-1")
+    assert prefiller.load().embedding_cache_keys == [cat_request.image.image_hash]
+
+    cached = [EmbeddingInput(cat_request.image.image_hash, ref=None)]
+    prefiller.submit_prefill(PrefillJob("turn-2", prompt, GREEDY, cached, decode_here=True))
+    assert token_ids(poll_until(prefiller.poll, is_finished("turn-2")), "turn-2") == first
+
+
+def test_tokens_of_concurrent_requests_arrive_together_one_delta_per_request(start_worker):
+    worker = start_worker("epd-0", "EPD")
+    prompts = {"a": list(range(5, 25)), "b": list(range(40, 55))}
+    for request_id, prompt in prompts.items():
+        worker.submit_prefill(PrefillJob(request_id, prompt, GREEDY, [], decode_here=True))
+    wait_for(lambda: worker.load().num_active == 0)
+    [everything] = [worker.poll(0.0)]
+    assert [(d.request_id, len(d.token_ids), d.finish_reason) for d in everything.tokens] == [
+        ("a", 8, "length"), ("b", 8, "length")
+    ]  # fmt: skip
+    assert everything.step_ms > 0
+
+    for request_id, prompt in prompts.items():
+        worker.submit_prefill(PrefillJob(f"{request_id}2", prompt, GREEDY, [], decode_here=True))
+    streamed = poll_until(worker.poll, lambda s: is_finished("a2")(s) and is_finished("b2")(s))
+    for events in streamed:
+        request_ids = [d.request_id for d in events.tokens]
+        assert len(request_ids) == len(set(request_ids))  # one delta per request per message
+    assert any({"a2", "b2"} <= {d.request_id for d in events.tokens} for events in streamed)
+    for request_id in ("a", "b"):
+        delta = next(d for d in everything.tokens if d.request_id == request_id)
+        assert token_ids(streamed, f"{request_id}2") == delta.token_ids
+
+
+def test_release_frees_the_producers_copy(start_worker, transport, cat_request):
+    encoder = start_worker("e-0", "E")
+    encoder.submit_encode(cat_request.encode_job("r1"))
+    [encoded] = [d for events in poll_until(encoder.poll, has("encodes")) for d in events.encodes]
+    ref = encoded.embeddings[0].ref
+    assert transport.held("e-0") == [ref.transfer_id]
+    assert not encoder.is_idle()  # a consumer may still need the embeddings
+
+    encoder.release([ref.transfer_id])
+    assert transport.held("e-0") == []
+    assert encoder.is_idle()
+    with pytest.raises(TransferError, match="gone"):
+        transport.fetch(ref, encoder.epoch)
+
+
+def test_local_client_serves_the_worker_interface(tiny_model_dir, transport):
+    async def run() -> tuple[list[TokenDelta], int]:
+        config = WorkerConfig("epd-0", EngineConfig(str(tiny_model_dir)), pool="colocated")
+        client = await LocalWorkerClient.start(config, transport)
+        assert (client.worker_id, client.stages, client.pool) == ("epd-0", "EPD", "colocated")
+        await client.submit_prefill(PrefillJob("r1", [5, 6, 7], GREEDY, [], decode_here=True))
+        deltas = []
+        while not any(d.finish_reason for d in deltas):
+            deltas += (await client.poll(5.0)).tokens
+        load = await client.load()
+        await client.stop()
+        return deltas, load.num_kv_blocks_used
+
+    deltas, num_used = asyncio.run(asyncio.wait_for(run(), timeout=60))
+    assert sum(len(d.token_ids) for d in deltas) == GREEDY.max_tokens
+    assert num_used == 0
+
+
+def test_torch_threads_option_sets_the_process_thread_count(tiny_model_dir, transport):
+    before = torch.get_num_threads()
+    config = WorkerConfig("e-0", EngineConfig(str(tiny_model_dir), stages="E"), torch_threads=1)
+    worker = WorkerCore(config, transport)
+    try:
+        assert torch.get_num_threads() == 1
+    finally:
+        worker.close()
+        torch.set_num_threads(before)

@@ -1,0 +1,65 @@
+"""Arrays through Ray's object store: the default transport between worker actors.
+
+The producer `ray.put`s the numpy array and keeps the ObjectRef until `release`, so the object
+lives at least that long. The TransferRef carries the ObjectRef inside a one-element list: Ray
+resolves ObjectRefs passed as top-level arguments, not nested ones, so the ref crosses the
+scheduler untouched. A consumer on the same node maps the array without a copy (read-only).
+If the producer dies, its objects die with it and `fetch` fails closed with TransferError.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import ray
+
+from workers.protocol import TransferRef
+from workers.transport import (
+    TransferError,
+    Transport,
+    array_checksum,
+    check_epoch,
+    new_transfer_id,
+    verify,
+)
+
+
+class ObjectStoreTransport(Transport):
+    def __init__(self, fetch_timeout_s: float = 30.0) -> None:
+        self.fetch_timeout_s = fetch_timeout_s
+        self._lock = threading.Lock()
+        self._held: dict[str, tuple[str, ray.ObjectRef]] = {}  # id -> (producer id, ref)
+
+    def put(self, array: np.ndarray, producer_id: str, epoch: int) -> TransferRef:
+        array = np.ascontiguousarray(array)
+        try:
+            object_ref = ray.put(array)
+        except ray.exceptions.RayError as e:  # e.g. the object store is full
+            raise TransferError(f"cannot store {array.nbytes} bytes: {e}") from None
+        ref = TransferRef(
+            transfer_id=new_transfer_id(producer_id), handle=[object_ref], nbytes=array.nbytes,
+            checksum=array_checksum(array), producer_id=producer_id, producer_epoch=epoch,
+        )  # fmt: skip
+        with self._lock:
+            self._held[ref.transfer_id] = (producer_id, object_ref)
+        return ref
+
+    def fetch(self, ref: TransferRef, expected_epoch: int) -> np.ndarray:
+        check_epoch(ref, expected_epoch)  # before moving any bytes
+        handle = ref.handle
+        if not (isinstance(handle, list) and len(handle) == 1):
+            raise TransferError(f"transfer {ref.transfer_id} has no object-store handle")
+        try:
+            array = ray.get(handle[0], timeout=self.fetch_timeout_s)
+        except ray.exceptions.RayError as e:  # lost, owner died, timed out, freed
+            raise TransferError(f"transfer {ref.transfer_id} cannot be fetched: {e}") from None
+        return verify(ref, array, expected_epoch)
+
+    def release(self, transfer_id: str) -> bool:
+        with self._lock:
+            return self._held.pop(transfer_id, None) is not None
+
+    def held(self, producer_id: str) -> list[str]:
+        with self._lock:
+            return [tid for tid, (owner, _) in self._held.items() if owner == producer_id]
