@@ -52,12 +52,18 @@ def trace_message(trace: Trace) -> pb.Trace:
     )  # fmt: skip
     for event in trace.events:
         attrs = dict(event.attrs)
+        numbers = {
+            key: float(value)
+            for key, value in attrs.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+        }
         message.events.add(
             event=event.name,
             time_ms=event.time_ms,
             worker_id=str(attrs.pop("worker", "")),
-            duration_ms=float(attrs.pop("ms", 0.0) or attrs.pop("compute_ms", 0.0)),
-            bytes=int(attrs.pop("bytes", 0)),
+            duration_ms=float(attrs.get("ms", 0.0) or attrs.get("compute_ms", 0.0)),
+            bytes=int(attrs.get("bytes", 0)),
             detail=", ".join(f"{k}={v}" for k, v in sorted(attrs.items())),
+            values=numbers,
         )
     return message

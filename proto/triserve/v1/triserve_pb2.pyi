@@ -213,20 +213,29 @@ class GetTraceRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ...) -> None: ...
 
 class TraceEvent(_message.Message):
-    __slots__ = ("event", "time_ms", "worker_id", "duration_ms", "bytes", "detail")
+    __slots__ = ("event", "time_ms", "worker_id", "duration_ms", "bytes", "detail", "values")
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     EVENT_FIELD_NUMBER: _ClassVar[int]
     TIME_MS_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
     event: str
     time_ms: float
     worker_id: str
     duration_ms: float
     bytes: int
     detail: str
-    def __init__(self, event: _Optional[str] = ..., time_ms: _Optional[float] = ..., worker_id: _Optional[str] = ..., duration_ms: _Optional[float] = ..., bytes: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
+    values: _containers.ScalarMap[str, float]
+    def __init__(self, event: _Optional[str] = ..., time_ms: _Optional[float] = ..., worker_id: _Optional[str] = ..., duration_ms: _Optional[float] = ..., bytes: _Optional[int] = ..., detail: _Optional[str] = ..., values: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Trace(_message.Message):
     __slots__ = ("request_id", "state", "model", "events", "arrival_unix_ms")

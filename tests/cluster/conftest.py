@@ -1,0 +1,46 @@
+"""One real cluster (Ray actors, Ray Serve gRPC) for the end-to-end tests of this package.
+
+It serves the tiny checkpoint under two names, so that every test can compare layouts in the
+same cluster: `disagg` runs on separate encode, prefill and decode workers, `coloc` on one EPD
+worker (the colocated baseline).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster.client import TriserveClient
+from cluster.config import ClusterConfig, PoolConfig
+
+API_TOKEN = "test-api-token"
+ADMIN_TOKEN = "test-admin-token"
+
+
+@pytest.fixture(scope="package")
+def cluster(ray_cluster, tiny_model_dir):
+    from cluster.launcher import start_cluster
+
+    def pool(name: str, stages: str, model: str) -> PoolConfig:
+        return PoolConfig(name=name, stages=stages, model=model, torch_threads=1, num_kv_blocks=256)
+
+    config = ClusterConfig(
+        models={"disagg": str(tiny_model_dir), "coloc": str(tiny_model_dir)},
+        pools=(
+            pool("encode", "E", "disagg"),
+            pool("prefill", "P", "disagg"),
+            pool("decode", "D", "disagg"),
+            pool("colocated", "EPD", "coloc"),
+        ),
+        port=0,
+        api_token=API_TOKEN,
+        admin_token=ADMIN_TOKEN,
+    )
+    running = start_cluster(config)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(cluster):
+    with TriserveClient(cluster.address, API_TOKEN, ADMIN_TOKEN, timeout_s=120) as client:
+        yield client

@@ -1,0 +1,213 @@
+"""End to end through real gRPC, Ray Serve and Ray actors: what a client of the cluster sees."""
+
+from __future__ import annotations
+
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from cluster.client import TriserveClient, TriserveError
+from tests.cluster.conftest import ADMIN_TOKEN, API_TOKEN
+from tests.support import make_image
+from workers.engine.config import EngineConfig
+from workers.engine.engine import Engine
+from workers.engine.prompt import PromptBuilder
+from workers.engine.sampling_params import SamplingParams
+
+
+def png(seed: int, size=(40, 52)) -> bytes:
+    buffer = io.BytesIO()
+    make_image(seed, size).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+REQUESTS = {
+    "text": ("Tell me about the sea and the ships that sail on it.", []),
+    "one_image": ("USER: <image>\nWhat is in this picture? ASSISTANT:", [png(1)]),
+    "two_images": ("Compare <image> with <image>, please.", [png(2), png(3, (30, 64))]),
+}
+
+
+@pytest.fixture(scope="module")
+def expected(tiny_model_dir):
+    """Greedy tokens of each request from a local colocated engine (no Ray, no gRPC)."""
+    from workers.engine.image_processor import decode_image
+
+    engine = Engine(EngineConfig(model_dir=str(tiny_model_dir)))
+    builder = PromptBuilder(tiny_model_dir, engine.model_config, engine.tokenizer)
+
+    def run(text: str, images: list[bytes], max_tokens: int) -> list[int]:
+        decoded = [decode_image(data) for data in images]
+        prompt = builder.build(text, decoded).token_ids
+        params = SamplingParams(max_tokens=max_tokens, ignore_eos=True)
+        engine.add_request("r", prompt, params, images=engine.encode(decoded))
+        return engine.run_to_completion()["r"].token_ids
+
+    return run
+
+
+def wait_until(condition, timeout_s: float = 60.0, interval_s: float = 0.2):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s} s")
+
+
+def test_health_check_answers_serving(client):
+    assert client.health() == "SERVING"
+
+
+@pytest.mark.parametrize("case", sorted(REQUESTS))
+def test_disaggregated_and_colocated_layouts_stream_the_same_tokens(client, expected, case):
+    text, images = REQUESTS[case]
+    answers = {}
+    for model in ("disagg", "coloc"):
+        chunks = list(
+            client.generate(prompt=text, images=images, model=model, max_tokens=24, ignore_eos=True)
+        )
+        assert len(chunks) > 1  # streamed, not returned at the end
+        assert chunks[-1].finish_reason == "length"
+        assert chunks[-1].usage.completion_tokens == 24
+        answers[model] = [t for chunk in chunks for t in chunk.token_ids]
+    assert answers["disagg"] == answers["coloc"] == expected(text, images, 24)
+
+
+def test_sixteen_concurrent_clients_all_get_their_answers(cluster, expected):
+    cases = [(sorted(REQUESTS)[i % 3], ("disagg", "coloc")[i % 2], 8 + i) for i in range(16)]
+
+    def one(case, model, max_tokens):
+        text, images = REQUESTS[case]
+        with TriserveClient(cluster.address, API_TOKEN, timeout_s=180) as client:
+            return client.complete(
+                prompt=text, images=images, model=model, max_tokens=max_tokens, ignore_eos=True
+            ).token_ids
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda args: one(*args), cases))
+    for (case, _, max_tokens), tokens in zip(cases, results, strict=True):
+        assert tokens == expected(*REQUESTS[case], max_tokens)
+
+
+def test_scaling_a_pool_up_and_down_under_load_loses_no_request(cluster, client, expected):
+    text, images = REQUESTS["one_image"]
+
+    def one(i):
+        with TriserveClient(cluster.address, API_TOKEN, timeout_s=180) as c:
+            return c.complete(
+                prompt=text, images=images, model="disagg", max_tokens=40, ignore_eos=True
+            ).token_ids
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(one, i) for i in range(8)]
+        assert client.scale("decode", 2).target_workers == 2
+        futures += [pool.submit(one, i) for i in range(8, 12)]
+        assert client.scale("decode", 1).target_workers == 1
+        futures += [pool.submit(one, i) for i in range(12, 16)]
+        results = [f.result(timeout=300) for f in futures]
+    assert results == [expected(text, images, 40)] * 16
+
+    def decode_pool_settled():
+        (pool,) = [p for p in client.cluster_state().pools if p.name == "decode"]
+        return len(pool.workers) == 1 and not pool.workers[0].draining
+
+    wait_until(decode_pool_settled)
+
+
+def test_cancelling_a_stream_frees_its_blocks_everywhere(client):
+    text, images = REQUESTS["one_image"]
+    stream = client.generate(
+        prompt=text, images=images, model="disagg", max_tokens=600, ignore_eos=True,
+        request_id="to-cancel",
+    )  # fmt: skip
+    first = next(stream)
+    assert first.token_ids
+    stream.close()  # the client goes away mid-decode
+
+    def back_to_baseline():
+        state = client.cluster_state()
+        workers = [w for pool in state.pools for w in pool.workers]
+        return state.requests_in_flight == 0 and all(w.kv_blocks_used == 0 for w in workers)
+
+    wait_until(back_to_baseline)
+    assert client.trace("to-cancel").state == "cancelled"
+
+
+def test_trace_shows_every_stage_and_transfer(client):
+    text, images = REQUESTS["one_image"]
+    done = client.complete(
+        prompt=text, images=images, model="disagg", max_tokens=8, request_id="traced"
+    )
+    trace = client.trace(done.request_id)
+    names = [event.event for event in trace.events]
+    for earlier, later in [
+        ("queued", "encode_start"),
+        ("encode_start", "encode_done"),
+        ("prefill_start", "first_token"),
+        ("first_token", "decode_start"),
+        ("decode_start", "finished"),
+    ]:
+        assert names.index(earlier) < names.index(later)
+    transfers = {e.event: e for e in trace.events if e.event.endswith("_transfer")}
+    assert transfers["embedding_transfer"].bytes > 0 and transfers["kv_transfer"].bytes > 0
+    times = [event.time_ms for event in trace.events]
+    assert times == sorted(times) and trace.state == "finished"
+
+
+BAD_REQUESTS = {
+    "corrupt image": dict(prompt="x <image>", images=[b"\x89PNG\r\n\x1a\nnot a png"]),
+    "image count": dict(prompt="two <image> <image>", images=[png(1)]),
+    "empty prompt": dict(prompt="   "),
+    "long prompt": dict(prompt="word " * 3000),
+    "temperature": dict(prompt="hi", temperature=-1.0),
+    "top_p": dict(prompt="hi", top_p=0.0),
+    "unknown model": dict(prompt="hi", model="no-such-model"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_bad_input_gets_invalid_argument_and_the_server_keeps_serving(client, case):
+    with pytest.raises(TriserveError) as error:
+        client.complete(**BAD_REQUESTS[case])
+    assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Traceback" not in error.value.details
+    assert client.complete(prompt="still there?", model="coloc", max_tokens=2).token_ids
+
+
+def test_scaling_an_unknown_pool_is_invalid_argument(client):
+    with pytest.raises(TriserveError) as error:
+        client.scale("no-such-pool", 1)
+    assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_requests_need_the_api_token_and_scaling_the_admin_token(cluster):
+    for token in (None, "wrong"):
+        with TriserveClient(cluster.address, api_token=token, admin_token=token) as client:
+            for call in (lambda: client.complete(prompt="hi"), client.cluster_state):
+                with pytest.raises(TriserveError) as error:
+                    call()
+                assert error.value.code == grpc.StatusCode.UNAUTHENTICATED
+    with TriserveClient(cluster.address, api_token=API_TOKEN, admin_token=API_TOKEN) as client:
+        with pytest.raises(TriserveError) as error:
+            client.scale("decode", 1)
+        assert error.value.code == grpc.StatusCode.UNAUTHENTICATED
+        assert client.complete(prompt="hi", model="coloc", max_tokens=2).token_ids
+    with TriserveClient(cluster.address, API_TOKEN, ADMIN_TOKEN) as client:
+        assert client.scale("decode", 1).name == "decode"
+
+
+def test_no_capable_worker_is_unavailable(client):
+    text, images = REQUESTS["one_image"]
+    client.scale("encode", 0)
+    try:
+        with pytest.raises(TriserveError) as error:
+            client.complete(prompt=text, images=images, model="disagg", max_tokens=2)
+        assert error.value.code == grpc.StatusCode.UNAVAILABLE
+        assert client.complete(prompt="text still works", model="disagg", max_tokens=2).token_ids
+    finally:
+        client.scale("encode", 1)
