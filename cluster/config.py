@@ -28,7 +28,7 @@ values raise `ConfigError` naming the key. `deploy/cluster.example.yaml` shows a
     host: 127.0.0.1         # address the ingress listens on
     port: 50051             # gRPC port (0: any free port)
     api_token: null         # bearer token clients must send; "env:NAME" reads $NAME
-    admin_token: null       # token for admin calls (scaling, cluster state); "env:NAME" too
+    admin_token: null       # token for admin calls (ScalePool); "env:NAME" too
     ray_address: null       # Ray cluster to join ("auto", "ray://host:10001"); null: start one
     fetch_timeout_s: 30     # how long a worker waits for a transfer before failing it
     call_timeout_s: 30      # how long the scheduler waits for a worker to answer a call
