@@ -211,3 +211,45 @@ def test_no_capable_worker_is_unavailable(client):
         assert client.complete(prompt="text still works", model="disagg", max_tokens=2).token_ids
     finally:
         client.scale("encode", 1)
+
+
+def test_chat_messages_are_templated_like_the_raw_prompt(client):
+    image = REQUESTS["one_image"][1][0]
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": image},
+                {"type": "text", "text": "What is in this picture?"},
+            ],
+        }
+    ]
+    chat = client.complete(messages=messages, model="coloc", max_tokens=12, ignore_eos=True)
+    text, images = REQUESTS["one_image"]
+    raw = client.complete(prompt=text, images=images, model="coloc", max_tokens=12, ignore_eos=True)
+    assert chat.token_ids == raw.token_ids
+    assert chat.usage.prompt_tokens == raw.usage.prompt_tokens
+
+
+def test_async_client_streams_and_server_reflection_lists_the_service(cluster):
+    import asyncio
+
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    from cluster.client import AsyncTriserveClient
+
+    async def run():
+        async with AsyncTriserveClient(cluster.address, API_TOKEN) as client:
+            stream = client.generate(prompt="hello", model="coloc", max_tokens=6)
+            chunks = [c async for c in stream]
+            return [t for c in chunks for t in c.token_ids], chunks[-1].finish_reason
+
+    tokens, reason = asyncio.run(run())
+    assert len(tokens) <= 6 and reason in ("stop", "length")
+
+    with grpc.insecure_channel(cluster.address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        (response,) = list(stub.ServerReflectionInfo(iter([request]), timeout=30))
+    services = {s.name for s in response.list_services_response.service}
+    assert {"triserve.v1.Triserve", "grpc.health.v1.Health"} <= services
