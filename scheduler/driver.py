@@ -1,14 +1,19 @@
 """The request driver: moves each request through its stages, one worker event at a time.
 
+start             -> EncodeJob, with export=False when placement would keep prefill on the
+                     encode worker: its embeddings then never leave its embedding cache
 EncodeDone        -> PrefillJob: on the encode worker itself when it can prefill (refs None:
-                     it reads its own embedding cache; the unused refs are released), else
-                     on the least-loaded prefill worker, with the refs
+                     it reads its own embedding cache; unused refs are released), else on the
+                     least-loaded prefill worker, with the refs (none exported: encode again)
 PrefillDone       -> stream the first token; DecodeJob with the KV ref on a decode worker
                      (with decode_here, the prefill worker streams every token itself)
 TokenDelta        -> stream, only from the worker decoding the current attempt
 TransferConsumed  -> producer.release([transfer_id]); trace bytes and fetch time
-StageFailed       -> re-drive from the last good stage while retries last, else fail
-worker lost       -> the same, for every request that needed the worker
+StageFailed       -> invalid input: fail with InvalidRequestError; else re-drive from the last
+                     good stage while retries last, else fail
+worker lost       -> re-drive or fail every request that needed the worker
+
+Each event's worker-measured times go into the trace (see lifecycle.py for the names).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from scheduler.active_request import ActiveRequest
 from scheduler.config import SchedulerConfig
 from scheduler.errors import NoWorkerAvailableError, RequestFailedError
-from scheduler.lifecycle import RequestState, restart_stage
+from scheduler.lifecycle import RequestState, redrive_refusal, restart_stage
 from scheduler.policy import PlacementPolicy, PlacementRequest
 from scheduler.stage import Stage
 from scheduler.trace import TraceStore
@@ -117,8 +122,10 @@ class RequestDriver:
         if slot is None:
             return await self._fail_no_worker(req, Stage.ENCODE)
         req.encode_worker = slot.worker_id
+        # Asked ahead, the policy says whether prefill will follow encode onto this worker.
+        export = self._place(req, Stage.PREFILL, slot.worker_id) is not slot
         req.lifecycle.advance(_S.ENCODING, worker=slot.worker_id)
-        await self._submit(req, slot, EncodeJob(req.job_id, list(req.spec.images)))
+        await self._submit(req, slot, EncodeJob(req.job_id, list(req.spec.images), export))
 
     async def _start_prefill(self, req: ActiveRequest) -> None:
         slot = self._place(req, Stage.PREFILL, req.encode_worker)
@@ -196,7 +203,10 @@ class RequestDriver:
         req = self._jobs.get(done.request_id)
         if req is None or req.state is not _S.ENCODING or req.encode_worker != slot.worker_id:
             return
-        req.trace.record("encode_done", worker=slot.worker_id, compute_ms=done.compute_ms)
+        req.trace.record(
+            "encode_done", worker=slot.worker_id, compute_ms=done.compute_ms,
+            queue_ms=done.queue_ms,
+        )  # fmt: skip
         req.embeddings = list(done.embeddings)
         for ref in (e.ref for e in done.embeddings if e.ref is not None):
             req.transfers[ref.transfer_id] = PendingTransfer(
@@ -211,14 +221,17 @@ class RequestDriver:
         req = self._jobs.get(done.request_id)
         if req is None or req.state is not _S.PREFILLING or req.prefill_worker != slot.worker_id:
             return
-        req.stream.num_cached_prompt_tokens = done.num_cached_tokens
         if req.decode_here:
-            return  # its tokens, the first included, come as TokenDeltas
+            return  # its tokens, the first included, come as TokenDeltas (see worker_client.py)
+        req.stream.num_cached_prompt_tokens = done.num_cached_tokens
         if done.kv is not None:
             req.transfers[done.kv.transfer_id] = PendingTransfer(
                 done.kv.transfer_id, "kv", done.kv.producer_id, done.kv.nbytes
             )
-        req.trace.record("first_token", worker=slot.worker_id)
+        req.trace.record(
+            "first_token", worker=slot.worker_id, compute_ms=done.compute_ms,
+            queue_ms=done.queue_ms,
+        )  # fmt: skip
         if not await self._stream(req, [done.first_token_id], done.finish_reason):
             return
         if done.kv is None:
@@ -235,18 +248,27 @@ class RequestDriver:
             return await self._stage_failed(req, Stage.DECODE, reason, True, False)
         if not delta.token_ids and delta.finish_reason is None:
             return
-        if req.state is _S.PREFILLING:
-            req.trace.record("first_token", worker=slot.worker_id)
+        if req.state is _S.PREFILLING:  # decode_here: this delta starts with the first token
+            if delta.num_cached_tokens is not None:
+                req.stream.num_cached_prompt_tokens = delta.num_cached_tokens
+            req.trace.record(
+                "first_token", worker=slot.worker_id, compute_ms=delta.prefill_compute_ms,
+                queue_ms=delta.prefill_queue_ms,
+            )  # fmt: skip
             if delta.finish_reason is None:
                 req.lifecycle.advance(_S.DECODING, worker=slot.worker_id)
-        else:
-            req.trace.num_decode_steps += 1
+        req.trace.add_decode_steps(
+            delta.num_decode_steps, delta.decode_compute_ms, delta.decode_queue_ms
+        )
         await self._stream(req, list(delta.token_ids), delta.finish_reason)
 
     async def _on_stage_failed(self, slot: WorkerSlot, failure: StageFailed) -> None:
         req = self._jobs.get(failure.request_id)
         if req is None or slot.worker_id not in req.touched:
             return
+        if failure.is_invalid_input:  # no re-drive can fix the client's input
+            error = InvalidRequestError(f"request {req.request_id!r}: {failure.reason}")
+            return await self.end(req, _S.FAILED, error=error)
         stages = {stage.value: stage for stage in Stage}
         stage = stages.get(failure.stage) or req.lifecycle.stage or Stage.PREFILL
         reason = f"{failure.reason} (on {slot.worker_id})"
@@ -271,21 +293,13 @@ class RequestDriver:
     ) -> None:
         """Re-drive from the last good stage, or fail. `suspect`: the embeddings may be bad."""
         num_streamed = len(req.stream.token_ids)
-        if not retriable:
-            message = f"{stage.value} failed: {reason}"
-        elif req.attempt >= self.config.max_retries:
-            message = f"{stage.value} failed after {req.attempt} re-drives: {reason}"
-        elif num_streamed > self.config.max_replay_tokens:
-            message = (
-                f"{stage.value} failed after {num_streamed} tokens were streamed: {reason}; "
-                "recovery in the middle of decode is not supported yet"
-            )
-        else:
-            reusable = not suspect and self._embeddings_reachable(req)
-            restart = restart_stage(stage, req.spec.has_images, reusable)
-            return await self._redrive(req, restart, f"{stage.value}: {reason}")
-        error = RequestFailedError(f"request {req.request_id!r}: {message}")
-        await self.end(req, _S.FAILED, error=error)
+        refusal = redrive_refusal(stage, reason, retriable, req.attempt, num_streamed, self.config)
+        if refusal is not None:
+            error = RequestFailedError(f"request {req.request_id!r}: {refusal}")
+            return await self.end(req, _S.FAILED, error=error)
+        reusable = not suspect and self._embeddings_reachable(req)
+        restart = restart_stage(stage, req.spec.has_images, reusable)
+        await self._redrive(req, restart, f"{stage.value}: {reason}")
 
     def _embeddings_reachable(self, req: ActiveRequest) -> bool:
         slot = self.workers.get(req.encode_worker)

@@ -30,8 +30,20 @@ ignored. Tokens a re-drive regenerates are checked against what the client alrea
 swallowed (see `output_stream.py`), so the client never sees a duplicate or a different token.
 
 Every transition is timestamped into the request's trace: queued, encode_start, prefill_start,
-decode_start, then decode_steps (count) and finished, failed or cancelled. The scheduler adds
-the stage events in between: encode_done, embedding_transfer, first_token, kv_transfer, redrive.
+decode_start, then decode_steps and finished, failed or cancelled. The scheduler adds the stage
+events in between: encode_done, embedding_transfer, first_token, kv_transfer, redrive. Their
+numeric attributes (ms, measured by the workers; see workers/protocol.py) split a request's
+latency into engine compute, queueing, transfer and the rest (ingress, scheduler, Ray hops):
+
+    encode_done          compute_ms, queue_ms     vision tower; job arrival -> encode start
+    first_token          compute_ms, queue_ms     prefill steps; arrival -> first prefill step
+    decode_steps         count, compute_ms,       steps that produced its decode tokens;
+                         queue_ms                 arrival for decode -> first decode step
+    embedding_transfer,  ms, bytes                the consumer's fetch (not in any queue_ms)
+    kv_transfer
+
+compute_ms charges each step's full time to every request in it (a step computes the whole
+batch). decode_steps sums over re-drives.
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
+from scheduler.config import SchedulerConfig
 from scheduler.errors import IllegalTransitionError
 from scheduler.stage import Stage
 from scheduler.trace import Trace
@@ -102,11 +115,15 @@ class Lifecycle:
             raise IllegalTransitionError(
                 f"request {self.trace.request_id!r} cannot go from {self.state.value} to {to.value}"
             )
-        if to.is_done and self.trace.num_decode_steps:
-            self.trace.record("decode_steps", count=self.trace.num_decode_steps)
+        trace = self.trace
+        if to.is_done and trace.num_decode_steps:
+            trace.record(
+                "decode_steps", count=trace.num_decode_steps,
+                compute_ms=trace.decode_compute_ms, queue_ms=trace.decode_queue_ms,
+            )  # fmt: skip
         self.state = to
-        self.trace.state = to.value
-        self.trace.record(_TRACE_EVENT[to], **attrs)
+        trace.state = to.value
+        trace.record(_TRACE_EVENT[to], **attrs)
 
 
 def restart_stage(failed: Stage, has_images: bool, embeddings_reusable: bool) -> Stage:
@@ -119,3 +136,24 @@ def restart_stage(failed: Stage, has_images: bool, embeddings_reusable: bool) ->
     if has_images and (failed is Stage.ENCODE or not embeddings_reusable):
         return Stage.ENCODE
     return Stage.PREFILL
+
+
+def redrive_refusal(
+    failed: Stage,
+    reason: str,
+    retriable: bool,
+    num_redrives: int,
+    num_streamed: int,
+    config: SchedulerConfig,
+) -> str | None:
+    """Why the failure of `failed` ends the request; None when a re-drive may recover it."""
+    if not retriable:
+        return f"{failed.value} failed: {reason}"
+    if num_redrives >= config.max_retries:
+        return f"{failed.value} failed after {num_redrives} re-drives: {reason}"
+    if num_streamed > config.max_replay_tokens:
+        return (
+            f"{failed.value} failed after {num_streamed} tokens were streamed: {reason}; "
+            "recovery in the middle of decode is not supported yet"
+        )
+    return None

@@ -38,7 +38,8 @@ class PlacementRequest:
 
 class PlacementPolicy(Protocol):
     def place(self, request: PlacementRequest, workers: Sequence[WorkerView]) -> str | None:
-        """The id of the worker to run `request.stage`, or None when no worker can."""
+        """The id of the worker to run `request.stage`, or None when no worker can. No side
+        effects: the scheduler also asks ahead (will prefill follow encode onto its worker?)."""
         ...
 
 

@@ -17,7 +17,8 @@ class TraceEvent:
 
 class Trace:
     """Append-only event log of one request. Decode steps are counted, not logged one by one:
-    the lifecycle writes one `decode_steps` event with the count when the request ends."""
+    the lifecycle writes one `decode_steps` event with the count and times when the request
+    ends. They add up over re-drives: every attempt's decode steps cost engine time."""
 
     def __init__(
         self, request_id: str, arrival_time: float, clock: Callable[[], float], model: str = ""
@@ -27,13 +28,20 @@ class Trace:
         self.state = "queued"  # kept equal to the request's lifecycle state
         self.arrival_time = arrival_time
         self.events: list[TraceEvent] = []
-        self.num_decode_steps = 0
+        self.num_decode_steps = 0  # engine steps that produced its decode tokens
+        self.decode_compute_ms = 0.0  # their summed time (the whole step each)
+        self.decode_queue_ms = 0.0  # waiting for the first decode step, each attempt
         self._clock = clock
 
     def record(self, name: str, **attrs: Any) -> TraceEvent:
         event = TraceEvent(name, (self._clock() - self.arrival_time) * 1000.0, attrs)
         self.events.append(event)
         return event
+
+    def add_decode_steps(self, num_steps: int, compute_ms: float, queue_ms: float | None) -> None:
+        self.num_decode_steps += num_steps
+        self.decode_compute_ms += compute_ms
+        self.decode_queue_ms += queue_ms or 0.0
 
     @property
     def names(self) -> list[str]:

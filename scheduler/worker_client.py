@@ -6,21 +6,31 @@ The messages are those of `workers/protocol.py`. Rules the scheduler relies on:
 - **Job ids name attempts.** The `request_id` of a job is the request's id on its first attempt
   and `"<request_id>~<n>"` on its n-th re-drive. Events echo the job's id; events for an id the
   scheduler no longer tracks are ignored, so a late event of an old attempt is harmless.
-- **One message per step.** `poll(timeout_s)` returns as soon as the worker has something to
-  report, at most one engine step's worth, or an empty `WorkerEvents` (with its load) after
-  `timeout_s`. A poll that raises means the worker is gone: its requests are re-driven.
+- **One poll, everything since the previous one.** `poll(timeout_s)` returns as soon as the
+  worker has something to report, or an empty `WorkerEvents` (with its load) after
+  `timeout_s`. A message normally covers one engine step; when the poller falls behind it
+  covers several (`WorkerEvents.num_steps`), with each request's tokens merged into one
+  `TokenDelta` whose `num_decode_steps` and `decode_compute_ms` add up. The trace's decode
+  step count sums `num_decode_steps`, so it counts engine steps, not messages. A poll that
+  raises means the worker is gone: its requests are re-driven.
 - **Who reports the first token.** With `PrefillJob.decode_here`, every token, the first one
-  included, comes as a `TokenDelta` (a `PrefillDone`, if any, only reports `num_cached_tokens`).
+  included, comes as a `TokenDelta`; the one with the first token also carries
+  `num_cached_tokens` and the prefill's `queue_ms`/`compute_ms` (no `PrefillDone` is sent).
   Without it, the first token comes in `PrefillDone` only. A `DecodeJob` streams the tokens
   after `first_token_id`.
-- **Transfers.** An encode worker exports every image's embeddings as a `TransferRef`. The
-  consumer checks checksum and `expected_epochs`, reports `TransferConsumed`, or a retriable
-  `StageFailed` when the array is missing, corrupt or stale. The producer frees an array on
-  `release([transfer_id])`; the scheduler also releases the refs it never routes (a prefill on
-  the encode worker itself reads its own embedding cache: `EmbeddingInput.ref is None`).
+- **Transfers.** An `EncodeJob` with `export` puts every image's embeddings in the transport as
+  a `TransferRef`; without it (prefill will run on the encode worker) they normally stay in
+  its embedding cache only, every ref None. The consumer checks checksum and `expected_epochs`,
+  reports `TransferConsumed`, or a retriable `StageFailed` when the array is missing, corrupt
+  or stale. The producer frees an array on `release([transfer_id])`; the scheduler also
+  releases the refs it never routes (a prefill on the encode worker itself reads its own
+  embedding cache: `EmbeddingInput.ref is None`).
 - **Errors.** `submit_*` raises `InvalidRequestError` (workers/engine/errors.py) for input the
-  worker refuses; the request fails with it. Any other exception marks the worker as gone.
-  `abort` and `release` of an unknown id do nothing.
+  worker refuses; the request fails with it, as it does on a `StageFailed` with
+  `is_invalid_input`. Any other exception marks the worker as gone. `abort` and `release` of
+  an unknown id do nothing.
+- **Times** (`queue_ms`, `compute_ms`, in ms) are measured by the worker; the trace keeps them
+  (see lifecycle.py) and workers/protocol.py says what each one covers.
 """
 
 from __future__ import annotations

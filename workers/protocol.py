@@ -2,14 +2,34 @@
 
 Plain dataclasses, picklable, with no torch inside. Large arrays (image embeddings, prompt KV)
 never travel in these messages: they stay in a transport (Ray's object store by default) and
-only a `TransferRef` crosses. A worker reports everything that happened in one engine step in
-one `WorkerEvents` message: never one message per token per request.
+only a `TransferRef` crosses. A worker reports what it did in `WorkerEvents` messages, never
+one message per token per request.
 
     scheduler --submit_encode(EncodeJob)---->  worker  (E)
     scheduler --submit_prefill(PrefillJob)--->  worker  (P; decodes too when decode_here)
     scheduler --submit_decode(DecodeJob)----->  worker  (D)
-    scheduler <--poll() -> WorkerEvents-------  worker  (per step: tokens, handoffs, failures)
+    scheduler <--poll() -> WorkerEvents-------  worker  (tokens, handoffs, failures, timings)
     scheduler --release([transfer_id])------->  producer, once the consumer acknowledged
+
+Rules both sides keep (the scheduler's side is in scheduler/worker_client.py):
+
+- **Job ids name attempts.** A job's `request_id` is the request's id on its first attempt and
+  `"<request_id>~<n>"` on its n-th re-drive. Events echo the job's id, so the scheduler can
+  ignore the late events of an attempt it gave up on.
+- **One poll, everything since the previous one.** A `WorkerEvents` normally covers one engine
+  step. When the poller falls behind it covers several (`num_steps`): each request's tokens are
+  merged into one `TokenDelta`, whose step counts and times add up.
+- **Who reports the first token.** With `PrefillJob.decode_here` every token, the first one
+  included, comes in `TokenDelta`s; the first of them also carries what a `PrefillDone` would
+  (`num_cached_tokens`, the prefill's queue and compute times). Without it the first token comes
+  in `PrefillDone` only, and a `DecodeJob` streams the tokens after `first_token_id`.
+- **Unknown ids are no-ops.** `abort` and `release` of an id the worker does not hold (never
+  had, finished, already freed) do nothing.
+- **Times are the worker's own**, in ms on its monotonic clock: `queue_ms` from the job's arrival
+  at the worker to the first engine step that computes it (encode: to the encode's start),
+  less the time spent fetching its inputs (reported apart, as `TransferConsumed.fetch_ms`);
+  `compute_ms` the summed time of the steps that computed it. A step computes the whole batch,
+  so each request in it is charged the full step time (see workers/stage_timer.py).
 """
 
 from __future__ import annotations
@@ -49,6 +69,10 @@ class EmbeddingInput:
 class EncodeJob:
     request_id: str
     images: list[ImageInput]
+    # False: prefill will run on this worker, so keep the embeddings in its embedding cache only
+    # and return refs of None (no transfer), unless the cache cannot hold them all: then they
+    # are exported anyway. True: put them in the transport for another worker.
+    export: bool = True
 
 
 @dataclass(frozen=True)
@@ -77,7 +101,8 @@ class DecodeJob:
 class EncodeDone:
     request_id: str
     embeddings: list[EmbeddingInput]  # refs to [image_tokens, hidden] arrays, in input order
-    compute_ms: float
+    compute_ms: float  # decoding the images and running the vision tower
+    queue_ms: float = 0.0  # job arrival -> encode start
 
 
 @dataclass(frozen=True)
@@ -91,6 +116,8 @@ class PrefillDone:
     kv_dtype: str
     image_spans: list[ImageSpan]
     num_cached_tokens: int  # prompt tokens served from the prefix cache
+    queue_ms: float = 0.0  # job arrival -> first step computing its prompt, less the fetches
+    compute_ms: float = 0.0  # summed time of the steps that computed its prompt chunks
 
 
 @dataclass(frozen=True)
@@ -106,9 +133,24 @@ class TransferConsumed:
 
 @dataclass(frozen=True)
 class TokenDelta:
+    """New tokens of one request since the previous poll, with the steps that made them."""
+
     request_id: str
     token_ids: list[int]
     finish_reason: str | None  # "stop", "length", "abort", or None while it continues
+    # Decode steps that produced `token_ids` (the first token of a decode_here request is the
+    # prefill's, not a decode step's), and their summed time.
+    num_decode_steps: int = 0
+    decode_compute_ms: float = 0.0
+    # On the delta of the request's first decode step: its arrival for decode (the DecodeJob's
+    # arrival; decode_here: the end of the step that sampled its first token) -> that step,
+    # less the KV fetch. None on every other delta.
+    decode_queue_ms: float | None = None
+    # decode_here only, on the delta with the first token (None elsewhere): prompt tokens served
+    # from the prefix cache. With it, the prefill's times, as PrefillDone reports them.
+    num_cached_tokens: int | None = None
+    prefill_queue_ms: float = 0.0
+    prefill_compute_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -117,6 +159,9 @@ class StageFailed:
     stage: str  # "encode", "prefill" or "decode"
     reason: str
     retriable: bool  # True: re-drive from the last good stage (e.g. a corrupt or stale transfer)
+    # True: the client's input can never be served (the engine's InvalidRequestError, an image
+    # hash that is not its pixels', an undecodable image): fail the request as invalid input.
+    is_invalid_input: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,7 +186,8 @@ class WorkerLoad:
 
 @dataclass(frozen=True)
 class WorkerEvents:
-    """Everything one worker did since the last poll, typically one engine step."""
+    """Everything one worker did since the previous poll: normally one engine step, several
+    when the poller fell behind (tokens merged per request)."""
 
     worker_id: str
     epoch: int
@@ -152,3 +198,4 @@ class WorkerEvents:
     failures: list[StageFailed] = field(default_factory=list)
     step_ms: float = 0.0  # engine compute time covered by this message
     load: WorkerLoad | None = None
+    num_steps: int = 0  # engine steps covered by this message

@@ -4,11 +4,13 @@ Single-threaded and synchronous: `WorkerCore` calls it from its engine thread on
 
     start_prefill / start_decode / queue_encode / abort   (the commands that arrived)
     turn():  engine.step()      -> TokenDelta per request, or PrefillDone + KV into the transport
-             one encode job     -> EncodeDone with embeddings in the transport
+             one encode job     -> EncodeDone, embeddings in the transport (or only in the cache)
     take_events()               -> everything of this turn, in one EventBuffer
 
-A job's own failure becomes a `StageFailed` for that request: retriable for a transfer that is
-missing, stale or corrupt (re-drive from the last good stage), not for bad input.
+Each job is timed from its arrival (see stage_timer.py): prefill until its first token, then
+decode. A job's own failure becomes a `StageFailed` for that request: retriable for a transfer
+that is missing, stale or corrupt (re-drive from the last good stage), invalid input for input
+the engine refuses, and neither for a job no worker could run.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 
@@ -26,7 +28,7 @@ from workers.engine.engine import Engine
 from workers.engine.errors import InvalidRequestError
 from workers.engine.image_processor import decode_image
 from workers.engine.messages import ImageEmbedding, PrefillResult, PromptKV, StepOutput
-from workers.engine.request import Request
+from workers.event_buffer import EventBuffer
 from workers.protocol import (
     DecodeJob,
     EmbeddingInput,
@@ -38,67 +40,45 @@ from workers.protocol import (
     TokenDelta,
     TransferConsumed,
     TransferRef,
-    WorkerEvents,
     WorkerLoad,
 )
+from workers.stage_timer import EngineJob, StageTimer
 from workers.transport import TransferError, Transport
 
 logger = logging.getLogger(__name__)
 KV_NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
 
 
-@dataclass
-class EventBuffer:
-    """Events not yet polled. Token deltas are merged per request, in arrival order."""
-
-    tokens: dict[str, TokenDelta] = field(default_factory=dict)
-    encodes: list[EncodeDone] = field(default_factory=list)
-    prefills: list[PrefillDone] = field(default_factory=list)
-    consumed: list[TransferConsumed] = field(default_factory=list)
-    failures: list[StageFailed] = field(default_factory=list)
-    step_ms: float = 0.0  # engine.step time only; encode time is in each EncodeDone
-
-    def add_tokens(self, delta: TokenDelta) -> None:
-        earlier = self.tokens.get(delta.request_id)
-        if earlier is not None:
-            delta = replace(delta, token_ids=earlier.token_ids + delta.token_ids)
-        self.tokens[delta.request_id] = delta
-
-    def merge(self, later: EventBuffer) -> None:
-        for delta in later.tokens.values():
-            self.add_tokens(delta)
-        self.encodes += later.encodes
-        self.prefills += later.prefills
-        self.consumed += later.consumed
-        self.failures += later.failures
-        self.step_ms += later.step_ms
-
-    def is_empty(self) -> bool:
-        return not (self.tokens or self.encodes or self.prefills or self.consumed or self.failures)
-
-    def to_message(self, worker_id: str, epoch: int, load: WorkerLoad) -> WorkerEvents:
-        return WorkerEvents(
-            worker_id, epoch, list(self.tokens.values()), self.encodes, self.prefills,
-            self.consumed, self.failures, self.step_ms, load,
-        )  # fmt: skip
+class UnrunnableJobError(Exception):
+    """A job this worker can never run, through no fault of the client's input (a scheduler
+    bug, KV of another layout): it fails for good, but not as invalid input."""
 
 
 class StageRunner:
-    def __init__(self, worker_id: str, epoch: int, engine: Engine, transport: Transport) -> None:
+    def __init__(
+        self,
+        worker_id: str,
+        epoch: int,
+        engine: Engine,
+        transport: Transport,
+        clock: Callable[[], float] = time.perf_counter,  # seconds; job arrivals use it too
+    ) -> None:
         self.worker_id = worker_id
         self.epoch = epoch
         self.engine = engine
         self.transport = transport
-        self.encode_queue: deque[EncodeJob] = deque()
-        self._stage_of: dict[str, str] = {}  # request in the engine -> "prefill" | "decode"
-        self._exports: dict[str, Request] = {}  # requests whose KV leaves after the first token
+        self.clock = clock
+        self.encode_queue: deque[tuple[EncodeJob, float]] = deque()  # with their arrival
+        self._jobs: dict[str, EngineJob] = {}  # by request id, while the engine has it
         self._events = EventBuffer()
 
     # ----------------------------------------------------------------- commands
-    def queue_encode(self, job: EncodeJob) -> None:
-        self.encode_queue.append(job)
+    # `arrival`: when the job reached the worker (clock seconds); None: now.
+    def queue_encode(self, job: EncodeJob, arrival: float | None = None) -> None:
+        self.encode_queue.append((job, self.clock() if arrival is None else arrival))
 
-    def start_prefill(self, job: PrefillJob) -> None:
+    def start_prefill(self, job: PrefillJob, arrival: float | None = None) -> None:
+        arrival = self.clock() if arrival is None else arrival
         with self._failures_of(job.request_id, "prefill"):
             images, fetched, consumed = [], [], []
             for item in job.images:
@@ -118,12 +98,13 @@ class StageRunner:
             )  # fmt: skip
             for image in fetched:  # a later turn with the same image can skip the transfer
                 self.engine.embedding_cache.put(replace(image, embeddings=image.embeddings.copy()))
-            self._stage_of[job.request_id] = "prefill"
-            if not job.decode_here:
-                self._exports[job.request_id] = self.engine.get_request(job.request_id)
+            timer = StageTimer(arrival, fetch_ms=sum(done.fetch_ms for done in consumed))
+            request = self.engine.get_request(job.request_id)
+            self._jobs[job.request_id] = EngineJob("prefill", request, not job.decode_here, timer)
             self._events.consumed += consumed
 
-    def start_decode(self, job: DecodeJob) -> None:
+    def start_decode(self, job: DecodeJob, arrival: float | None = None) -> None:
+        arrival = self.clock() if arrival is None else arrival
         with self._failures_of(job.request_id, "decode"):
             kv, consumed = self._fetch(job.request_id, job.kv, job.expected_epochs)
             self._check_kv(kv, job.kv_dtype, len(job.prompt_token_ids))
@@ -132,13 +113,13 @@ class StageRunner:
                 PromptKV(kv, job.kv_dtype), job.image_spans,
             )  # fmt: skip
             self.engine.add_prefilled(prefill, job.sampling_params)
-            self._stage_of[job.request_id] = "decode"
+            request = self.engine.get_request(job.request_id)
+            timer = StageTimer(arrival, fetch_ms=consumed.fetch_ms)
+            self._jobs[job.request_id] = EngineJob("decode", request, False, timer, True)
             self._events.consumed.append(consumed)
 
     def abort(self, request_id: str) -> None:
-        for job in [job for job in self.encode_queue if job.request_id == request_id]:
-            self.encode_queue.remove(job)
-        self._exports.pop(request_id, None)
+        self.encode_queue = deque(q for q in self.encode_queue if q[0].request_id != request_id)
         self.engine.abort(request_id)  # its "abort" TokenDelta comes out of the next step
 
     # ----------------------------------------------------------------- one turn
@@ -150,7 +131,7 @@ class StageRunner:
         if self.engine.has_unfinished_requests():
             self._step()
         if self.encode_queue:
-            self._encode(self.encode_queue.popleft())
+            self._encode(*self.encode_queue.popleft())
 
     def take_events(self) -> EventBuffer:
         events, self._events = self._events, EventBuffer()
@@ -158,7 +139,7 @@ class StageRunner:
 
     @property
     def num_encode_images_queued(self) -> int:
-        return sum(len(job.images) for job in self.encode_queue)
+        return sum(len(job.images) for job, _ in self.encode_queue)
 
     def measure_load(self) -> WorkerLoad:
         stats, engine = self.engine.stats(), self.engine
@@ -174,32 +155,55 @@ class StageRunner:
         )  # fmt: skip
 
     def _step(self) -> None:
-        start = time.perf_counter()
+        for job in self._jobs.values():
+            job.note_step_start()
+        start = self.clock()
         try:
             outputs = self.engine.step()
         except Exception as e:  # a device or engine bug: fail this batch, keep the worker
             logger.exception("engine step failed on %s", self.worker_id)
-            for request_id, stage in self._stage_of.items():
+            for request_id, job in self._jobs.items():
                 self.engine.abort(request_id)
-                self._fail(request_id, stage, f"engine step failed: {e!r}", retriable=True)
-            self._stage_of.clear()
-            self._exports.clear()
+                self._fail(request_id, job.stage, f"engine step failed: {e!r}", retriable=True)
+            self._jobs.clear()
             return
-        self._events.step_ms += (time.perf_counter() - start) * 1e3
+        end = self.clock()
+        step_ms = (end - start) * 1e3
+        self._events.step_ms += step_ms
+        self._events.num_steps += 1
+        for job in self._jobs.values():
+            if job.has_prefilled_in_step():
+                job.timer.count_step(start, step_ms)
         for out in outputs:
-            if out.request_id not in self._stage_of:
+            job = self._jobs.get(out.request_id)
+            if job is None:
                 continue  # failed earlier: drop the engine's late abort notice
             if out.finish_reason is not None or out.prefill is not None:
-                del self._stage_of[out.request_id]
-            request = self._exports.pop(out.request_id, None)
-            if request is None or out.finish_reason == "abort":
+                del self._jobs[out.request_id]
+            if out.finish_reason == "abort":
+                self._events.add_tokens(TokenDelta(out.request_id, [], "abort"))
+            elif job.is_decoding:
+                job.timer.count_step(start, step_ms)
                 self._events.add_tokens(
-                    TokenDelta(out.request_id, out.new_token_ids, out.finish_reason)
-                )
-            else:
-                self._hand_off(out, request)
+                    TokenDelta(
+                        out.request_id, out.new_token_ids, out.finish_reason, 1, step_ms,
+                        job.timer.queue_ms if job.timer.num_steps == 1 else None,
+                    )
+                )  # fmt: skip
+            elif job.is_export:
+                self._hand_off(out, job)
+            else:  # decode_here: the first token; decoding starts now, on this worker
+                self._events.add_tokens(
+                    TokenDelta(
+                        out.request_id, out.new_token_ids, out.finish_reason,
+                        num_cached_tokens=job.request.num_cached_tokens,
+                        prefill_queue_ms=job.timer.queue_ms,
+                        prefill_compute_ms=job.timer.compute_ms,
+                    )
+                )  # fmt: skip
+                job.stage, job.timer, job.is_decoding = "decode", StageTimer(end), True
 
-    def _hand_off(self, out: StepOutput, request: Request) -> None:
+    def _hand_off(self, out: StepOutput, job: EngineJob) -> None:
         """The first token is out: leave the prompt's KV in the transport for a decoder."""
         with self._failures_of(out.request_id, "prefill"):
             kv = out.prefill.kv if out.prefill else None  # None: the first token finished it
@@ -209,32 +213,43 @@ class StageRunner:
                     request_id=out.request_id, first_token_id=out.new_token_ids[0],
                     finish_reason=out.finish_reason, kv=ref,
                     kv_dtype=kv.dtype if kv else self.engine.config.dtype,
-                    image_spans=list(request.image_spans),
-                    num_cached_tokens=request.num_cached_tokens,
+                    image_spans=list(job.request.image_spans),
+                    num_cached_tokens=job.request.num_cached_tokens,
+                    queue_ms=job.timer.queue_ms, compute_ms=job.timer.compute_ms,
                 )
             )  # fmt: skip
 
-    def _encode(self, job: EncodeJob) -> None:
+    def _encode(self, job: EncodeJob, arrival: float) -> None:
         refs: list[EmbeddingInput] = []
         with self._failures_of(job.request_id, "encode"):
-            start = time.perf_counter()
+            start = self.clock()
             embeddings = self.engine.encode([decode_image(image.data) for image in job.images])
-            compute_ms = (time.perf_counter() - start) * 1e3
+            compute_ms = (self.clock() - start) * 1e3
             for image, embedding in zip(job.images, embeddings, strict=True):
                 if image.image_hash != embedding.image_hash:
                     raise InvalidRequestError(
                         f"image hash {image.image_hash} is not the decoded pixels' "
                         f"{embedding.image_hash} (see image_processor.image_hash)"
                     )
-            try:
-                for embedding in embeddings:
-                    ref = self.transport.put(embedding.embeddings, self.worker_id, self.epoch)
-                    refs.append(EmbeddingInput(embedding.image_hash, ref))
-            except TransferError:
-                for item in refs:
-                    self.transport.release(item.ref.transfer_id)
-                raise
-            self._events.encodes.append(EncodeDone(job.request_id, refs, compute_ms))
+            cached = set(self.engine.embedding_cache.keys())
+            if not job.export and all(e.image_hash in cached for e in embeddings):
+                refs = [EmbeddingInput(embedding.image_hash, None) for embedding in embeddings]
+            else:  # exported, also when the cache is too small to keep them all until prefill
+                refs = self._export(embeddings)
+            queue_ms = (start - arrival) * 1e3
+            self._events.encodes.append(EncodeDone(job.request_id, refs, compute_ms, queue_ms))
+
+    def _export(self, embeddings: list[ImageEmbedding]) -> list[EmbeddingInput]:
+        refs: list[EmbeddingInput] = []
+        try:
+            for embedding in embeddings:
+                ref = self.transport.put(embedding.embeddings, self.worker_id, self.epoch)
+                refs.append(EmbeddingInput(embedding.image_hash, ref))
+        except TransferError:
+            for item in refs:
+                self.transport.release(item.ref.transfer_id)
+            raise
+        return refs
 
     # ----------------------------------------------------------------- checks
     def _fetch(
@@ -245,10 +260,10 @@ class StageRunner:
         elif ref.producer_id in expected_epochs:
             expected = expected_epochs[ref.producer_id]
         else:
-            raise InvalidRequestError(f"the job gives no expected epoch for {ref.producer_id}")
-        start = time.perf_counter()
+            raise UnrunnableJobError(f"the job gives no expected epoch for {ref.producer_id}")
+        start = self.clock()
         array = self.transport.fetch(ref, expected)
-        fetch_ms = (time.perf_counter() - start) * 1e3
+        fetch_ms = (self.clock() - start) * 1e3
         return array, TransferConsumed(
             request_id, ref.transfer_id, ref.producer_id, ref.nbytes, fetch_ms
         )
@@ -258,12 +273,15 @@ class StageRunner:
         layers, _, _, _, heads, head_dim = self.engine.kv_cache.tensor.shape
         expected = (layers, 2, num_tokens, heads, head_dim)
         if kv.shape != expected or kv.dtype != KV_NUMPY_DTYPES.get(dtype):
-            raise InvalidRequestError(
+            raise UnrunnableJobError(
                 f"KV {kv.dtype}{list(kv.shape)} as {dtype!r} does not fit {list(expected)}"
             )
 
-    def _fail(self, request_id: str, stage: str, reason: str, retriable: bool) -> None:
-        self._events.failures.append(StageFailed(request_id, stage, reason, retriable))
+    def _fail(
+        self, request_id: str, stage: str, reason: str, retriable: bool, is_invalid_input=False
+    ) -> None:
+        failure = StageFailed(request_id, stage, reason, retriable, is_invalid_input)
+        self._events.failures.append(failure)
 
     @contextmanager
     def _failures_of(self, request_id: str, stage: str) -> Iterator[None]:
@@ -272,7 +290,9 @@ class StageRunner:
             yield
         except TransferError as e:
             self._fail(request_id, stage, str(e), retriable=True)
-        except InvalidRequestError as e:
+        except InvalidRequestError as e:  # its subclasses too: bad images, too-long prompts
+            self._fail(request_id, stage, str(e), retriable=False, is_invalid_input=True)
+        except UnrunnableJobError as e:
             self._fail(request_id, stage, str(e), retriable=False)
         except Exception as e:
             logger.exception("%s of %s failed on %s", stage, request_id, self.worker_id)

@@ -4,8 +4,9 @@
     submit_* / abort --> command queue --> apply the commands   (StageRunner: fetch, add, abort)
                                            runner.turn()        (one step, then one encode)
                                            publish events + load snapshot, under one lock
-    poll(timeout) <----- one WorkerEvents: everything since the last poll, token deltas merged
-                         per request, so all requests of a step arrive together
+    poll(timeout) <----- one WorkerEvents: everything since the last poll (normally one step;
+                         several, counted in num_steps, when the poller fell behind), token
+                         deltas merged per request, so all requests of a step arrive together
 
 When there is nothing to do the engine thread waits on a condition; it never spins. No Ray
 here: `actor.py` (a Ray actor) and `local_client.py` (in-process) are thin shells around it.
@@ -24,8 +25,9 @@ import torch
 
 from workers.engine.config import EngineConfig
 from workers.engine.engine import Engine
+from workers.event_buffer import EventBuffer
 from workers.protocol import DecodeJob, EncodeJob, PrefillJob, StageFailed, WorkerEvents, WorkerLoad
-from workers.stage_runner import EventBuffer, StageRunner
+from workers.stage_runner import StageRunner
 from workers.transport import Transport
 
 logger = logging.getLogger(__name__)
@@ -77,20 +79,27 @@ class WorkerCore:
         self._thread.start()
 
     # ----------------------------------------------------------------- caller side
+    # A job's queue time starts here, when it reaches the worker, not when the engine thread
+    # gets to it.
     def submit_encode(self, job: EncodeJob) -> None:
-        command = _Command(lambda: self._runner.queue_encode(job), num_images=len(job.images))
+        arrival = self._runner.clock()
+        command = _Command(
+            lambda: self._runner.queue_encode(job, arrival), num_images=len(job.images)
+        )
         self._submit("encode", job.request_id, command)
 
     def submit_prefill(self, job: PrefillJob) -> None:
+        arrival = self._runner.clock()
         if job.decode_here and "D" not in self.stages:
             reason = f"{self.worker_id} runs {self.stages}: it cannot decode here"
             self._report_failure(StageFailed(job.request_id, "prefill", reason, False))
             return
-        command = _Command(lambda: self._runner.start_prefill(job), num_jobs=1)
+        command = _Command(lambda: self._runner.start_prefill(job, arrival), num_jobs=1)
         self._submit("prefill", job.request_id, command)
 
     def submit_decode(self, job: DecodeJob) -> None:
-        command = _Command(lambda: self._runner.start_decode(job), num_jobs=1)
+        arrival = self._runner.clock()
+        command = _Command(lambda: self._runner.start_decode(job, arrival), num_jobs=1)
         self._submit("decode", job.request_id, command)
 
     def abort(self, request_id: str) -> None:

@@ -8,6 +8,8 @@ So a decoder that imports the wrong KV, or a prefill that reads the wrong embedd
 different tokens. Each poll runs one engine step over everything queued and running and
 reports it in one WorkerEvents, as a real worker does. Arrays live in a shared FakeTransport;
 a consumer checks the checksum and the producer's epoch, as a real one does.
+
+Every stage of a job reports the same times: QUEUE_MS waiting, then STEP_MS per step.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ from workers.protocol import (
     WorkerEvents,
     WorkerLoad,
 )
+
+QUEUE_MS = 0.25  # every job's queue time, in every stage
+STEP_MS = 1.0  # every engine step's time, and every encode's
 
 
 def embedding_of(image: ImageInput) -> int:
@@ -98,7 +103,8 @@ class FakeWorker:
         self.is_dead = False  # the next poll or submit raises
         self.die_after_steps: int | None = None
         self.refuse_with: Exception | None = None  # raised by every submit
-        self.bad_input_reason: str | None = None  # prefills fail for good with this reason
+        self.bad_input_reason: str | None = None  # prefills fail as invalid input, with this
+        self.broken_reason: str | None = None  # prefills fail for good, with this reason
         self.num_steps = 0
         self._encodes: list[EncodeJob] = []
         self._prefills: list[PrefillJob] = []
@@ -191,7 +197,8 @@ class FakeWorker:
         tokens, self._notices = self._notices, []
         encodes, prefills, consumed, failures = [], [], [], []
         for job in self._encodes:
-            encodes.append(EncodeDone(job.request_id, [self._encode(i) for i in job.images], 1.0))
+            embeddings = [self._encode(image, job.export) for image in job.images]
+            encodes.append(EncodeDone(job.request_id, embeddings, STEP_MS, QUEUE_MS))
         advancing = list(self._running.values())  # admitted earlier: one token each this step
         for job in self._prefills:
             kv = self._prefill_kv(job, consumed, failures)
@@ -200,7 +207,12 @@ class FakeWorker:
             first, max_tokens = kv % 1000, job.sampling_params.max_tokens
             finish = "length" if max_tokens == 1 else None
             if job.decode_here:
-                tokens.append(TokenDelta(job.request_id, [first], finish))
+                tokens.append(
+                    TokenDelta(
+                        job.request_id, [first], finish, num_cached_tokens=self.num_cached_tokens,
+                        prefill_queue_ms=QUEUE_MS, prefill_compute_ms=STEP_MS,
+                    )
+                )  # fmt: skip
                 if finish is None:
                     self._running[job.request_id] = _Running(job.request_id, kv, max_tokens, 1)
                 continue
@@ -210,9 +222,10 @@ class FakeWorker:
             )
             prefills.append(
                 PrefillDone(
-                    job.request_id, first, finish, ref, "float32", [], self.num_cached_tokens
+                    job.request_id, first, finish, ref, "float32", [], self.num_cached_tokens,
+                    QUEUE_MS, STEP_MS,
                 )
-            )
+            )  # fmt: skip
         for job in self._decodes:
             kv = self._import(
                 job.request_id, "decode", job.kv, job.expected_epochs, consumed, failures
@@ -223,9 +236,10 @@ class FakeWorker:
                 advancing.append(run)
         for run in advancing:
             token = (run.kv + run.num_tokens) % 1000
+            queue_ms = QUEUE_MS if run.num_tokens == 1 else None  # its first decode step
             run.num_tokens += 1
             finish = "length" if run.num_tokens == run.max_tokens else None
-            tokens.append(TokenDelta(run.job_id, [token], finish))
+            tokens.append(TokenDelta(run.job_id, [token], finish, 1, STEP_MS, queue_ms))
             if finish:
                 del self._running[run.job_id]
         self._encodes, self._prefills, self._decodes = [], [], []
@@ -235,18 +249,25 @@ class FakeWorker:
             self.is_dead = True
         return WorkerEvents(
             self.worker_id, self.epoch, tokens, encodes, prefills, consumed, failures,
-            step_ms=1.0, load=await self.load(),
+            step_ms=STEP_MS, load=await self.load(), num_steps=1,
         )  # fmt: skip
 
-    def _encode(self, image: ImageInput) -> EmbeddingInput:
+    def _encode(self, image: ImageInput, export: bool) -> EmbeddingInput:
         value = embedding_of(image)
         self._embedding_cache[image.image_hash] = value
+        if not export:
+            return EmbeddingInput(image.image_hash, None)
         ref = self.transport.put(self.worker_id, self.epoch, "emb", value, 4 * len(image.data))
         return EmbeddingInput(image.image_hash, ref)
 
     def _prefill_kv(self, job: PrefillJob, consumed: list, failures: list) -> int | None:
         if self.bad_input_reason is not None:
-            failures.append(StageFailed(job.request_id, "prefill", self.bad_input_reason, False))
+            failures.append(
+                StageFailed(job.request_id, "prefill", self.bad_input_reason, False, True)
+            )
+            return None
+        if self.broken_reason is not None:
+            failures.append(StageFailed(job.request_id, "prefill", self.broken_reason, False))
             return None
         kv = sum(job.prompt_token_ids)
         for image in job.images:

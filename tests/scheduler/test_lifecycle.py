@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from scheduler.config import SchedulerConfig
 from scheduler.errors import IllegalTransitionError
-from scheduler.lifecycle import Lifecycle, RequestState, restart_stage
+from scheduler.lifecycle import Lifecycle, RequestState, redrive_refusal, restart_stage
 from scheduler.stage import Stage
 from scheduler.trace import Trace, TraceStore
 
@@ -31,7 +32,8 @@ def test_image_request_goes_through_every_stage_and_each_is_timestamped():
     for state, now in [(S.ENCODING, 100.5), (S.PREFILLING, 101.0), (S.DECODING, 101.25)]:
         clock.now = now
         life.advance(state, worker="w")
-    life.trace.num_decode_steps = 3
+    life.trace.add_decode_steps(1, compute_ms=2.0, queue_ms=0.5)  # the first decode step
+    life.trace.add_decode_steps(2, compute_ms=4.0, queue_ms=None)  # two more, in one message
     clock.now = 102.0
     life.advance(S.FINISHED, finish_reason="length")
 
@@ -44,7 +46,9 @@ def test_image_request_goes_through_every_stage_and_each_is_timestamped():
         ("decode_steps", 2000.0),
         ("finished", 2000.0),
     ]
-    assert life.trace.event("decode_steps").attrs == {"count": 3}
+    assert life.trace.event("decode_steps").attrs == {
+        "count": 3, "compute_ms": 6.0, "queue_ms": 0.5,
+    }  # fmt: skip
     assert life.trace.event("finished").attrs == {"finish_reason": "length"}
 
 
@@ -130,6 +134,30 @@ def test_redrive_restarts_from_the_last_good_stage(
     failed, has_images, embeddings_reusable, restart
 ):
     assert restart_stage(failed, has_images, embeddings_reusable) is restart
+
+
+@pytest.mark.parametrize(
+    ("retriable", "num_redrives", "num_streamed", "refusal"),
+    [
+        (True, 0, 0, None),
+        (True, 1, 1, None),  # a failed KV import right after the first token
+        (False, 0, 0, "decode failed: bad KV"),
+        (True, 2, 0, "decode failed after 2 re-drives: bad KV"),
+        (
+            True, 0, 2,
+            "decode failed after 2 tokens were streamed: bad KV; recovery in the middle of "
+            "decode is not supported yet",
+        ),
+    ],
+)  # fmt: skip
+def test_redrive_is_refused_when_not_retriable_out_of_retries_or_deep_in_decode(
+    retriable, num_redrives, num_streamed, refusal
+):
+    config = SchedulerConfig(max_retries=2, max_replay_tokens=1)
+    assert (
+        redrive_refusal(Stage.DECODE, "bad KV", retriable, num_redrives, num_streamed, config)
+        == refusal
+    )
 
 
 def test_trace_store_keeps_the_most_recently_used_traces():

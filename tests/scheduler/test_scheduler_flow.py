@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from scheduler.config import SchedulerConfig
 from scheduler.request import RequestOutput, Usage
 from tests.scheduler.fake_worker import expected_tokens
@@ -25,10 +27,18 @@ def test_text_request_on_an_epd_worker_streams_its_tokens_with_no_transfer():
             ]
             assert c["epd"].calls == ["submit_prefill"]
             assert (c.transport.num_fetches, c.transport.arrays) == (0, {})
-            assert c.scheduler.trace("r1").names == [
+            trace = c.scheduler.trace("r1")
+            assert trace.names == [
                 "queued", "prefill_start", "first_token", "decode_start", "decode_steps",
                 "finished",
             ]  # fmt: skip
+            # The first token is the prefill's; the three after it took one decode step each.
+            assert trace.event("first_token").attrs == {
+                "worker": "epd", "compute_ms": 1.0, "queue_ms": 0.25,
+            }  # fmt: skip
+            assert trace.event("decode_steps").attrs == {
+                "count": 3, "compute_ms": 3.0, "queue_ms": 0.25,
+            }  # fmt: skip
 
     run(body)
 
@@ -40,10 +50,12 @@ def test_image_request_on_an_epd_worker_runs_every_stage_there_with_no_transfer(
             outputs = await c.generate(request)
 
             assert token_ids(outputs) == expected_tokens([1, 2, 3], [image("cat")], 3)
-            # The embeddings it exported were never routed anywhere: released unread.
-            assert c["epd"].calls == ["submit_encode", "submit_prefill", "release"]
+            # Prefill follows encode onto the worker: the embeddings never leave its cache.
+            assert c["epd"].calls == ["submit_encode", "submit_prefill"]
+            assert c["epd"].jobs[0].export is False
             assert c["epd"].jobs[1].images[0].ref is None
             assert (c.transport.num_fetches, c.transport.arrays) == (0, {})
+            assert "embedding_transfer" not in c.scheduler.trace("r1").names
 
     run(body)
 
@@ -57,6 +69,7 @@ def test_image_request_across_e_p_d_workers_moves_embeddings_then_kv_and_frees_b
             assert c["e"].released == ["e/emb0"]  # after p imported it
             assert c["p"].released == ["p/kv1"]  # after d imported it
             assert c.transport.arrays == {}
+            assert c["e"].jobs[0].export is True  # prefill runs elsewhere
             prefill, decode = c["p"].jobs[0], c["d"].jobs[0]
             assert isinstance(prefill, PrefillJob) and isinstance(decode, DecodeJob)
             assert (prefill.decode_here, prefill.expected_epochs) == (False, {"e": 0})
@@ -72,7 +85,15 @@ def test_image_request_across_e_p_d_workers_moves_embeddings_then_kv_and_frees_b
             assert trace.event("kv_transfer").attrs == {
                 "bytes": 192, "ms": 0.5, "producer": "p", "consumer": "d",
             }  # fmt: skip
-            assert trace.event("decode_steps").attrs == {"count": 3}
+            assert trace.event("encode_done").attrs == {
+                "worker": "e", "compute_ms": 1.0, "queue_ms": 0.25,
+            }  # fmt: skip
+            assert trace.event("first_token").attrs == {
+                "worker": "p", "compute_ms": 1.0, "queue_ms": 0.25,
+            }  # fmt: skip
+            assert trace.event("decode_steps").attrs == {
+                "count": 3, "compute_ms": 3.0, "queue_ms": 0.25,
+            }  # fmt: skip
             times = [event.time_ms for event in trace.events]
             assert times == sorted(times)
 
@@ -86,6 +107,8 @@ def test_ep_plus_d_layout_moves_only_the_kv():
 
             names = c.scheduler.trace("r1").names
             assert ("embedding_transfer" in names, "kv_transfer" in names) == (False, True)
+            assert c["ep"].jobs[0].export is False
+            assert c["ep"].released == ["ep/kv0"]  # the only array it ever exported
             assert c.transport.num_fetches == 1
             assert c.transport.arrays == {}
 
@@ -146,9 +169,10 @@ def test_decode_tokens_arrive_without_per_token_calls():
     run(body)
 
 
-def test_last_output_reports_usage_with_cached_prompt_tokens():
+@pytest.mark.parametrize("layout", [{"p": "P", "d": "D"}, {"p": "PD"}])
+def test_last_output_reports_usage_with_cached_prompt_tokens(layout):
     async def body():
-        async with cluster(p="P", d="D") as c:
+        async with cluster(**layout) as c:
             c["p"].num_cached_tokens = 2
             outputs = await c.generate(spec("r1", prompt=[1, 2, 3], max_tokens=3))
 

@@ -98,6 +98,31 @@ def test_failed_kv_import_reprefills_on_the_encode_worker_without_encoding_again
     run(body)
 
 
+def test_prefill_that_cannot_follow_encode_onto_its_worker_encodes_again_and_exports():
+    async def body():
+        async with cluster(a="EP", b="E", c="P", d="D") as c:
+            c["a"].is_paused = True
+            outputs = await c.scheduler.generate(spec("r1", images=[image("cat")], max_tokens=4))
+            await wait_until(lambda: len(c["a"].jobs) == 1, "a has the encode")
+            c.scheduler.set_draining("a")  # so prefill goes to c, which cannot read a's cache
+            c["a"].resume()
+            received = [output async for output in outputs]
+
+            assert token_ids(received) == expected_tokens([1, 2, 3], [image("cat")], 4)
+            assert [(job.request_id, job.export) for job in c["a"].jobs] == [("r1", False)]
+            assert [(job.request_id, job.export) for job in c["b"].jobs] == [("r1~1", True)]
+            assert [job.request_id for job in c["c"].jobs] == ["r1~1"]
+            trace = c.scheduler.trace("r1")
+            redrive = trace.event("redrive").attrs
+            assert (redrive["stage"], redrive["reason"]) == (
+                "encode", "prefill: the image embeddings are no longer reachable",
+            )  # fmt: skip
+            assert trace.names.count("embedding_transfer") == 1
+            assert c.transport.arrays == {}
+
+    run(body)
+
+
 def test_corrupt_embedding_transfer_reruns_encode():
     async def body():
         async with cluster(e="E", p="P", d="D") as c:
@@ -134,13 +159,31 @@ def test_request_fails_clearly_when_its_redrives_run_out():
 def test_stage_that_fails_for_good_fails_the_request_without_a_redrive():
     async def body():
         async with cluster(p="P", d="D") as c:
-            c["p"].bad_input_reason = "image hash does not match its pixels"
-            with pytest.raises(RequestFailedError, match="prefill failed: image hash does not"):
+            c["p"].broken_reason = "KV of another layout"
+            with pytest.raises(RequestFailedError, match="prefill failed: KV of another layout"):
                 await c.generate(spec("r1"))
 
             assert [job.request_id for job in c["p"].jobs] == ["r1"]
             assert c["p"].aborted == ["r1"]
             assert c.scheduler.trace("r1").names == ["queued", "prefill_start", "failed"]
+
+    run(body)
+
+
+def test_input_a_stage_finds_invalid_fails_the_request_as_invalid_input():
+    async def body():
+        async with cluster(p="P", d="D") as c:
+            c["p"].bad_input_reason = "image hash does not match its pixels"
+            with pytest.raises(InvalidRequestError) as failure:
+                await c.generate(spec("r1"))
+
+            assert not isinstance(failure.value, RequestFailedError)
+            assert str(failure.value) == "request 'r1': image hash does not match its pixels"
+            assert [job.request_id for job in c["p"].jobs] == ["r1"]  # no re-drive
+            assert c["p"].aborted == ["r1"]
+            trace = c.scheduler.trace("r1")
+            assert trace.names == ["queued", "prefill_start", "failed"]
+            assert trace.event("failed").attrs == {"reason": str(failure.value)}
 
     run(body)
 

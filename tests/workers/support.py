@@ -27,8 +27,8 @@ class ImageRequest:
     prompt_token_ids: list[int]
     image: ImageInput
 
-    def encode_job(self, request_id: str) -> EncodeJob:
-        return EncodeJob(request_id, [self.image])
+    def encode_job(self, request_id: str, export: bool = True) -> EncodeJob:
+        return EncodeJob(request_id, [self.image], export)
 
 
 def image_request(model_dir: Path, seed: int = 1, text: str = "What is it?") -> ImageRequest:
@@ -78,7 +78,7 @@ def has(kind: str) -> Callable[[list[WorkerEvents]], bool]:
 
 def colocated_tokens(worker, request: ImageRequest, request_id: str) -> list[int]:
     """The tokens of `request` on one EPD worker, embeddings taken from its own cache."""
-    worker.submit_encode(request.encode_job(request_id))
+    worker.submit_encode(request.encode_job(request_id, export=False))
     poll_until(worker.poll, has("encodes"))
     cached = [EmbeddingInput(request.image.image_hash, ref=None)]
     worker.submit_prefill(

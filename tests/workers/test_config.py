@@ -54,15 +54,22 @@ def test_bad_pool_specs_are_rejected_clearly(spec, message):
         parse_pools(spec)
 
 
-def test_example_file_loads_with_tokens_from_the_environment(monkeypatch):
-    monkeypatch.setenv("TRISERVE_API_TOKEN", "api-secret")
-    monkeypatch.setenv("TRISERVE_ADMIN_TOKEN", "admin-secret")
+def test_example_file_loads_as_an_open_one_pool_per_stage_cluster():
     config = load_config(EXAMPLE)
     assert layout(config.pools) == [("encode", "E", 1), ("prefill", "P", 1), ("decode", "D", 1)]
-    assert (config.api_token, config.admin_token) == ("api-secret", "admin-secret")
-    assert "secret" not in repr(config)
+    assert (config.api_token, config.admin_token) == (None, None)
     assert config.pool("decode").num_kv_blocks == 1024
     assert config.pool("decode").engine_config("/m").num_kv_blocks == 1024
+
+
+def test_tokens_can_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("TRISERVE_API_TOKEN", "api-secret")
+    monkeypatch.setenv("TRISERVE_ADMIN_TOKEN", "admin-secret")
+    config = ClusterConfig.from_dict(
+        {"api_token": "env:TRISERVE_API_TOKEN", "admin_token": "env:TRISERVE_ADMIN_TOKEN"}
+    )
+    assert (config.api_token, config.admin_token) == ("api-secret", "admin-secret")
+    assert "secret" not in repr(config)
 
 
 def test_a_missing_token_variable_is_an_error(monkeypatch):

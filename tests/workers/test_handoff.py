@@ -73,6 +73,29 @@ def test_encode_prefill_decode_on_three_workers_gives_the_colocated_tokens(
     ]
 
 
+def test_embeddings_kept_for_a_prefill_on_the_same_worker_never_enter_the_transport(
+    start_worker, transport, cat_request
+):
+    worker = start_worker("epd-0", "EPD")
+    worker.submit_encode(cat_request.encode_job("r1", export=False))
+    [encoded] = [d for events in poll_until(worker.poll, has("encodes")) for d in events.encodes]
+
+    assert encoded.embeddings == [EmbeddingInput(cat_request.image.image_hash, ref=None)]
+    assert (transport.held("epd-0"), worker.is_idle()) == ([], True)
+    assert worker.load().embedding_cache_keys == [cat_request.image.image_hash]
+
+
+def test_embeddings_a_too_small_cache_cannot_keep_are_exported_anyway(
+    start_worker, transport, cat_request
+):
+    worker = start_worker("epd-0", "EPD", embedding_cache_size=0)
+    worker.submit_encode(cat_request.encode_job("r1", export=False))
+    [encoded] = [d for events in poll_until(worker.poll, has("encodes")) for d in events.encodes]
+
+    [embedding] = encoded.embeddings
+    assert transport.held("epd-0") == [embedding.ref.transfer_id]
+
+
 def test_a_prefill_worker_reuses_embeddings_it_imported_before(start_worker, cat_request):
     encoder, prefiller = start_worker("e-0", "E"), start_worker("p-0", "PD")
     encoder.submit_encode(cat_request.encode_job("turn-1"))
@@ -112,6 +135,38 @@ def test_tokens_of_concurrent_requests_arrive_together_one_delta_per_request(sta
     for request_id in ("a", "b"):
         delta = next(d for d in everything.tokens if d.request_id == request_id)
         assert token_ids(streamed, f"{request_id}2") == delta.token_ids
+
+
+def test_a_late_poll_gets_every_step_in_one_message_with_exact_step_counts(start_worker):
+    worker = start_worker("pd-0", "PD")
+    worker.submit_prefill(PrefillJob("r1", list(range(5, 25)), GREEDY, [], decode_here=True))
+    wait_for(lambda: worker.load().num_active == 0)
+    events = worker.poll(0.0)
+
+    [delta] = events.tokens
+    assert (events.num_steps, len(delta.token_ids), delta.num_decode_steps) == (8, 8, 7)
+    assert delta.num_cached_tokens == 0
+    # Alone in every step, the request is charged every step's time: once for its prompt, once
+    # per decode step.
+    assert delta.prefill_compute_ms + delta.decode_compute_ms == pytest.approx(events.step_ms)
+    assert delta.prefill_compute_ms > 0 and delta.decode_queue_ms >= 0
+
+
+def test_a_colocated_request_reports_its_prefix_cache_hits_with_its_first_token(start_worker):
+    worker = start_worker("pd-0", "PD")
+    prompt = list(range(5, 25))  # its first block of 16 tokens can be cached
+    cached = {}
+    for request_id in ("r1", "r2"):
+        worker.submit_prefill(PrefillJob(request_id, prompt, GREEDY, [], decode_here=True))
+        seen = poll_until(worker.poll, is_finished(request_id))
+        deltas = [d for events in seen for d in events.tokens if d.request_id == request_id]
+        cached[request_id] = [
+            (i, d.num_cached_tokens)
+            for i, d in enumerate(deltas)
+            if d.num_cached_tokens is not None
+        ]
+
+    assert cached == {"r1": [(0, 0)], "r2": [(0, 16)]}  # on the first delta only
 
 
 def test_release_frees_the_producers_copy(start_worker, transport, cat_request):

@@ -35,6 +35,11 @@ def failures(seen: list[WorkerEvents]) -> list[tuple[str, str, bool]]:
     return [(f.request_id, f.stage, f.retriable) for e in seen for f in e.failures]
 
 
+def invalid_inputs(seen: list[WorkerEvents]) -> list[str]:
+    """The requests that failed because of their input."""
+    return [f.request_id for e in seen for f in e.failures if f.is_invalid_input]
+
+
 def reasons(seen: list[WorkerEvents]) -> list[str]:
     return [f.reason for e in seen for f in e.failures]
 
@@ -106,6 +111,7 @@ def test_a_job_without_the_producers_expected_epoch_is_refused(start_worker, cat
     seen = poll_until(decoder.poll, has("failures"))
     assert failures(seen) == [("r1", "decode", False)]
     assert reasons(seen) == ["the job gives no expected epoch for p-0"]
+    assert invalid_inputs(seen) == []  # the scheduler's mistake, not the client's
 
 
 def test_kv_of_the_wrong_shape_fails_its_request_and_not_the_running_batch(
@@ -121,6 +127,7 @@ def test_kv_of_the_wrong_shape_fails_its_request_and_not_the_running_batch(
     seen = poll_until(decoder.poll, lambda s: has("failures")(s) and is_finished("running")(s))
     assert failures(seen) == [("bad", "decode", False)]
     assert "does not fit" in reasons(seen)[0]
+    assert invalid_inputs(seen) == []
     assert finish_reason(seen, "running") == "length"
 
 
@@ -179,6 +186,7 @@ def test_an_undecodable_image_fails_its_request_only(start_worker, cat_request):
     encoder.submit_encode(cat_request.encode_job("good"))
     seen = poll_until(encoder.poll, lambda s: has("failures")(s) and has("encodes")(s))
     assert failures(seen) == [("bad", "encode", False)]
+    assert invalid_inputs(seen) == ["bad"]
     assert "cannot decode image" in reasons(seen)[0]
     assert [d.request_id for e in seen for d in e.encodes] == ["good"]
 
@@ -189,7 +197,18 @@ def test_an_image_hash_that_is_not_the_pixels_hash_is_refused(start_worker, cat_
     encoder.submit_encode(EncodeJob("r1", [wrong]))
     seen = poll_until(encoder.poll, has("failures"))
     assert failures(seen) == [("r1", "encode", False)]
+    assert invalid_inputs(seen) == ["r1"]
     assert encoder.transport.held("e-0") == []
+
+
+def test_a_prompt_too_long_for_the_workers_kv_cache_fails_as_invalid_input(start_worker):
+    worker = start_worker("pd-0", "PD")  # 32 blocks of 16 tokens
+    too_long = SamplingParams(max_tokens=1000, ignore_eos=True, seed=0)
+    worker.submit_prefill(PrefillJob("r1", [5, 6, 7], too_long, [], decode_here=True))
+    seen = poll_until(worker.poll, has("failures"))
+    assert failures(seen) == [("r1", "prefill", False)]
+    assert invalid_inputs(seen) == ["r1"]
+    assert nothing_imported(worker)
 
 
 def test_embeddings_missing_from_the_workers_cache_fail_retriably(start_worker, cat_request):

@@ -1,0 +1,36 @@
+"""Turns a slow poller missed arrive as one message that adds up to the steps it covers."""
+
+from __future__ import annotations
+
+from workers.event_buffer import EventBuffer
+from workers.protocol import TokenDelta, WorkerLoad
+
+LOAD = WorkerLoad("pd-0", 1, "PD", False, 0, 0, 0, 32, 0, 0)
+
+
+def turn(*deltas: TokenDelta, step_ms: float = 2.0) -> EventBuffer:
+    buffer = EventBuffer(step_ms=step_ms, num_steps=1)
+    for delta in deltas:
+        buffer.add_tokens(delta)
+    return buffer
+
+
+def test_three_missed_steps_arrive_as_one_delta_per_request_with_summed_steps():
+    first = TokenDelta(
+        "a", [7], None, num_cached_tokens=16, prefill_queue_ms=1.5, prefill_compute_ms=2.0
+    )
+    published = EventBuffer()
+    published.merge(turn(first))
+    published.merge(turn(TokenDelta("a", [8], None, 1, 2.0, decode_queue_ms=0.5)))
+    published.merge(turn(TokenDelta("a", [9], "length", 1, 2.0), TokenDelta("b", [3], None)))
+    message = published.to_message("pd-0", 1, LOAD)
+
+    assert (message.num_steps, message.step_ms) == (3, 6.0)
+    assert message.tokens == [
+        TokenDelta(
+            "a", [7, 8, 9], "length", num_decode_steps=2, decode_compute_ms=4.0,
+            decode_queue_ms=0.5, num_cached_tokens=16, prefill_queue_ms=1.5,
+            prefill_compute_ms=2.0,
+        ),
+        TokenDelta("b", [3], None),
+    ]  # fmt: skip
