@@ -1,7 +1,10 @@
 """The control plane: one named async Ray actor holding the global scheduler and the pools.
 
 The ingress (stateless, scalable) calls it for every request; it calls the workers. Draining
-workers are retired here once the scheduler and the worker both say they are idle.
+workers are retired here once the scheduler says nothing is active on them or still needs
+them. Everything runs on the actor's one event loop (the scheduler's asyncio state is bound to
+it; Ray concurrency groups would add loops), with a concurrency limit high enough that open
+streams never delay a health check, a cancel or a scale.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from scheduler.trace import Trace
 logger = logging.getLogger("triserve.control_plane")
 CONTROL_PLANE_NAME = "triserve-control-plane"
 RETIRE_INTERVAL_S = 0.5
+MAX_CONCURRENCY = 100_000  # open streams plus control calls
 
 
 class ControlPlane:
@@ -66,11 +70,12 @@ class ControlPlane:
         except KeyError:
             names = [p.name for p in self.config.pools]
             raise UnknownPoolError(f"unknown pool {pool!r}; pools: {names}") from None
+        # Stop placing work on the leaving workers before they start refusing it.
+        for worker in self.pools.workers(pool)[num_workers:]:
+            self.scheduler.set_draining(worker.worker_id)
         change = await self.pools.scale(pool, num_workers)
         for worker in change.added:
             await self.scheduler.add_worker(worker)
-        for worker_id in change.draining:
-            self.scheduler.set_draining(worker_id)
         return self._pool_snapshot(pool)
 
     async def shutdown(self) -> None:

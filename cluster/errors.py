@@ -30,6 +30,7 @@ STATUS_BY_ERROR: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (TraceNotFoundError, grpc.StatusCode.NOT_FOUND),
     (NoWorkerAvailableError, grpc.StatusCode.UNAVAILABLE),
     (RequestFailedError, grpc.StatusCode.UNAVAILABLE),
+    (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),  # asyncio.TimeoutError too
 )
 
 
@@ -39,4 +40,12 @@ def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     for error_type, code in STATUS_BY_ERROR:
         if isinstance(cause, error_type):
             return code, str(cause.args[0]) if cause.args else error_type.__name__
+    if _is_ray_actor_error(cause):  # the control plane is gone or restarting
+        return grpc.StatusCode.UNAVAILABLE, "the scheduler is unavailable; retry"
     return grpc.StatusCode.INTERNAL, "internal error; the server log has the details"
+
+
+def _is_ray_actor_error(error: BaseException) -> bool:
+    from ray.exceptions import RayActorError
+
+    return isinstance(error, RayActorError)

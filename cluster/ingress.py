@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
 import logging
 
 import grpc
@@ -18,10 +19,14 @@ from cluster.errors import TraceNotFoundError, UnauthenticatedError, status_for
 from cluster.request_builder import ModelFrontend, RequestBuilder
 from cluster.state_messages import cluster_state_message, pool_state_message, trace_message
 from proto.triserve.v1 import triserve_pb2 as pb
+from scheduler.errors import DuplicateRequestError
+from workers.engine.errors import InvalidRequestError
 
 logger = logging.getLogger("triserve.ingress")
 FINISH_REASONS = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH}
 SCHEDULER_CALL_TIMEOUT_S = 30.0
+SCALE_TIMEOUT_S = 900.0  # starting workers loads their models
+MAX_WORKERS_PER_POOL = 1024
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=10_000)
@@ -42,22 +47,23 @@ class Ingress:
 
     # ----------------------------------------------------------------- triserve.v1.Triserve
     async def Generate(self, request: pb.GenerateRequest, grpc_context):  # noqa: N802
-        request_id = request.request_id
         try:
             self._authenticate(grpc_context, self.api_token)
-            spec, model = self.builder.build(request)
+            # Decoding images and tokenising are CPU work: keep them off the event loop that
+            # streams every other request's tokens.
+            spec, model = await asyncio.to_thread(self.builder.build, request)
         except Exception as e:
             self._fail(grpc_context, e)
-        request_id = spec.request_id
         detokenizer = IncrementalDetokenizer(model.tokenizer, spec.sampling_params.stop)
         stream = self.scheduler.generate.options(num_returns="streaming").remote(spec)
+        owns_request = True  # False when the scheduler refused it (e.g. a duplicate id)
         finished = False
         try:
             async for ref in stream:
                 output = await ref
                 is_last = output.finish_reason is not None
                 response = pb.GenerateResponse(
-                    request_id=request_id,
+                    request_id=spec.request_id,
                     token_ids=output.token_ids,
                     text=detokenizer.add(output.token_ids, is_last),
                 )
@@ -69,10 +75,11 @@ class Ingress:
                     response.usage.CopyFrom(pb.Usage(**dataclasses.asdict(output.usage)))
                 yield response
         except Exception as e:
+            owns_request = not isinstance(getattr(e, "cause", e), DuplicateRequestError)
             self._fail(grpc_context, e)
         finally:
-            if not finished:  # the client went away or the stream broke: free every stage
-                self.scheduler.cancel.remote(request_id)
+            if not finished and owns_request:  # the client went away or the stream broke
+                self.scheduler.cancel.remote(spec.request_id)
 
     async def GetClusterState(self, request, grpc_context):  # noqa: N802
         try:
@@ -84,8 +91,13 @@ class Ingress:
 
     async def ScalePool(self, request: pb.ScalePoolRequest, grpc_context):  # noqa: N802
         try:
-            self._authenticate(grpc_context, self.admin_token)
-            pool = await self._call(self.scheduler.scale.remote(request.pool, request.workers))
+            self._authenticate(grpc_context, self.admin_token or self.api_token)
+            if request.workers > MAX_WORKERS_PER_POOL:
+                raise InvalidRequestError(
+                    f"a pool has at most {MAX_WORKERS_PER_POOL} workers, asked {request.workers}"
+                )
+            scale = self.scheduler.scale.remote(request.pool, request.workers)
+            pool = await self._call(scale, timeout_s=SCALE_TIMEOUT_S)
         except Exception as e:
             self._fail(grpc_context, e)
         return pb.ScalePoolResponse(pool=pool_state_message(pool))
@@ -119,7 +131,8 @@ class Ingress:
         if not token:
             return
         metadata = dict(grpc_context.invocation_metadata())
-        if metadata.get("authorization") != f"Bearer {token}":
+        sent = metadata.get("authorization", "").encode()
+        if not hmac.compare_digest(sent, f"Bearer {token}".encode()):
             raise UnauthenticatedError("missing or wrong bearer token")
 
     @staticmethod

@@ -55,7 +55,7 @@ def start_cluster(config: ClusterConfig, ray_init_kwargs: dict | None = None) ->
     from ray import serve
     from ray.serve.config import gRPCOptions
 
-    from cluster.control_plane import CONTROL_PLANE_NAME, ControlPlane
+    from cluster.control_plane import CONTROL_PLANE_NAME, MAX_CONCURRENCY, ControlPlane
     from cluster.ingress import Ingress
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -74,7 +74,12 @@ def start_cluster(config: ClusterConfig, ray_init_kwargs: dict | None = None) ->
         config = replace(config, port=free_port(config.host))
     control_plane = (
         ray.remote(ControlPlane)
-        .options(name=CONTROL_PLANE_NAME, namespace=NAMESPACE, num_cpus=0, max_concurrency=1000)
+        .options(
+            name=CONTROL_PLANE_NAME,
+            namespace=NAMESPACE,
+            num_cpus=0,
+            max_concurrency=MAX_CONCURRENCY,
+        )
         .remote(config)
     )
     ray.get(control_plane.start.remote(), timeout=START_TIMEOUT_S)

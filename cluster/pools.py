@@ -118,7 +118,8 @@ class PoolManager:
                 change = ScaleChange(added=added)
             else:
                 leaving = active[num_workers:]
-                await asyncio.gather(*(worker.drain() for worker in leaving))
+                # A dead worker cannot be told to drain; it leaves all the same.
+                await asyncio.gather(*(w.drain() for w in leaving), return_exceptions=True)
                 del active[num_workers:]
                 self._draining.update((worker.worker_id, worker) for worker in leaving)
                 change = ScaleChange(draining=[worker.worker_id for worker in leaving])

@@ -12,6 +12,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from jinja2 import TemplateError
+
 from proto.triserve.v1 import triserve_pb2 as pb
 from scheduler.request import RequestSpec, UnknownModelError
 from workers.engine.errors import InvalidRequestError, PromptTooLongError
@@ -110,11 +112,14 @@ class RequestBuilder:
                 else:
                     parts.append({"type": "text", "text": part.text})
             messages.append({"role": message.role, "content": parts})
-        text = model.tokenizer.apply_chat_template(
-            messages,
-            tokenize=False,
-            add_generation_prompt=request.conversation.add_generation_prompt,
-        )
+        try:
+            text = model.tokenizer.apply_chat_template(
+                messages,
+                tokenize=False,
+                add_generation_prompt=request.conversation.add_generation_prompt,
+            )
+        except (ValueError, TemplateError) as e:  # no template, or messages it rejects
+            raise InvalidRequestError(f"cannot apply the model's chat template: {e}") from None
         return text, images
 
 

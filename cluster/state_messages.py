@@ -23,8 +23,8 @@ def worker_state_message(worker: WorkerSnapshot) -> pb.WorkerState:
         message.kv_blocks_total = load.num_kv_blocks
         message.kv_blocks_used = load.num_kv_blocks_used
         message.kv_blocks_cached = load.num_kv_blocks_cached
-        message.embedding_cache_entries = len(load.embedding_cache_keys)
-        message.prefix_cache_blocks = len(load.prefix_block_hashes)
+        message.embedding_cache_entries = load.num_embedding_cache_entries
+        message.prefix_cache_blocks = load.num_prefix_cache_blocks
     return message
 
 

@@ -9,22 +9,26 @@ PrefillDone       -> stream the first token; DecodeJob with the KV ref on a deco
                      (with decode_here, the prefill worker streams every token itself)
 TokenDelta        -> stream, only from the worker decoding the current attempt
 TransferConsumed  -> producer.release([transfer_id]); trace bytes and fetch time
-StageFailed       -> invalid input: fail with InvalidRequestError; else re-drive from the last
-                     good stage while retries last, else fail
-worker lost       -> re-drive or fail every request that needed the worker
+StageFailed       -> recovery.py: fail, or re-drive from the last good stage
+worker lost       -> recovery.py: re-drive or fail every request that needed the worker
 
-Each event's worker-measured times go into the trace (see lifecycle.py for the names).
+An EncodeDone or PrefillDone of an attempt that ended (cancelled, failed, re-driven) is dropped,
+and the arrays it carries are released at once: nobody will fetch them, and their producer
+would otherwise hold them forever. Each event's worker-measured times go into the trace (see
+lifecycle.py for the names).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Iterable
 
 from scheduler.active_request import ActiveRequest
 from scheduler.config import SchedulerConfig
-from scheduler.errors import NoWorkerAvailableError, RequestFailedError
-from scheduler.lifecycle import RequestState, redrive_refusal, restart_stage
+from scheduler.errors import RequestFailedError
+from scheduler.lifecycle import RequestState
 from scheduler.policy import PlacementPolicy, PlacementRequest
+from scheduler.recovery import Recovery, StageFailure
 from scheduler.stage import Stage
 from scheduler.trace import TraceStore
 from scheduler.worker_registry import PendingTransfer, WorkerRegistry, WorkerSlot
@@ -35,12 +39,13 @@ from workers.protocol import (
     EncodeJob,
     PrefillDone,
     PrefillJob,
-    StageFailed,
     TokenDelta,
     TransferConsumed,
+    TransferRef,
     WorkerEvents,
 )
 
+logger = logging.getLogger(__name__)
 _S = RequestState
 Job = EncodeJob | PrefillJob | DecodeJob
 
@@ -61,10 +66,25 @@ class RequestDriver:
         self._jobs: dict[str, ActiveRequest] = {}  # by the job id of their current attempt
         self.traces = TraceStore(config.trace_capacity)  # of ended requests
         self.num_ended = {state: 0 for state in RequestState if state.is_done}
+        self.recovery = Recovery(self)
 
     async def start(self, req: ActiveRequest) -> None:
         self.requests[req.request_id] = self._jobs[req.job_id] = req
-        await (self._start_encode(req) if req.spec.has_images else self._start_prefill(req))
+        await self.start_stage(req, Stage.ENCODE if req.spec.has_images else Stage.PREFILL)
+
+    async def start_stage(self, req: ActiveRequest, stage: Stage) -> None:
+        """Place and submit encode or prefill; each stage starts the next when it is done."""
+        await (self._start_encode(req) if stage is Stage.ENCODE else self._start_prefill(req))
+
+    def job(self, job_id: str) -> ActiveRequest | None:
+        """The request whose current attempt has this job id (None: ended or superseded)."""
+        return self._jobs.get(job_id)
+
+    def begin_attempt(self, req: ActiveRequest) -> None:
+        """A re-drive: the request's jobs get a new id, so the old attempt's events are stale."""
+        self._jobs.pop(req.job_id, None)
+        req.begin_attempt()
+        self._jobs[req.job_id] = req
 
     async def apply(self, slot: WorkerSlot, events: WorkerEvents) -> None:
         """One engine step of one worker, in the order that keeps traces causal."""
@@ -77,16 +97,7 @@ class RequestDriver:
         for delta in events.tokens:
             await self._on_tokens(slot, delta)
         for failure in events.failures:
-            await self._on_stage_failed(slot, failure)
-
-    async def fail_over(self, worker_id: str, reason: str) -> None:
-        """Re-drive (or fail) every request that needs what this worker had."""
-        for req in [r for r in self.requests.values() if r.depends_on(worker_id)]:
-            stage = req.lifecycle.stage
-            if stage is None or not req.depends_on(worker_id):
-                continue  # ended, or already being re-driven
-            suspect = req.encode_worker == worker_id
-            await self._stage_failed(req, stage, f"worker {worker_id} {reason}", True, suspect)
+            await self.recovery.on_stage_failed(slot, failure)
 
     async def end(
         self,
@@ -120,7 +131,7 @@ class RequestDriver:
     async def _start_encode(self, req: ActiveRequest) -> None:
         slot = self._place(req, Stage.ENCODE, None)
         if slot is None:
-            return await self._fail_no_worker(req, Stage.ENCODE)
+            return await self.recovery.fail_no_worker(req, Stage.ENCODE)
         req.encode_worker = slot.worker_id
         # Asked ahead, the policy says whether prefill will follow encode onto this worker.
         export = self._place(req, Stage.PREFILL, slot.worker_id) is not slot
@@ -130,14 +141,17 @@ class RequestDriver:
     async def _start_prefill(self, req: ActiveRequest) -> None:
         slot = self._place(req, Stage.PREFILL, req.encode_worker)
         if slot is None:
-            return await self._fail_no_worker(req, Stage.PREFILL)
+            return await self.recovery.fail_no_worker(req, Stage.PREFILL)
         images = req.embeddings_for(slot.worker_id, self.workers) if req.spec.has_images else []
         if images is None:
-            reason = "the image embeddings are no longer reachable"
-            return await self._stage_failed(req, Stage.PREFILL, reason, True, True)
+            failure = StageFailure(
+                Stage.PREFILL, "image embeddings lost",
+                "the image embeddings are no longer reachable", retriable=True, suspect=True,
+            )  # fmt: skip
+            return await self.recovery.stage_failed(req, failure)
         decode_slot = self._place(req, Stage.DECODE, slot.worker_id)
         if decode_slot is None:
-            return await self._fail_no_worker(req, Stage.DECODE)
+            return await self.recovery.fail_no_worker(req, Stage.DECODE)
         req.prefill_worker, req.decode_here = slot.worker_id, decode_slot is slot
         req.decode_worker = slot.worker_id if req.decode_here else None
         unrouted = req.take_transfers("embedding") if slot.worker_id == req.encode_worker else []
@@ -152,7 +166,7 @@ class RequestDriver:
     async def _start_decode(self, req: ActiveRequest, prefill: WorkerSlot, done: PrefillDone):
         slot = self._place(req, Stage.DECODE, prefill.worker_id)
         if slot is None:
-            return await self._fail_no_worker(req, Stage.DECODE)
+            return await self.recovery.fail_no_worker(req, Stage.DECODE)
         req.decode_worker = slot.worker_id
         req.lifecycle.advance(_S.DECODING, worker=slot.worker_id)
         job = DecodeJob(
@@ -182,7 +196,8 @@ class RequestDriver:
                 await self.end(req, _S.FAILED, error=error)
             return
         except Exception as error:  # a worker that cannot take a job is gone
-            await self._lose_worker(slot.worker_id, f"failed a submit: {error!r}")
+            logger.warning("submit to worker %s raised", slot.worker_id, exc_info=error)
+            await self._lose_worker(slot.worker_id, "failed a submit")
             return
         if not req.is_current(attempt):  # cancelled or re-driven while the job was on its way
             await self.workers.abort([slot.worker_id], job.request_id)
@@ -202,7 +217,7 @@ class RequestDriver:
     async def _on_encode_done(self, slot: WorkerSlot, done: EncodeDone) -> None:
         req = self._jobs.get(done.request_id)
         if req is None or req.state is not _S.ENCODING or req.encode_worker != slot.worker_id:
-            return
+            return await self._release_unclaimed("embedding", [e.ref for e in done.embeddings])
         req.trace.record(
             "encode_done", worker=slot.worker_id, compute_ms=done.compute_ms,
             queue_ms=done.queue_ms,
@@ -213,16 +228,16 @@ class RequestDriver:
                 ref.transfer_id, "embedding", ref.producer_id, ref.nbytes
             )
         if len(done.embeddings) != len(req.spec.images):
-            message = f"encode on {slot.worker_id} returned {len(done.embeddings)} embeddings"
-            return await self.end(req, _S.FAILED, error=RequestFailedError(message))
+            detail = f"encode on {slot.worker_id} returned {len(done.embeddings)} embeddings"
+            return await self.recovery.fail(req, Stage.ENCODE, detail)
         await self._start_prefill(req)
 
     async def _on_prefill_done(self, slot: WorkerSlot, done: PrefillDone) -> None:
         req = self._jobs.get(done.request_id)
         if req is None or req.state is not _S.PREFILLING or req.prefill_worker != slot.worker_id:
-            return
-        if req.decode_here:
-            return  # its tokens, the first included, come as TokenDeltas (see worker_client.py)
+            return await self._release_unclaimed("kv", [done.kv])
+        if req.decode_here:  # its tokens, the first included, come as TokenDeltas
+            return await self._release_unclaimed("kv", [done.kv])
         req.stream.num_cached_prompt_tokens = done.num_cached_tokens
         if done.kv is not None:
             req.transfers[done.kv.transfer_id] = PendingTransfer(
@@ -235,8 +250,8 @@ class RequestDriver:
         if not await self._stream(req, [done.first_token_id], done.finish_reason):
             return
         if done.kv is None:
-            message = f"prefill on {slot.worker_id} handed off no KV"
-            return await self.end(req, _S.FAILED, error=RequestFailedError(message))
+            detail = f"prefill on {slot.worker_id} handed off no KV"
+            return await self.recovery.fail(req, Stage.PREFILL, detail)
         await self._start_decode(req, slot, done)
 
     async def _on_tokens(self, slot: WorkerSlot, delta: TokenDelta) -> None:
@@ -244,8 +259,9 @@ class RequestDriver:
         if req is None or req.token_worker != slot.worker_id:
             return
         if delta.finish_reason == "abort":  # the scheduler's own aborts end the attempt first
-            reason = f"worker {slot.worker_id} aborted the request"
-            return await self._stage_failed(req, Stage.DECODE, reason, True, False)
+            detail = f"worker {slot.worker_id} aborted the request"
+            failure = StageFailure(Stage.DECODE, "worker aborted the request", detail, True)
+            return await self.recovery.stage_failed(req, failure)
         if not delta.token_ids and delta.finish_reason is None:
             return
         if req.state is _S.PREFILLING:  # decode_here: this delta starts with the first token
@@ -262,19 +278,6 @@ class RequestDriver:
         )
         await self._stream(req, list(delta.token_ids), delta.finish_reason)
 
-    async def _on_stage_failed(self, slot: WorkerSlot, failure: StageFailed) -> None:
-        req = self._jobs.get(failure.request_id)
-        if req is None or slot.worker_id not in req.touched:
-            return
-        if failure.is_invalid_input:  # no re-drive can fix the client's input
-            error = InvalidRequestError(f"request {req.request_id!r}: {failure.reason}")
-            return await self.end(req, _S.FAILED, error=error)
-        stages = {stage.value: stage for stage in Stage}
-        stage = stages.get(failure.stage) or req.lifecycle.stage or Stage.PREFILL
-        reason = f"{failure.reason} (on {slot.worker_id})"
-        # A failed prefill may have fetched bad embeddings: never reuse them.
-        await self._stage_failed(req, stage, reason, failure.retriable, stage is Stage.PREFILL)
-
     async def _stream(self, req: ActiveRequest, token_ids: list[int], finish: str | None) -> bool:
         """Send tokens to the client; False when the request ended."""
         try:
@@ -287,44 +290,9 @@ class RequestDriver:
         await self.end(req, _S.FINISHED, finish_reason=finish)
         return False
 
-    # ------------------------------------------------------------------ failures
-    async def _stage_failed(
-        self, req: ActiveRequest, stage: Stage, reason: str, retriable: bool, suspect: bool
-    ) -> None:
-        """Re-drive from the last good stage, or fail. `suspect`: the embeddings may be bad."""
-        num_streamed = len(req.stream.token_ids)
-        refusal = redrive_refusal(stage, reason, retriable, req.attempt, num_streamed, self.config)
-        if refusal is not None:
-            error = RequestFailedError(f"request {req.request_id!r}: {refusal}")
-            return await self.end(req, _S.FAILED, error=error)
-        reusable = not suspect and self._embeddings_reachable(req)
-        restart = restart_stage(stage, req.spec.has_images, reusable)
-        await self._redrive(req, restart, f"{stage.value}: {reason}")
-
-    def _embeddings_reachable(self, req: ActiveRequest) -> bool:
-        slot = self.workers.get(req.encode_worker)
-        if slot is None or not req.embeddings:
-            return False
-        view = slot.view()
-        return req.has_embedding_refs() or (view.can_run(Stage.PREFILL) and not view.is_draining)
-
-    async def _redrive(self, req: ActiveRequest, stage: Stage, reason: str) -> None:
-        old_job, old_touched = req.job_id, req.touched
-        self._jobs.pop(old_job, None)
-        req.begin_attempt()
-        self._jobs[req.job_id] = req
-        req.trace.record("redrive", stage=stage.value, attempt=req.attempt, reason=reason)
-        if req.state is not _S.QUEUED:
-            req.lifecycle.advance(_S.QUEUED)
-        dropped = req.take_transfers("kv")
-        if stage is Stage.ENCODE:
-            dropped += req.forget_embeddings()
-        attempt = req.attempt
-        await self.workers.abort(old_touched, old_job)
-        await self.workers.release(dropped)
-        if req.is_current(attempt):
-            await (self._start_encode(req) if stage is Stage.ENCODE else self._start_prefill(req))
-
-    async def _fail_no_worker(self, req: ActiveRequest, stage: Stage) -> None:
-        error = NoWorkerAvailableError.for_stage(req.spec.model, stage.value)
-        await self.end(req, _S.FAILED, error=error)
+    async def _release_unclaimed(self, kind: str, refs: Iterable[TransferRef | None]) -> None:
+        """Free the arrays a stale event carries: no job of a current attempt will fetch them."""
+        unclaimed = [r for r in refs if r is not None]
+        await self.workers.release(
+            PendingTransfer(r.transfer_id, kind, r.producer_id, r.nbytes) for r in unclaimed
+        )

@@ -140,20 +140,22 @@ def restart_stage(failed: Stage, has_images: bool, embeddings_reusable: bool) ->
 
 def redrive_refusal(
     failed: Stage,
-    reason: str,
+    cause: str,
     retriable: bool,
     num_redrives: int,
     num_streamed: int,
     config: SchedulerConfig,
 ) -> str | None:
-    """Why the failure of `failed` ends the request; None when a re-drive may recover it."""
+    """Why the failure of `failed` ends the request, as the client reads it; None when a
+    re-drive may recover it. `cause` is a failure class ("decode worker lost"), never a
+    worker's or an exception's text (see recovery.py)."""
     if not retriable:
-        return f"{failed.value} failed: {reason}"
+        return f"{failed.value} failed: {cause}"
     if num_redrives >= config.max_retries:
-        return f"{failed.value} failed after {num_redrives} re-drives: {reason}"
+        return f"{failed.value} failed after {num_redrives} re-drives: {cause}"
     if num_streamed > config.max_replay_tokens:
         return (
-            f"{failed.value} failed after {num_streamed} tokens were streamed: {reason}; "
+            f"{failed.value} failed after {num_streamed} tokens were streamed: {cause}; "
             "recovery in the middle of decode is not supported yet"
         )
     return None

@@ -4,8 +4,9 @@
     one task per worker:  poll() -> WorkerEvents (one engine step) -> RequestDriver.apply
 
 Tokens of all a worker's requests arrive in one message per engine step: the scheduler makes no
-per-token call. How events move requests along is in driver.py, the request lifecycle in
-lifecycle.py, placement in policy.py, and the rules a worker keeps in worker_client.py.
+per-token call. How events move requests along is in driver.py, failures and re-drives in
+recovery.py, the request lifecycle in lifecycle.py, placement in policy.py, and the rules a
+worker keeps in worker_client.py.
 """
 
 from __future__ import annotations
@@ -144,9 +145,9 @@ class Scheduler:
         while self._workers.get(slot.worker_id) is slot:
             try:
                 events = await slot.client.poll(self.config.poll_timeout_s)
-            except Exception as error:
-                lost = self._lose_worker(slot.worker_id, f"failed to poll: {error!r}")
-                await asyncio.shield(lost)
+            except Exception as error:  # its text may hold a traceback: the log only
+                logger.warning("poll of worker %s raised", slot.worker_id, exc_info=error)
+                await asyncio.shield(self._lose_worker(slot.worker_id, "failed to poll"))
                 return
             if self._workers.get(slot.worker_id) is not slot:
                 return
@@ -161,19 +162,20 @@ class Scheduler:
         if events.epoch > slot.epoch:  # restarted: whatever it held for requests is gone
             reason = f"restarted (epoch {slot.epoch} -> {events.epoch})"
             slot.epoch = events.epoch
-            await self._driver.fail_over(slot.worker_id, reason)
+            await self._driver.recovery.fail_over(slot.worker_id, reason)
         if events.load is not None:
             slot.observe(events.load)
         await self._driver.apply(slot, events)
 
     async def _lose_worker(self, worker_id: str, reason: str) -> None:
+        """`reason`: a short phrase ("failed to poll") for the log and the traces."""
         slot = self._workers.pop(worker_id)
         if slot is None:
             return
         logger.warning("worker %s %s", worker_id, reason)
         if slot.poll_task is not None and slot.poll_task is not asyncio.current_task():
             slot.poll_task.cancel()
-        await self._driver.fail_over(worker_id, reason)
+        await self._driver.recovery.fail_over(worker_id, reason)
 
 
 async def _stopped(task: asyncio.Task | None) -> None:

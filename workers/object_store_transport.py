@@ -5,10 +5,12 @@ lives at least that long. The TransferRef carries the ObjectRef inside a one-ele
 resolves ObjectRefs passed as top-level arguments, not nested ones, so the ref crosses the
 scheduler untouched. A consumer on the same node maps the array without a copy (read-only).
 If the producer dies, its objects die with it and `fetch` fails closed with TransferError.
+Ray's error text (a traceback, addresses) goes to the log; the TransferError names its class.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import numpy as np
@@ -24,6 +26,8 @@ from workers.transport import (
     verify,
 )
 
+logger = logging.getLogger(__name__)
+
 
 class ObjectStoreTransport(Transport):
     def __init__(self, fetch_timeout_s: float = 30.0) -> None:
@@ -36,7 +40,8 @@ class ObjectStoreTransport(Transport):
         try:
             object_ref = ray.put(array)
         except ray.exceptions.RayError as e:  # e.g. the object store is full
-            raise TransferError(f"cannot store {array.nbytes} bytes: {e}") from None
+            logger.warning("ray.put of %d bytes failed", array.nbytes, exc_info=e)
+            raise TransferError(f"cannot store {array.nbytes} bytes ({_name(e)})") from None
         ref = TransferRef(
             transfer_id=new_transfer_id(producer_id), handle=[object_ref], nbytes=array.nbytes,
             checksum=array_checksum(array), producer_id=producer_id, producer_epoch=epoch,
@@ -53,7 +58,9 @@ class ObjectStoreTransport(Transport):
         try:
             array = ray.get(handle[0], timeout=self.fetch_timeout_s)
         except ray.exceptions.RayError as e:  # lost, owner died, timed out, freed
-            raise TransferError(f"transfer {ref.transfer_id} cannot be fetched: {e}") from None
+            logger.warning("fetch of transfer %s failed", ref.transfer_id, exc_info=e)
+            message = f"transfer {ref.transfer_id} cannot be fetched ({_name(e)})"
+            raise TransferError(message) from None
         return verify(ref, array, expected_epoch)
 
     def release(self, transfer_id: str) -> bool:
@@ -63,3 +70,7 @@ class ObjectStoreTransport(Transport):
     def held(self, producer_id: str) -> list[str]:
         with self._lock:
             return [tid for tid, (owner, _) in self._held.items() if owner == producer_id]
+
+
+def _name(error: Exception) -> str:
+    return type(error).__name__

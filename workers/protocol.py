@@ -48,7 +48,7 @@ class TransferRef:
     transfer_id: str  # unique; the producer frees the array when told this id is consumed
     handle: Any  # transport-specific (for the object store: a one-element list with an ObjectRef)
     nbytes: int
-    checksum: int  # crc32 of the array's bytes, computed by the producer
+    checksum: int  # xxh3-64 of the array's bytes, computed by the producer
     producer_id: str  # worker id of the producer
     producer_epoch: int  # the producer's epoch when it made the array (bumped on restart)
 
@@ -176,6 +176,12 @@ class WorkerLoad:
     num_kv_blocks: int
     num_kv_blocks_used: int
     num_kv_blocks_cached: int
+    # Filled every engine step (cheap): image embeddings in the worker's embedding cache, and
+    # full KV blocks a prefix lookup can hit (used or evictable).
+    num_embedding_cache_entries: int = 0
+    num_prefix_cache_blocks: int = 0
+    # The entries themselves, O(cache size): only in the answer to an explicit `load()` call,
+    # empty in the load every poll carries.
     embedding_cache_keys: list[str] = field(default_factory=list)
     prefix_block_hashes: list[str] = field(default_factory=list)  # hex, of cached full blocks
 

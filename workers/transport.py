@@ -5,21 +5,22 @@
     producer: transport.release(ref.transfer_id)               -> once the consumer imported it
 
 Only a `TransferRef` travels in scheduler messages; the array stays with the transport. The
-receiver checks the producer's epoch (a restarted producer is stale) and the crc32 of the bytes,
-and fails closed: a transfer that is missing, stale or corrupt raises `TransferError`, never
-returns an array. Implementations: `InProcessTransport` here (workers in one process, for tests)
-and `ObjectStoreTransport` (Ray's object store) in `object_store_transport.py`; Ray Direct
-Transport (NIXL) can be added as another one without touching the scheduler.
+receiver checks the producer's epoch (a restarted producer is stale) and the xxh3-64 hash of
+the bytes, and fails closed: a transfer that is missing, stale or corrupt raises
+`TransferError`, never returns an array. Implementations: `InProcessTransport` here (workers in
+one process, for tests) and `ObjectStoreTransport` (Ray's object store) in
+`object_store_transport.py`; Ray Direct Transport (NIXL) can be added as another one without
+touching the scheduler.
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
-import zlib
 from abc import ABC, abstractmethod
 
 import numpy as np
+import xxhash
 
 from workers.protocol import TransferRef
 
@@ -30,8 +31,10 @@ class TransferError(Exception):
 
 
 def array_checksum(array: np.ndarray) -> int:
-    """crc32 of the array's bytes in C order (no copy when the array is already contiguous)."""
-    return zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    """xxh3-64 of the array's bytes in C order (no copy when the array is already contiguous).
+    xxh3 runs at ~15 GB/s here against ~2 GB/s for zlib's crc32, so verifying costs a fraction
+    of moving the bytes."""
+    return xxhash.xxh3_64_intdigest(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
 
 
 def new_transfer_id(producer_id: str) -> str:
@@ -66,7 +69,7 @@ class Transport(ABC):
 
     @abstractmethod
     def fetch(self, ref: TransferRef, expected_epoch: int) -> np.ndarray:
-        """The array behind `ref`, verified (epoch, size, crc32), read-only; or TransferError."""
+        """The array behind `ref`, verified (epoch, size, checksum), read-only; or TransferError."""
 
     @abstractmethod
     def release(self, transfer_id: str) -> bool:

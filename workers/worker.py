@@ -1,9 +1,11 @@
 """WorkerCore: one engine on one engine thread, speaking the worker side of `protocol.py`.
 
     caller threads                          engine thread (the only one touching the engine)
-    submit_* / abort --> command queue --> apply the commands   (StageRunner: fetch, add, abort)
-                                           runner.turn()        (one step, then one encode)
-                                           publish events + load snapshot, under one lock
+    submit_* / abort --> command queue --> apply the ready commands (StageRunner: add, abort)
+         |                  ^              runner.turn()        (one step, then one encode)
+         v                  |              publish events + load snapshot, under one lock
+    fetch threads: a job's arrays fetched and verified (job_inputs.py), so that running
+                   decodes never wait on a transfer; the command is ready once they are in
     poll(timeout) <----- one WorkerEvents: everything since the last poll (normally one step;
                          several, counted in num_steps, when the poller fell behind), token
                          deltas merged per request, so all requests of a step arrive together
@@ -14,15 +16,19 @@ here: `actor.py` (a Ray actor) and `local_client.py` (in-process) are thin shell
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
 
 import torch
 
+from workers.command_queue import Command, CommandQueue
 from workers.engine.config import EngineConfig
 from workers.engine.engine import Engine
 from workers.event_buffer import EventBuffer
@@ -41,17 +47,11 @@ class WorkerConfig:
     pool: str = ""  # the pool this worker belongs to
     model: str = ""  # the model's name in the cluster config
     torch_threads: int | None = None  # torch intra-op threads (process-wide); None: default
+    num_fetch_threads: int = 2  # fetch and verify the arrays of this many jobs at once
 
     @property
     def stages(self) -> str:
         return self.engine.stages
-
-
-@dataclass(frozen=True)
-class _Command:
-    run: Callable[[], None]
-    num_jobs: int = 0  # prefill/decode jobs it hands to the engine
-    num_images: int = 0  # images it queues for encode
 
 
 class WorkerCore:
@@ -71,7 +71,10 @@ class WorkerCore:
         self._lock = threading.Lock()
         self._work_ready = threading.Condition(self._lock)
         self._events_ready = threading.Condition(self._lock)
-        self._commands: deque[_Command] = deque()  # not yet applied by the engine thread
+        self._commands = CommandQueue()  # not yet applied by the engine thread
+        self._fetch_pool = ThreadPoolExecutor(
+            config.num_fetch_threads, thread_name_prefix=f"fetch-{self.worker_id}"
+        )
         self._events = EventBuffer()  # published, not yet polled
         self._engine_load = self._runner.measure_load()  # as of the end of the last turn
         self._thread = threading.Thread(target=self._run, name=f"engine-{self.worker_id}")
@@ -83,10 +86,8 @@ class WorkerCore:
     # gets to it.
     def submit_encode(self, job: EncodeJob) -> None:
         arrival = self._runner.clock()
-        command = _Command(
-            lambda: self._runner.queue_encode(job, arrival), num_images=len(job.images)
-        )
-        self._submit("encode", job.request_id, command)
+        start = partial(self._runner.queue_encode, job, arrival)
+        self._submit("encode", job.request_id, start, num_images=len(job.images))
 
     def submit_prefill(self, job: PrefillJob) -> None:
         arrival = self._runner.clock()
@@ -94,19 +95,23 @@ class WorkerCore:
             reason = f"{self.worker_id} runs {self.stages}: it cannot decode here"
             self._report_failure(StageFailed(job.request_id, "prefill", reason, False))
             return
-        command = _Command(lambda: self._runner.start_prefill(job, arrival), num_jobs=1)
-        self._submit("prefill", job.request_id, command)
+        fetches = any(item.ref is not None for item in job.images)
+        fetch = partial(self._runner.fetcher.embeddings, job) if fetches else None
+        start = partial(self._runner.start_prefill, job, arrival)
+        self._submit("prefill", job.request_id, start, fetch, num_jobs=1)
 
     def submit_decode(self, job: DecodeJob) -> None:
         arrival = self._runner.clock()
-        command = _Command(lambda: self._runner.start_decode(job, arrival), num_jobs=1)
-        self._submit("decode", job.request_id, command)
+        fetch = partial(self._runner.fetcher.kv, job)
+        start = partial(self._runner.start_decode, job, arrival)
+        self._submit("decode", job.request_id, start, fetch, num_jobs=1)
 
     def abort(self, request_id: str) -> None:
         """Drop the request's queued work and free its KV blocks. A request that was in the
-        engine ends its stream with an "abort" TokenDelta; queued encodes just disappear."""
+        engine ends its stream with an "abort" TokenDelta; queued encodes just disappear. An
+        abort waits for its job's fetch, if one is under way, and then aborts the job."""
         with self._lock:
-            self._commands.append(_Command(lambda: self._runner.abort(request_id)))
+            self._commands.append(Command(lambda: self._runner.abort(request_id), request_id))
             self._work_ready.notify()
 
     def release(self, transfer_ids: list[str]) -> None:
@@ -131,8 +136,15 @@ class WorkerCore:
         return events.to_message(self.worker_id, self.epoch, load)
 
     def load(self) -> WorkerLoad:
+        """The load, with every embedding cache key and prefix block hash: O(cache size), so
+        only here. The load each poll carries has their counts only."""
         with self._lock:
-            return self._load_locked()
+            load = self._load_locked()
+        keys, hashes = self._cache_contents()
+        return replace(
+            load, num_embedding_cache_entries=len(keys), num_prefix_cache_blocks=len(hashes),
+            embedding_cache_keys=keys, prefix_block_hashes=[h.hex() for h in hashes],
+        )  # fmt: skip
 
     def drain(self) -> None:
         """Refuse new jobs (retriably) from now on; the work already here runs to its end."""
@@ -151,9 +163,18 @@ class WorkerCore:
             self._is_closed = True
             self._work_ready.notify_all()
             self._events_ready.notify_all()
+        self._fetch_pool.shutdown(wait=False, cancel_futures=True)
         self._thread.join(timeout_s)
 
-    def _submit(self, stage: str, request_id: str, command: _Command) -> None:
+    def _submit(
+        self,
+        stage: str,
+        request_id: str,
+        start: Callable[..., None],  # on the engine thread; given fetch's Future, if any
+        fetch: Callable[[], Any] | None = None,  # on a fetch thread, before `start`
+        num_jobs: int = 0,
+        num_images: int = 0,
+    ) -> None:
         if STAGE_LETTERS[stage] not in self.stages:
             reason = f"{self.worker_id} runs {self.stages}, not {stage}"
             self._report_failure(StageFailed(request_id, stage, reason, retriable=False))
@@ -165,8 +186,27 @@ class WorkerCore:
                 self._events.failures.append(failure)
                 self._events_ready.notify_all()
                 return
-            self._commands.append(command)
+            inputs = self._fetch_pool.submit(fetch) if fetch is not None else None
+            run = partial(start, inputs) if inputs is not None else start
+            self._commands.append(Command(run, request_id, num_jobs, num_images, inputs))
             self._work_ready.notify()
+        if inputs is not None:  # outside the lock: a done future runs the callback right here
+            inputs.add_done_callback(self._on_fetched)
+
+    def _on_fetched(self, _: Future[Any]) -> None:
+        with self._lock:
+            self._work_ready.notify()
+
+    def _cache_contents(self) -> tuple[list[str], list[bytes]]:
+        """Copies of the engine's cache keys, read from a caller thread. Each copy is a single
+        C-level iteration under the GIL; one that overlaps a change on the engine thread raises
+        RuntimeError and is taken again."""
+        engine = self.engine
+        for _ in range(8):
+            with contextlib.suppress(RuntimeError):
+                hashes = engine.block_pool.cached_hashes() if engine.batcher else []
+                return engine.embedding_cache.keys(), hashes
+        return [], []
 
     def _report_failure(self, failure: StageFailed) -> None:
         with self._lock:
@@ -179,10 +219,8 @@ class WorkerCore:
         return replace(
             engine_load,
             is_draining=self.is_draining,
-            num_encode_queued=engine_load.num_encode_queued
-            + sum(command.num_images for command in self._commands),
-            num_waiting=engine_load.num_waiting
-            + sum(command.num_jobs for command in self._commands),
+            num_encode_queued=engine_load.num_encode_queued + self._commands.num_images,
+            num_waiting=engine_load.num_waiting + self._commands.num_jobs,
         )
 
     # ----------------------------------------------------------------- engine thread
@@ -198,24 +236,26 @@ class WorkerCore:
     def _loop(self) -> None:
         while True:
             with self._lock:
-                while not (self._commands or self._runner.has_work() or self._is_closed):
+                while not (
+                    (commands := self._commands.ready())
+                    or self._runner.has_work()
+                    or self._is_closed
+                ):
                     self._work_ready.wait()
                 if self._is_closed:
                     return
-                commands = list(self._commands)
             for command in commands:
                 command.run()
             self._runner.turn()
-            self._publish(num_applied=len(commands))
+            self._publish(applied=commands)
 
-    def _publish(self, num_applied: int) -> None:
+    def _publish(self, applied: list[Command]) -> None:
         """Commands leave the queue in the same lock as the load that counts them appears, so
         `load()` and `is_idle()` never miss a job in between."""
         engine_load = self._runner.measure_load()
         events = self._runner.take_events()
         with self._lock:
-            for _ in range(num_applied):
-                self._commands.popleft()
+            self._commands.remove(applied)
             self._engine_load = engine_load
             self._events.merge(events)
             if not self._events.is_empty():

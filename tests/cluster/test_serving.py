@@ -253,3 +253,18 @@ def test_async_client_streams_and_server_reflection_lists_the_service(cluster):
         (response,) = list(stub.ServerReflectionInfo(iter([request]), timeout=30))
     services = {s.name for s in response.list_services_response.service}
     assert {"triserve.v1.Triserve", "grpc.health.v1.Health"} <= services
+
+
+def test_a_duplicate_request_id_is_refused_and_the_original_keeps_streaming(cluster, client):
+    stream = client.generate(
+        prompt="a long answer please", model="coloc", max_tokens=120, ignore_eos=True,
+        request_id="dup",
+    )  # fmt: skip
+    chunks = [next(stream)]
+    with TriserveClient(cluster.address, API_TOKEN) as other:
+        with pytest.raises(TriserveError) as error:
+            other.complete(prompt="hi", model="coloc", request_id="dup")
+    assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    chunks += list(stream)
+    assert chunks[-1].finish_reason == "length"
+    assert sum(len(c.token_ids) for c in chunks) == 120

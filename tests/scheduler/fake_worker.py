@@ -6,8 +6,8 @@
 
 So a decoder that imports the wrong KV, or a prefill that reads the wrong embeddings, writes
 different tokens. Each poll runs one engine step over everything queued and running and
-reports it in one WorkerEvents, as a real worker does. Arrays live in a shared FakeTransport;
-a consumer checks the checksum and the producer's epoch, as a real one does.
+reports it in one WorkerEvents, as a real worker does. Arrays live in a shared FakeTransport
+(fake_transport.py); a consumer checks the checksum and the producer's epoch, as a real one does.
 
 Every stage of a job reports the same times: QUEUE_MS waiting, then STEP_MS per step.
 """
@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tests.scheduler.fake_transport import FakeTransport
 from workers.protocol import (
     DecodeJob,
     EmbeddingInput,
@@ -47,29 +47,6 @@ def embedding_of(image: ImageInput) -> int:
 def expected_tokens(prompt: Sequence[int], images: Sequence[ImageInput], n: int) -> list[int]:
     kv = sum(prompt) + sum(embedding_of(image) for image in images)
     return [(kv + i) % 1000 for i in range(n)]
-
-
-class FakeTransport:
-    """The object store: transfer id -> value. `num_to_corrupt[kind]`: the next arrays of that
-    kind ("emb" or "kv") are stored wrong, so that their consumer's checksum fails."""
-
-    def __init__(self) -> None:
-        self.arrays: dict[str, int] = {}
-        self.num_fetches = 0
-        self.num_to_corrupt = {"emb": 0, "kv": 0}
-        self._ids = itertools.count()
-
-    def put(self, producer: str, epoch: int, kind: str, value: int, nbytes: int) -> TransferRef:
-        transfer_id = f"{producer}/{kind}{next(self._ids)}"
-        self.arrays[transfer_id] = value + 1 if self.num_to_corrupt[kind] else value
-        self.num_to_corrupt[kind] = max(0, self.num_to_corrupt[kind] - 1)
-        return TransferRef(transfer_id, None, nbytes, value, producer, epoch)
-
-    def fetch(self, ref: TransferRef) -> int | None:
-        """The value, or None when it is gone or fails its checksum."""
-        self.num_fetches += 1
-        value = self.arrays.get(ref.transfer_id)
-        return value if value == ref.checksum else None
 
 
 @dataclass
@@ -105,7 +82,11 @@ class FakeWorker:
         self.refuse_with: Exception | None = None  # raised by every submit
         self.bad_input_reason: str | None = None  # prefills fail as invalid input, with this
         self.broken_reason: str | None = None  # prefills fail for good, with this reason
+        self.poll_error: str | None = None  # with is_dead: the message the poll raises
         self.num_steps = 0
+        self._hold_kind: str | None = None  # see hold()
+        self.is_holding = asyncio.Event()
+        self._unheld = asyncio.Event()
         self._encodes: list[EncodeJob] = []
         self._prefills: list[PrefillJob] = []
         self._decodes: list[DecodeJob] = []
@@ -156,15 +137,30 @@ class FakeWorker:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout_s)
         if self.is_dead:
-            raise ConnectionError(f"worker {self.worker_id} died")
+            raise ConnectionError(self.poll_error or f"worker {self.worker_id} died")
         if self.is_paused:
             return WorkerEvents(self.worker_id, self.epoch, load=await self.load())
-        return await self._step()
+        events = await self._step()
+        if self._hold_kind is not None and getattr(events, self._hold_kind):
+            self._hold_kind = None
+            self.is_holding.set()
+            await self._unheld.wait()  # the step ran; the scheduler hears of it later
+        return events
 
     # ------------------------------------------------------------------ test controls
     def die(self) -> None:
         self.is_dead = True
         self._wake.set()
+
+    def hold(self, kind: str) -> None:
+        """Keep the next step whose events have `kind` ("encodes", "prefills", ...) from the
+        scheduler until `unhold()`: its events are in flight. `is_holding` is set meanwhile."""
+        self._hold_kind = kind
+        self._unheld.clear()
+
+    def unhold(self) -> None:
+        self.is_holding.clear()
+        self._unheld.set()
 
     def resume(self) -> None:
         self.is_paused = False

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from scheduler.config import SchedulerConfig
 from scheduler.request import RequestOutput, RequestSpec
 from scheduler.scheduler import Scheduler
-from tests.scheduler.fake_worker import FakeTransport, FakeWorker
+from tests.scheduler.fake_transport import FakeTransport
+from tests.scheduler.fake_worker import FakeWorker
 from workers.engine.sampling_params import SamplingParams
 from workers.protocol import ImageInput
 

@@ -6,7 +6,8 @@ from scheduler.policy import LeastLoadedPolicy, PlacementRequest, WorkerView
 from scheduler.request import RequestSpec
 from scheduler.stage import Stage
 from scheduler.worker_registry import WorkerSlot
-from tests.scheduler.fake_worker import FakeTransport, FakeWorker
+from tests.scheduler.fake_transport import FakeTransport
+from tests.scheduler.fake_worker import FakeWorker
 from workers.protocol import WorkerLoad
 
 

@@ -16,9 +16,6 @@ from workers.engine.sampling_params import SamplingParams
 from workers.protocol import EmbeddingInput, EncodeJob, ImageInput, PrefillJob, WorkerEvents
 
 DEADLINE_S = 60.0
-# The engine imports KV from the transport's read-only arrays, as a decoder does from Ray's
-# object store; torch warns about read-only numpy memory although it only reads it.
-READ_ONLY_KV_WARNING = "ignore:The given NumPy array is not writable"
 GREEDY = SamplingParams(max_tokens=8, ignore_eos=True, seed=0)
 
 

@@ -16,7 +16,6 @@ from cluster.pools import PoolManager, RayWorkerLauncher
 from cluster.worker_client import WorkerUnavailableError
 from tests.workers.support import (
     GREEDY,
-    READ_ONLY_KV_WARNING,
     colocated_tokens,
     finish_reason,
     has,
@@ -28,7 +27,6 @@ from workers.protocol import DecodeJob, PrefillJob, TransferRef, WorkerEvents
 from workers.transport import InProcessTransport
 from workers.worker import WorkerConfig, WorkerCore
 
-pytestmark = pytest.mark.filterwarnings(READ_ONLY_KV_WARNING)
 DEADLINE_S = 120.0
 
 

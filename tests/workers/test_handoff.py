@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 import torch
 
 from tests.workers.support import (
     GREEDY,
-    READ_ONLY_KV_WARNING,
     colocated_tokens,
     finish_reason,
     has,
@@ -19,12 +19,12 @@ from tests.workers.support import (
     wait_for,
 )
 from workers.engine.config import EngineConfig
+from workers.engine.engine import Engine
 from workers.local_client import LocalWorkerClient
 from workers.protocol import DecodeJob, EmbeddingInput, PrefillJob, TokenDelta
+from workers.stage_runner import StageRunner
 from workers.transport import TransferError
 from workers.worker import WorkerConfig, WorkerCore
-
-pytestmark = pytest.mark.filterwarnings(READ_ONLY_KV_WARNING)
 
 
 def test_encode_prefill_decode_on_three_workers_gives_the_colocated_tokens(
@@ -182,6 +182,27 @@ def test_release_frees_the_producers_copy(start_worker, transport, cat_request):
     assert encoder.is_idle()
     with pytest.raises(TransferError, match="gone"):
         transport.fetch(ref, encoder.epoch)
+
+
+def test_a_decoder_keeps_a_private_copy_of_imported_kv_so_the_producer_can_free_it(
+    tiny_model_dir, transport
+):
+    decoder = StageRunner("d-0", 1, Engine(EngineConfig(str(tiny_model_dir), "D")), transport)
+    layout, prompt = decoder.fetcher.kv_layout, [5, 6, 7, 8, 9]
+    shape = (layout.num_layers, 2, len(prompt), layout.num_kv_heads, layout.head_dim)
+    ref = transport.put(np.full(shape, 0.5, np.float32), "p-0", epoch=3)
+    decoder.start_decode(DecodeJob("r1", prompt, GREEDY, 10, [], ref, "float32", {"p-0": 3}))
+
+    kv = decoder.engine.get_request("r1").prompt_kv.kv
+    stored = transport.arrays[ref.transfer_id]  # what every fetch maps, read-only
+    assert not np.shares_memory(kv, stored)
+    assert kv.flags.owndata and kv.flags.writeable
+    np.testing.assert_array_equal(kv, stored)
+    transport.release(ref.transfer_id)  # on the consumer's TransferConsumed
+    while decoder.has_work():
+        decoder.turn()
+    [delta] = decoder.take_events().tokens.values()
+    assert (len(delta.token_ids), delta.finish_reason) == (GREEDY.max_tokens - 1, "length")
 
 
 def test_local_client_serves_the_worker_interface(tiny_model_dir, transport):

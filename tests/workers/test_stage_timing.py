@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.workers.support import GREEDY, READ_ONLY_KV_WARNING
+from tests.workers.support import GREEDY
 from workers.engine.config import EngineConfig
 from workers.engine.engine import Engine
 from workers.event_buffer import EventBuffer
 from workers.protocol import DecodeJob, PrefillJob
 from workers.stage_runner import StageRunner
 
-pytestmark = pytest.mark.filterwarnings(READ_ONLY_KV_WARNING)
 STEP_MS = 15.625
 FETCH_MS = 7.8125
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import ray
 
+from workers.object_store_transport import ObjectStoreTransport
+from workers.protocol import TransferRef
 from workers.transport import InProcessTransport, TransferError, array_checksum
 
 
@@ -58,3 +61,15 @@ def test_checksum_covers_non_contiguous_arrays_in_c_order():
         np.ascontiguousarray(array.transpose(1, 0, 2, 3, 4))
     )
     assert array_checksum(array) != array_checksum(array.transpose(1, 0, 2, 3, 4))
+
+
+def test_an_object_store_failure_names_its_class_and_logs_rays_text(monkeypatch, caplog):
+    def lost(*args, **kwargs):
+        raise ray.exceptions.GetTimeoutError('Get timed out\nTraceback ...\n  File "/x.py"')
+
+    monkeypatch.setattr(ray, "get", lost)
+    ref = TransferRef("p-0/1", [object()], 8, 0, "p-0", producer_epoch=7)
+    with pytest.raises(TransferError) as failure:
+        ObjectStoreTransport().fetch(ref, expected_epoch=7)
+    assert str(failure.value) == "transfer p-0/1 cannot be fetched (GetTimeoutError)"
+    assert "Traceback" in caplog.text

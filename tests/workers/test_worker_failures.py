@@ -9,7 +9,6 @@ import pytest
 
 from tests.workers.support import (
     GREEDY,
-    READ_ONLY_KV_WARNING,
     finish_reason,
     has,
     is_finished,
@@ -27,8 +26,8 @@ from workers.protocol import (
     WorkerEvents,
 )
 
-pytestmark = pytest.mark.filterwarnings(READ_ONLY_KV_WARNING)
 LONG = SamplingParams(max_tokens=200, ignore_eos=True, seed=0)
+TRACEBACK = 'Traceback (most recent call last):\n  File "/srv/triserve/x.py", line 1\nKeyError: 3'
 
 
 def failures(seen: list[WorkerEvents]) -> list[tuple[str, str, bool]]:
@@ -228,3 +227,31 @@ def test_a_worker_whose_engine_thread_died_says_so_on_poll(start_worker, monkeyp
     worker.submit_prefill(PrefillJob("r1", [5, 6, 7], GREEDY, [], decode_here=True))
     with pytest.raises(RuntimeError, match="epd-0 stopped: ZeroDivisionError"):
         poll_until(worker.poll, lambda seen: False)
+
+
+def _raise_traceback(*args, **kwargs):
+    raise RuntimeError(TRACEBACK)
+
+
+def test_an_internal_error_is_reported_as_a_class_and_logged_in_full(
+    start_worker, monkeypatch, caplog
+):
+    worker = start_worker("pd-0", "PD")
+    monkeypatch.setattr(worker.engine, "add_request", _raise_traceback)
+    worker.submit_prefill(PrefillJob("r1", [5, 6, 7], GREEDY, [], decode_here=True))
+    seen = poll_until(worker.poll, has("failures"))
+    assert failures(seen) == [("r1", "prefill", False)]
+    assert reasons(seen) == ["internal error"]
+    assert TRACEBACK in caplog.text
+
+
+def test_a_failed_engine_step_fails_its_batch_retriably_without_the_exceptions_text(
+    start_worker, monkeypatch, caplog
+):
+    worker = start_worker("pd-0", "PD")
+    monkeypatch.setattr(worker.engine, "step", _raise_traceback)
+    worker.submit_prefill(PrefillJob("r1", [5, 6, 7], GREEDY, [], decode_here=True))
+    seen = poll_until(worker.poll, has("failures"))
+    assert failures(seen) == [("r1", "prefill", True)]
+    assert reasons(seen) == ["engine step failed"]
+    assert TRACEBACK in caplog.text
