@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import hmac
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import ray
@@ -44,17 +45,22 @@ class Ingress:
             {name: ModelFrontend.load(name, path) for name, path in model_dirs.items()}
         )
         self.api_token, self.admin_token = api_token, admin_token
+        self._build_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="build")
 
     # ----------------------------------------------------------------- triserve.v1.Triserve
     async def Generate(self, request: pb.GenerateRequest, grpc_context):  # noqa: N802
         try:
             self._authenticate(grpc_context, self.api_token)
             # Decoding images and tokenising are CPU work: keep them off the event loop that
-            # streams every other request's tokens.
-            spec, model = await asyncio.to_thread(self.builder.build, request)
+            # streams every other request's tokens. One build thread, because a Rust tokenizer
+            # must not be used from two threads at once.
+            loop = asyncio.get_running_loop()
+            spec, model = await loop.run_in_executor(
+                self._build_thread, self.builder.build, request
+            )
         except Exception as e:
             self._fail(grpc_context, e)
-        detokenizer = IncrementalDetokenizer(model.tokenizer, spec.sampling_params.stop)
+        detokenizer = IncrementalDetokenizer(model.detokenizer, spec.sampling_params.stop)
         stream = self.scheduler.generate.options(num_returns="streaming").remote(spec)
         owns_request = True  # False when the scheduler refused it (e.g. a duplicate id)
         finished = False

@@ -36,7 +36,8 @@ class ModelFrontend:
     """What the ingress needs of one model: its tokenizer, prompt rules and context length."""
 
     name: str
-    tokenizer: object
+    tokenizer: object  # used by the build thread only
+    detokenizer: object  # a second instance, for streaming text on the event loop
     prompt_builder: PromptBuilder
     max_model_len: int
 
@@ -47,6 +48,7 @@ class ModelFrontend:
         return cls(
             name=name,
             tokenizer=tokenizer,
+            detokenizer=load_tokenizer(model_dir),
             prompt_builder=PromptBuilder(model_dir, config, tokenizer),
             max_model_len=config.text.max_position_embeddings,
         )
