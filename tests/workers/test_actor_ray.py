@@ -7,6 +7,7 @@ the decode actor.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 
 import pytest
@@ -146,5 +147,12 @@ def test_scaling_down_drains_the_decode_actor_then_retires_it(manager, run):
     assert [(f.request_id, f.retriable, f.reason) for e in seen for f in e.failures] == [
         ("late", True, "decode-0 is draining")
     ]
-    with pytest.raises(WorkerUnavailableError):
-        run(decoder.load())
+    # ray.kill returns before the actor is gone: poll until calls fail, with a deadline.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            run(decoder.load())
+        except WorkerUnavailableError:
+            break
+        assert time.monotonic() < deadline, "the retired actor still answers"
+        time.sleep(0.1)
