@@ -155,7 +155,7 @@ class StageRunner:
         stats, engine = self.engine.stats(), self.engine
         # BlockPool counts its hashed blocks only by listing them: a copy of the dict's keys,
         # no hashing or hexing (about 0.4 ms for 50k blocks).
-        num_prefix_blocks = len(engine.block_pool.cached_hashes()) if engine.batcher else 0
+        num_prefix_blocks = engine.block_pool.num_hashed_blocks if engine.batcher else 0
         return WorkerLoad(
             worker_id=self.worker_id, epoch=self.epoch, stages=engine.config.stages,
             is_draining=False, num_encode_queued=self.num_encode_images_queued,

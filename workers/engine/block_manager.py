@@ -60,6 +60,11 @@ class BlockPool:
     def num_allocatable(self) -> int:
         return self.num_free + self.num_cached
 
+    @property
+    def num_hashed_blocks(self) -> int:
+        """How many blocks a prefix lookup can hit: O(1), for per-step load reports."""
+        return len(self._cached)
+
     def cached_hashes(self) -> list[BlockHash]:
         """Hashes of every block that a prefix lookup can hit (used or evictable)."""
         return list(self._cached)

@@ -13,7 +13,7 @@ from PIL import Image
 from transformers import AutoTokenizer
 
 from workers.engine.errors import InvalidImageError, InvalidRequestError
-from workers.engine.image_processor import ImageProcessorConfig, image_hash, preprocess
+from workers.engine.image_processor import ImageProcessorConfig, preprocess
 from workers.engine.model_config import ModelConfig
 
 
@@ -55,10 +55,6 @@ class PromptBuilder:
     def pixel_values(self, images: list[Image.Image]) -> np.ndarray:
         """[images, 3, H, W] float32, ready for the vision tower."""
         return np.stack([preprocess(image, self.image_config) for image in images])
-
-    @staticmethod
-    def image_hashes(images: list[Image.Image]) -> list[str]:
-        return [image_hash(image) for image in images]
 
 
 def _processor_image_tokens(
