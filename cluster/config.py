@@ -32,6 +32,11 @@ values raise `ConfigError` naming the key. `deploy/cluster.example.yaml` shows a
     ray_address: null       # Ray cluster to join ("auto", "ray://host:10001"); null: start one
     fetch_timeout_s: 30     # how long a worker waits for a transfer before failing it
     call_timeout_s: 30      # how long the scheduler waits for a worker to answer a call
+    scheduler:              # every key of scheduler/config.py's SchedulerConfig, e.g.
+      policy: slo           #   slo (slack-ordered queues, admission, affinity) or fcfs
+      admission: reject     #   reject, degrade or best_effort, for requests that set none
+      sand_ttft_ms: 1000    #   class SLO defaults: {sand,pebble,rock}_{ttft,tpot}_ms
+      rock_min_images: 4    #   class thresholds: rock_min_{images,image_pixels,prompt_tokens}
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from scheduler.config import SchedulerConfig
 
 STAGES = ("E", "P", "D", "EP", "PD", "EPD")  # as workers.engine.config.STAGES (no torch here)
 DTYPES = ("float32", "bfloat16", "float16")
@@ -126,6 +133,7 @@ class ClusterConfig:
     ray_address: str | None = None
     fetch_timeout_s: float = 30.0
     call_timeout_s: float = 30.0
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
     def __post_init__(self) -> None:
         _require(bool(self.models), "models: at least one model is needed")
@@ -158,7 +166,10 @@ class ClusterConfig:
     def from_dict(cls, raw: Mapping[str, Any]) -> ClusterConfig:
         raw = _mapping(raw, "the configuration")
         _check_keys(raw, cls, "the configuration")
-        values = {k: _typed(cls, k, v, k) for k, v in raw.items() if k != "pools"}
+        nested = ("pools", "scheduler")
+        values = {k: _typed(cls, k, v, k) for k, v in raw.items() if k not in nested}
+        if "scheduler" in raw:
+            values["scheduler"] = _scheduler_from_dict(raw["scheduler"])
         for key in ("api_token", "admin_token"):
             values[key] = _secret(values.get(key), key)
         models = values.setdefault("models", {"tiny": "tiny"})
@@ -283,6 +294,16 @@ def _pool_from_dict(raw: Any, where: str, default_model: str | None) -> PoolConf
         return PoolConfig(**values)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
+
+
+def _scheduler_from_dict(raw: Any) -> SchedulerConfig:
+    raw = _mapping(raw, "scheduler")
+    _check_keys(raw, SchedulerConfig, "scheduler")
+    values = {k: _typed(SchedulerConfig, k, v, f"scheduler.{k}") for k, v in raw.items()}
+    try:
+        return SchedulerConfig(**values)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _secret(value: str | None, key: str) -> str | None:

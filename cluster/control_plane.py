@@ -31,7 +31,7 @@ MAX_CONCURRENCY = 100_000  # open streams plus control calls
 class ControlPlane:
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
-        self.scheduler = Scheduler()
+        self.scheduler = Scheduler(config=config.scheduler)
         self.pools = PoolManager(config, RayWorkerLauncher(config))
         self._retire_task: asyncio.Task | None = None
 

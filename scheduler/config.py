@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+POLICIES = ("slo", "fcfs")
+ADMISSION_POLICIES = ("reject", "degrade", "best_effort")
+REQUEST_CLASSES = ("sand", "pebble", "rock")
+
 
 @dataclass(frozen=True)
 class SchedulerConfig:
+    # "slo": stage queues ordered by slack, admission control, and placement by predicted
+    # completion with cache affinity. "fcfs": every stage is placed the moment it is ready, on
+    # the least-loaded worker, and workers run jobs in arrival order (the baseline).
+    policy: str = "slo"
     poll_timeout_s: float = 0.5  # longest a poll waits for a worker's next step
     max_retries: int = 2  # re-drives per request before it fails
     # Streamed tokens a re-drive may regenerate (checked against the client's, then swallowed).
@@ -14,3 +22,63 @@ class SchedulerConfig:
     # later in decode (full mid-decode recovery) is not supported yet: the request fails.
     max_replay_tokens: int = 1
     trace_capacity: int = 10_000  # finished requests whose traces stay readable
+
+    # ---- request classes (RPS-Serve): text is sand; a request is a rock when any holds
+    rock_min_images: int = 4  # images or video frames
+    rock_min_image_pixels: int = 2_000_000  # one high-resolution image (width * height)
+    rock_min_prompt_tokens: int = 2048  # a very long prompt, image tokens included
+
+    # ---- SLO targets of a request that sets none, per class (ms)
+    sand_ttft_ms: float = 1_000.0
+    sand_tpot_ms: float = 200.0
+    pebble_ttft_ms: float = 3_000.0
+    pebble_tpot_ms: float = 200.0
+    rock_ttft_ms: float = 15_000.0
+    rock_tpot_ms: float = 200.0
+
+    # ---- admission and queues (policy "slo")
+    admission: str = "reject"  # what a request that sets none does when predicted to miss
+    max_queued_per_stage: int = 256  # beyond this a stage queue rejects, whatever the policy
+    degrade_max_tokens: int = 16  # "degrade" caps max_tokens at this
+    # A best-effort (or batch-priority) job yields to every other until it has waited this
+    # long; then it competes by slack like the rest, so it waits a bounded time.
+    best_effort_max_wait_ms: float = 20_000.0
+    # A worker is given another encode or prefill job only while the work it already holds is
+    # predicted to finish within this horizon: the rest wait in the scheduler's queues, where
+    # a later, more urgent job can still overtake them.
+    dispatch_horizon_ms: float = 150.0
+    # The EWMA weight of a new observation in the online cost model.
+    cost_ewma_alpha: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"scheduler.policy must be one of {POLICIES}, got {self.policy!r}")
+        if self.admission not in ADMISSION_POLICIES:
+            raise ValueError(
+                f"scheduler.admission must be one of {ADMISSION_POLICIES}, got {self.admission!r}"
+            )
+        positive = {
+            name: getattr(self, name)
+            for name in (
+                "sand_ttft_ms", "sand_tpot_ms", "pebble_ttft_ms", "pebble_tpot_ms",
+                "rock_ttft_ms", "rock_tpot_ms", "dispatch_horizon_ms", "poll_timeout_s",
+            )
+        }  # fmt: skip
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"scheduler.{name} must be > 0, got {value}")
+        if self.max_queued_per_stage < 1 or self.degrade_max_tokens < 1:
+            raise ValueError("scheduler.max_queued_per_stage and degrade_max_tokens must be >= 1")
+        if not 0 < self.cost_ewma_alpha <= 1:
+            raise ValueError(
+                f"scheduler.cost_ewma_alpha must be in (0, 1], got {self.cost_ewma_alpha}"
+            )
+
+    def slo_for(self, request_class: str) -> tuple[float, float]:
+        """The (TTFT, TPOT) targets in ms of a request of this class that sets none."""
+        return getattr(self, f"{request_class}_ttft_ms"), getattr(self, f"{request_class}_tpot_ms")
+
+    @property
+    def strictest_tpot_ms(self) -> float:
+        """The TPOT target workers derive their step budgets from."""
+        return min(self.sand_tpot_ms, self.pebble_tpot_ms, self.rock_tpot_ms)

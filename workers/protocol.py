@@ -37,6 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from workers.cost_profile import WorkerProfile
 from workers.engine.block_hash import ImageSpan
 from workers.engine.sampling_params import SamplingParams
 
@@ -57,6 +58,7 @@ class TransferRef:
 class ImageInput:
     image_hash: str  # content hash of the decoded image, computed at the ingress
     data: bytes  # the encoded image (PNG, JPEG, ...), already validated by the ingress
+    num_pixels: int = 0  # width * height of the decoded image (0: unknown), for cost estimates
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,9 @@ class WorkerLoad:
     # empty in the load every poll carries.
     embedding_cache_keys: list[str] = field(default_factory=list)
     prefix_block_hashes: list[str] = field(default_factory=list)  # hex, of cached full blocks
+    # What the worker measured at start-up and the step budgets it runs with: in the answer to
+    # an explicit `load()` only (None when it did not profile).
+    profile: WorkerProfile | None = None
 
     @property
     def num_active(self) -> int:
@@ -205,3 +210,11 @@ class WorkerEvents:
     step_ms: float = 0.0  # engine compute time covered by this message
     load: WorkerLoad | None = None
     num_steps: int = 0  # engine steps covered by this message
+    # Cache entries gained and lost since the previous message, so the scheduler keeps each
+    # worker's cache contents (for affinity) without listing them again: hex hashes of full
+    # prefix-cache blocks, and image hashes of the embedding cache. An entry gained and lost
+    # within the interval appears in neither.
+    prefix_blocks_added: list[str] = field(default_factory=list)
+    prefix_blocks_removed: list[str] = field(default_factory=list)
+    embeddings_added: list[str] = field(default_factory=list)
+    embeddings_removed: list[str] = field(default_factory=list)
