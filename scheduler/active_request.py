@@ -4,17 +4,34 @@ from __future__ import annotations
 
 from collections.abc import Callable, Container
 
+from scheduler.forecast import RequestShape
 from scheduler.lifecycle import Lifecycle, RequestState
 from scheduler.output_stream import OutputStream
 from scheduler.request import RequestSpec
+from scheduler.request_class import RequestClass
+from scheduler.slo import SloTargets
 from scheduler.trace import Trace
 from scheduler.worker_registry import PendingTransfer
 from workers.protocol import EmbeddingInput
 
 
 class ActiveRequest:
-    def __init__(self, spec: RequestSpec, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        spec: RequestSpec,
+        clock: Callable[[], float],
+        shape: RequestShape | None = None,  # what it costs (admission.py)
+        request_class: RequestClass = RequestClass.SAND,
+        targets: SloTargets | None = None,
+        latest_start_ms: float = 0.0,  # queue order: deadline - predicted work (stage_queue.py)
+        is_low_priority: bool = False,  # best effort, or batch priority
+    ) -> None:
         self.spec = spec
+        self.shape = shape
+        self.request_class = request_class
+        self.targets = targets
+        self.latest_start_ms = latest_start_ms
+        self.is_low_priority = is_low_priority
         self.trace = Trace(spec.request_id, spec.arrival_time, clock, model=spec.model)
         self.lifecycle = Lifecycle(self.trace)
         self.stream = OutputStream(spec.request_id, len(spec.prompt_token_ids))

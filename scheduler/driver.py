@@ -1,10 +1,12 @@
 """The request driver: moves each request through its stages, one worker event at a time.
 
-start             -> EncodeJob, with export=False when placement would keep prefill on the
+start             -> queue encode (dispatcher.py), or straight to prefill when a prefill
+                     worker already holds every image's embeddings (policy "slo")
+dispatch(encode)  -> EncodeJob, with export=False when placement would keep prefill on the
                      encode worker: its embeddings then never leave its embedding cache
-EncodeDone        -> PrefillJob: on the encode worker itself when it can prefill (refs None:
-                     it reads its own embedding cache; unused refs are released), else on the
-                     least-loaded prefill worker, with the refs (none exported: encode again)
+EncodeDone        -> queue prefill; dispatched to the encode worker itself when its
+                     embeddings were not exported (refs None: it reads its own embedding
+                     cache; unused refs are released), else where placement says, with the refs
 PrefillDone       -> stream the first token; DecodeJob with the KV ref on a decode worker
                      (with decode_here, the prefill worker streams every token itself)
 TokenDelta        -> stream, only from the worker decoding the current attempt
@@ -24,10 +26,13 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 
 from scheduler.active_request import ActiveRequest
+from scheduler.cache_directory import CacheDirectory
 from scheduler.config import SchedulerConfig
+from scheduler.dispatcher import Dispatcher
 from scheduler.errors import RequestFailedError
+from scheduler.feedback import Feedback
 from scheduler.lifecycle import RequestState
-from scheduler.policy import PlacementPolicy, PlacementRequest
+from scheduler.policy import PlacementPolicy, PlacementRequest, capable_workers
 from scheduler.recovery import Recovery, StageFailure
 from scheduler.stage import Stage
 from scheduler.trace import TraceStore
@@ -35,6 +40,7 @@ from scheduler.worker_registry import PendingTransfer, WorkerRegistry, WorkerSlo
 from workers.engine.errors import InvalidRequestError
 from workers.protocol import (
     DecodeJob,
+    EmbeddingInput,
     EncodeDone,
     EncodeJob,
     PrefillDone,
@@ -57,11 +63,18 @@ class RequestDriver:
         policy: PlacementPolicy,
         config: SchedulerConfig,
         lose_worker: Callable[[str, str], Awaitable[None]],  # forget a worker, then fail_over
+        dispatcher: Dispatcher,
+        feedback: Feedback,
+        caches: CacheDirectory,
     ) -> None:
         self.workers = workers
         self.policy = policy
         self.config = config
         self._lose_worker = lose_worker
+        self.dispatcher = dispatcher
+        self.feedback = feedback
+        self.caches = caches
+        dispatcher.launch, dispatcher.no_worker = self._launch, self._no_worker
         self.requests: dict[str, ActiveRequest] = {}  # by request id
         self._jobs: dict[str, ActiveRequest] = {}  # by the job id of their current attempt
         self.traces = TraceStore(config.trace_capacity)  # of ended requests
@@ -73,8 +86,15 @@ class RequestDriver:
         await self.start_stage(req, Stage.ENCODE if req.spec.has_images else Stage.PREFILL)
 
     async def start_stage(self, req: ActiveRequest, stage: Stage) -> None:
-        """Place and submit encode or prefill; each stage starts the next when it is done."""
-        await (self._start_encode(req) if stage is Stage.ENCODE else self._start_prefill(req))
+        """Queue encode or prefill; the dispatcher launches it when a worker has room, and each
+        stage queues the next when it is done."""
+        if stage is Stage.ENCODE and self._skip_encode(req):
+            stage = Stage.PREFILL
+        allowed = None
+        if stage is Stage.PREFILL and req.encode_worker and not req.has_embedding_refs():
+            allowed = frozenset([req.encode_worker])  # its embeddings are in that cache only
+        self.dispatcher.enqueue(req, stage, self._predicted_compute_ms(req, stage), allowed)
+        await self.dispatcher.dispatch()
 
     def job(self, job_id: str) -> ActiveRequest | None:
         """The request whose current attempt has this job id (None: ended or superseded)."""
@@ -83,6 +103,8 @@ class RequestDriver:
     def begin_attempt(self, req: ActiveRequest) -> None:
         """A re-drive: the request's jobs get a new id, so the old attempt's events are stale."""
         self._jobs.pop(req.job_id, None)
+        self.dispatcher.forget(req)
+        self.feedback.forget(req.job_id, self.workers)
         req.begin_attempt()
         self._jobs[req.job_id] = req
 
@@ -98,6 +120,8 @@ class RequestDriver:
             await self._on_tokens(slot, delta)
         for failure in events.failures:
             await self.recovery.on_stage_failed(slot, failure)
+        self.feedback.decode_steps(slot, events)
+        await self.dispatcher.dispatch()
 
     async def end(
         self,
@@ -112,9 +136,12 @@ class RequestDriver:
             attrs = {"finish_reason": finish_reason, "num_tokens": len(req.stream.token_ids)}
         else:
             attrs = {"reason": str(error)} if error is not None else {}
+        self.feedback.ended(req, state)
         req.lifecycle.advance(state, **attrs)
         self.requests.pop(req.request_id, None)
         self._jobs.pop(req.job_id, None)
+        self.dispatcher.forget(req)
+        self.feedback.forget(req.job_id, self.workers)
         self.traces.put(req.trace)
         self.num_ended[state] += 1
         pending = req.take_transfers()
@@ -126,29 +153,34 @@ class RequestDriver:
             req.stream.fail(error)
         elif state is _S.CANCELLED:
             req.stream.end("abort")
+        await self.dispatcher.dispatch()
 
     # ------------------------------------------------------------------ stages
-    async def _start_encode(self, req: ActiveRequest) -> None:
-        slot = self._place(req, Stage.ENCODE, None)
-        if slot is None:
-            return await self.recovery.fail_no_worker(req, Stage.ENCODE)
+    async def _launch(
+        self, req: ActiveRequest, stage: Stage, slot: WorkerSlot, predicted_ms: float
+    ) -> None:
+        if stage is Stage.ENCODE:
+            await self._start_encode(req, slot, predicted_ms)
+        else:
+            await self._start_prefill(req, slot, predicted_ms)
+
+    async def _no_worker(self, req: ActiveRequest, stage: Stage) -> None:
+        if stage is Stage.PREFILL and req.encode_worker and not req.has_embedding_refs():
+            return await self.recovery.stage_failed(req, _embeddings_lost())
+        await self.recovery.fail_no_worker(req, stage)
+
+    async def _start_encode(self, req: ActiveRequest, slot: WorkerSlot, predicted_ms: float):
         req.encode_worker = slot.worker_id
         # Asked ahead, the policy says whether prefill will follow encode onto this worker.
         export = self._place(req, Stage.PREFILL, slot.worker_id) is not slot
         req.lifecycle.advance(_S.ENCODING, worker=slot.worker_id)
-        await self._submit(req, slot, EncodeJob(req.job_id, list(req.spec.images), export))
+        job = EncodeJob(req.job_id, list(req.spec.images), export)
+        await self._submit(req, slot, job, Stage.ENCODE, predicted_ms)
 
-    async def _start_prefill(self, req: ActiveRequest) -> None:
-        slot = self._place(req, Stage.PREFILL, req.encode_worker)
-        if slot is None:
-            return await self.recovery.fail_no_worker(req, Stage.PREFILL)
+    async def _start_prefill(self, req: ActiveRequest, slot: WorkerSlot, predicted_ms: float):
         images = req.embeddings_for(slot.worker_id, self.workers) if req.spec.has_images else []
         if images is None:
-            failure = StageFailure(
-                Stage.PREFILL, "image embeddings lost",
-                "the image embeddings are no longer reachable", retriable=True, suspect=True,
-            )  # fmt: skip
-            return await self.recovery.stage_failed(req, failure)
+            return await self.recovery.stage_failed(req, _embeddings_lost())
         decode_slot = self._place(req, Stage.DECODE, slot.worker_id)
         if decode_slot is None:
             return await self.recovery.fail_no_worker(req, Stage.DECODE)
@@ -160,7 +192,7 @@ class RequestDriver:
             req.job_id, list(req.spec.prompt_token_ids), req.spec.sampling_params, images,
             req.decode_here, self.workers.epochs_of(images),
         )  # fmt: skip
-        await self._submit(req, slot, job)
+        await self._submit(req, slot, job, Stage.PREFILL, predicted_ms)
         await self.workers.release(unrouted)
 
     async def _start_decode(self, req: ActiveRequest, prefill: WorkerSlot, done: PrefillDone):
@@ -174,16 +206,46 @@ class RequestDriver:
             done.first_token_id, list(done.image_spans), done.kv, done.kv_dtype,
             {done.kv.producer_id: prefill.epoch},
         )  # fmt: skip
-        await self._submit(req, slot, job)
+        await self._submit(req, slot, job, Stage.DECODE)
 
     def _place(self, req: ActiveRequest, stage: Stage, previous: str | None) -> WorkerSlot | None:
-        placement = PlacementRequest(req.spec, stage, previous)
-        return self.workers.get(self.policy.place(placement, self.workers.views()))
+        placement = PlacementRequest(req.spec, stage, previous, req.shape)
+        views = self.workers.views(self.dispatcher.clock_ms())
+        return self.workers.get(self.policy.place(placement, views))
 
-    async def _submit(self, req: ActiveRequest, slot: WorkerSlot, job: Job) -> None:
+    def _predicted_compute_ms(self, req: ActiveRequest, stage: Stage) -> float:
+        """The stage's compute on the fastest capable worker, for the work-ahead of others."""
+        if req.shape is None:
+            return 0.0
+        views = capable_workers(self.workers.views(), req.spec.model, stage)
+        forecasts = [
+            self.dispatcher.forecaster.stage(stage, req.shape, v.worker_id, None) for v in views
+        ]
+        return min((f.compute_ms for f in forecasts), default=0.0)
+
+    def _skip_encode(self, req: ActiveRequest) -> bool:
+        """Embedding affinity (policy "slo", first attempt): a prefill worker that already
+        holds every image's embeddings prefills from its own cache, and encode never runs."""
+        if not self.dispatcher.holds_jobs or req.attempt or req.shape is None:
+            return False
+        hashes = req.shape.image_hashes
+        views = capable_workers(self.workers.views(), req.spec.model, Stage.PREFILL)
+        holders = [v.worker_id for v in views if self.caches.holds_embeddings(v.worker_id, hashes)]
+        if not holders:
+            return False
+        req.encode_worker = min(holders, key=lambda w: (self.workers[w].backlog_ms(0), w))
+        req.embeddings = [EmbeddingInput(image_hash, None) for image_hash in hashes]
+        req.trace.record("encode_skipped", worker=req.encode_worker, num_images=len(hashes))
+        self.feedback.ledger.num_images_not_encoded += len(hashes)
+        return True
+
+    async def _submit(
+        self, req: ActiveRequest, slot: WorkerSlot, job: Job, stage: Stage, predicted_ms=0.0
+    ) -> None:
         attempt = req.attempt
         req.touched.add(slot.worker_id)
         slot.num_dispatched_since_load += 1
+        self.feedback.dispatched(slot, req, stage, predicted_ms)
         try:
             if isinstance(job, EncodeJob):
                 await slot.client.submit_encode(job)
@@ -212,9 +274,11 @@ class RequestDriver:
             f"{transfer.kind}_transfer", bytes=consumed.nbytes, ms=consumed.fetch_ms,
             producer=transfer.producer_id, consumer=slot.worker_id,
         )  # fmt: skip
+        self.feedback.transfer(req, transfer.kind, consumed.nbytes, consumed.fetch_ms)
         await self.workers.release([transfer])
 
     async def _on_encode_done(self, slot: WorkerSlot, done: EncodeDone) -> None:
+        self.feedback.stage_done(slot, done.request_id, Stage.ENCODE, done.compute_ms)
         req = self._jobs.get(done.request_id)
         if req is None or req.state is not _S.ENCODING or req.encode_worker != slot.worker_id:
             return await self._release_unclaimed("embedding", [e.ref for e in done.embeddings])
@@ -230,15 +294,17 @@ class RequestDriver:
         if len(done.embeddings) != len(req.spec.images):
             detail = f"encode on {slot.worker_id} returned {len(done.embeddings)} embeddings"
             return await self.recovery.fail(req, Stage.ENCODE, detail)
-        await self._start_prefill(req)
+        await self.start_stage(req, Stage.PREFILL)
 
     async def _on_prefill_done(self, slot: WorkerSlot, done: PrefillDone) -> None:
+        self.feedback.stage_done(slot, done.request_id, Stage.PREFILL, done.compute_ms)
         req = self._jobs.get(done.request_id)
         if req is None or req.state is not _S.PREFILLING or req.prefill_worker != slot.worker_id:
             return await self._release_unclaimed("kv", [done.kv])
         if req.decode_here:  # its tokens, the first included, come as TokenDeltas
             return await self._release_unclaimed("kv", [done.kv])
         req.stream.num_cached_prompt_tokens = done.num_cached_tokens
+        self.feedback.prefill_hits(req, done.num_cached_tokens)
         if done.kv is not None:
             req.transfers[done.kv.transfer_id] = PendingTransfer(
                 done.kv.transfer_id, "kv", done.kv.producer_id, done.kv.nbytes
@@ -265,8 +331,12 @@ class RequestDriver:
         if not delta.token_ids and delta.finish_reason is None:
             return
         if req.state is _S.PREFILLING:  # decode_here: this delta starts with the first token
+            self.feedback.stage_done(
+                slot, delta.request_id, Stage.PREFILL, delta.prefill_compute_ms
+            )
             if delta.num_cached_tokens is not None:
                 req.stream.num_cached_prompt_tokens = delta.num_cached_tokens
+                self.feedback.prefill_hits(req, delta.num_cached_tokens)
             req.trace.record(
                 "first_token", worker=slot.worker_id, compute_ms=delta.prefill_compute_ms,
                 queue_ms=delta.prefill_queue_ms,
@@ -296,3 +366,11 @@ class RequestDriver:
         await self.workers.release(
             PendingTransfer(r.transfer_id, kind, r.producer_id, r.nbytes) for r in unclaimed
         )
+
+
+def _embeddings_lost() -> StageFailure:
+    """Prefill cannot get the embeddings (their only holder left): encode again."""
+    return StageFailure(
+        Stage.PREFILL, "image embeddings lost", "the image embeddings are no longer reachable",
+        retriable=True, suspect=True,
+    )  # fmt: skip

@@ -23,6 +23,15 @@ class NoWorkerAvailableError(SchedulerError):
         return cls(f"no live, non-draining worker of model {model!r} runs {stage}")
 
 
+class AdmissionRejectedError(SchedulerError):
+    """The request cannot make its SLO, or its queue is full, and its policy is to be rejected
+    (RESOURCE_EXHAUSTED, with `retry_after_ms` as the hint when to try again)."""
+
+    def __init__(self, message: str, retry_after_ms: float) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
+
 class RequestFailedError(SchedulerError):
     """The request was admitted but cannot complete: a stage failed for good, its re-drives ran
     out, or its worker died mid-decode (UNAVAILABLE: the client may retry)."""

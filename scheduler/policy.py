@@ -1,8 +1,16 @@
 """Placement: which worker runs a request's next stage.
 
-The scheduler asks the policy once per stage, in the order requests become ready for that stage
-(first come, first served per stage); workers queue what they are given. Policies see plain
-snapshots (`WorkerView`) and return a worker id, so smarter, SLO-aware ones slot in here.
+The scheduler asks the policy once per stage, when the stage's job leaves its queue (see
+dispatcher.py), among the workers that have room for it. Policies see plain snapshots
+(`WorkerView`) and return a worker id.
+
+- `LeastLoadedPolicy` (policy "fcfs", the baseline): sticky to the previous stage's worker,
+  else the fewest active jobs.
+- `EarliestCompletionPolicy` (policy "slo"): the worker predicted to finish the stage first,
+  queue + transfer + compute (forecast.py). Cached state lowers compute there: the prefill
+  worker holding the most leading prefix blocks of the prompt computes fewer tokens (prefix
+  affinity), an encoder holding an image's embeddings skips it (embedding affinity), and the
+  previous stage's worker needs no transfer.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from scheduler.forecast import Forecaster, RequestShape, StageForecast
 from scheduler.request import RequestSpec
 from scheduler.stage import Stage
 
@@ -24,6 +33,7 @@ class WorkerView:
     stages: str  # e.g. "EPD"
     is_draining: bool  # takes no new work
     num_active: int  # the worker's last reported num_active, plus jobs dispatched since
+    backlog_ms: float = 0.0  # predicted encode and prefill work given to it and not yet done
 
     def can_run(self, stage: Stage) -> bool:
         return stage.letter in self.stages
@@ -34,6 +44,10 @@ class PlacementRequest:
     spec: RequestSpec
     stage: Stage
     previous_worker_id: str | None  # ran the previous stage; a handoff to itself costs nothing
+    shape: RequestShape | None = None  # its costs, for cost-based policies
+    # Only these workers may run the stage (None: any): embeddings kept in one worker's cache
+    # only can be prefilled there alone.
+    allowed: frozenset[str] | None = None
 
 
 class PlacementPolicy(Protocol):
@@ -48,6 +62,13 @@ def capable_workers(workers: Sequence[WorkerView], model: str, stage: Stage) -> 
     return [w for w in workers if w.model == model and w.can_run(stage) and not w.is_draining]
 
 
+def candidates_for(request: PlacementRequest, workers: Sequence[WorkerView]) -> list[WorkerView]:
+    capable = capable_workers(workers, request.spec.model, request.stage)
+    if request.allowed is None:
+        return capable
+    return [w for w in capable if w.worker_id in request.allowed]
+
+
 class LeastLoadedPolicy:
     """Stay on the previous stage's worker when it can run this stage; otherwise the capable
     worker with the fewest active jobs (ties: lowest worker id). A cluster of EPD workers thus
@@ -55,10 +76,36 @@ class LeastLoadedPolicy:
     pools move only the KV."""
 
     def place(self, request: PlacementRequest, workers: Sequence[WorkerView]) -> str | None:
-        candidates = capable_workers(workers, request.spec.model, request.stage)
+        candidates = candidates_for(request, workers)
         if not candidates:
             return None
         for worker in candidates:
             if worker.worker_id == request.previous_worker_id:
                 return worker.worker_id
         return min(candidates, key=lambda w: (w.num_active, w.worker_id)).worker_id
+
+
+class EarliestCompletionPolicy:
+    """The capable worker predicted to finish the stage first (ties: lowest worker id)."""
+
+    def __init__(self, forecaster: Forecaster) -> None:
+        self.forecaster = forecaster
+
+    def place(self, request: PlacementRequest, workers: Sequence[WorkerView]) -> str | None:
+        forecasts = self.forecasts(request, workers)
+        if not forecasts:
+            return None
+        return min(forecasts, key=lambda f: (f.completion_ms, f.worker_id)).worker_id
+
+    def forecasts(
+        self, request: PlacementRequest, workers: Sequence[WorkerView]
+    ) -> list[StageForecast]:
+        """The stage's forecast on every candidate worker."""
+        if request.shape is None:
+            raise ValueError("EarliestCompletionPolicy needs the request's shape")
+        return [
+            self.forecaster.stage(
+                request.stage, request.shape, w.worker_id, request.previous_worker_id
+            )
+            for w in candidates_for(request, workers)
+        ]

@@ -33,7 +33,10 @@ class RequestSpec:
     sampling_params: SamplingParams = field(default_factory=SamplingParams)
     slo_ttft_ms: float | None = None  # time-to-first-token target; None: the class default
     slo_tpot_ms: float | None = None  # time-per-output-token target; None: the class default
-    priority: str = "normal"
+    priority: str = "interactive"  # "interactive" or "batch" (batch yields, see stage_queue.py)
+    # What happens when it is predicted to miss its SLO: "reject", "degrade", "best_effort";
+    # None: the scheduler's configured default (scheduler/admission.py).
+    admission: str | None = None
     # Wall-clock seconds (time.time), so that an ingress in another process can stamp it.
     arrival_time: float = field(default_factory=time.time)
 

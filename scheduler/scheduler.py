@@ -1,7 +1,14 @@
 """The global scheduler: admits requests, keeps the workers, and polls each of them.
 
     generate(spec) -> admit -> [encode] -> prefill -> [decode elsewhere] -> stream to the client
+                      |          each stage waits in a stage queue until a worker has room
+                      classify, forecast, admit / degrade / best effort / reject
     one task per worker:  poll() -> WorkerEvents (one engine step) -> RequestDriver.apply
+
+Policy "slo" (the default) orders the stage queues by slack and admits against the SLO;
+policy "fcfs" is the first-come-first-served baseline. Admission is in admission.py, queue
+order in stage_queue.py, dispatch in dispatcher.py, placement in policy.py, predictions in
+forecast.py and cost_model.py, what events teach the scheduler in feedback.py.
 
 Tokens of all a worker's requests arrive in one message per engine step: the scheduler makes no
 per-token call. How events move requests along is in driver.py, failures and re-drives in
@@ -18,17 +25,31 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from scheduler.active_request import ActiveRequest
+from scheduler.admission import Admission, AdmissionControl, Admitted
+from scheduler.cache_directory import CacheDirectory
 from scheduler.config import SchedulerConfig
+from scheduler.cost_model import CostModel
+from scheduler.dispatcher import Dispatcher
 from scheduler.driver import RequestDriver
 from scheduler.errors import (
+    AdmissionRejectedError,
     DuplicateRequestError,
     NoWorkerAvailableError,
     RequestFailedError,
     UnknownModelError,
 )
+from scheduler.feedback import Feedback
+from scheduler.forecast import Forecaster, WorkerLoadView
 from scheduler.lifecycle import RequestState
-from scheduler.policy import LeastLoadedPolicy, PlacementPolicy, capable_workers
+from scheduler.policy import (
+    EarliestCompletionPolicy,
+    LeastLoadedPolicy,
+    PlacementPolicy,
+    capable_workers,
+)
 from scheduler.request import RequestOutput, RequestSpec
+from scheduler.request_class import classify
+from scheduler.slo_ledger import SloLedger
 from scheduler.snapshot import SchedulerSnapshot
 from scheduler.stage import stages_for
 from scheduler.trace import Trace
@@ -46,11 +67,27 @@ class Scheduler:
         config: SchedulerConfig | None = None,
         clock: Callable[[], float] = time.time,  # the clock of RequestSpec.arrival_time
     ) -> None:
-        self.policy: PlacementPolicy = policy or LeastLoadedPolicy()
         self.config = config or SchedulerConfig()
         self._clock = clock
         self._workers = WorkerRegistry()
-        self._driver = RequestDriver(self._workers, self.policy, self.config, self._lose_worker)
+        self.costs = CostModel(self.config.cost_ewma_alpha)
+        self.caches = CacheDirectory()
+        self.ledger = SloLedger()
+        self.forecaster = Forecaster(self.costs, self.caches, self._load_view)
+        if policy is None and self.config.policy == "slo":
+            policy = EarliestCompletionPolicy(self.forecaster)
+        self.policy: PlacementPolicy = policy or LeastLoadedPolicy()
+        dispatcher = Dispatcher(
+            self.config, self._workers, self.policy, self.forecaster, self._clock_ms
+        )
+        feedback = Feedback(self.costs, self.ledger, self._clock_ms)
+        self.admission = AdmissionControl(
+            self.config, self.forecaster, dispatcher.work_ahead_ms, dispatcher.is_full
+        )
+        self._driver = RequestDriver(
+            self._workers, self.policy, self.config, self._lose_worker, dispatcher, feedback,
+            self.caches,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ workers
     async def add_worker(self, client: WorkerClient) -> None:
@@ -58,6 +95,11 @@ class Scheduler:
         load = await client.load()
         slot = WorkerSlot(client, load, load.epoch)
         self._workers.add(slot)
+        self.costs.add_worker(client.worker_id, load.profile)
+        self.admission.learn_model(client.model, load.profile)
+        self.caches.reset_worker(
+            client.worker_id, load.prefix_block_hashes, load.embedding_cache_keys
+        )
         slot.poll_task = asyncio.create_task(self._poll(slot), name=f"poll:{client.worker_id}")
 
     async def remove_worker(self, worker_id: str) -> None:
@@ -82,12 +124,23 @@ class Scheduler:
     async def generate(self, spec: RequestSpec) -> AsyncIterator[RequestOutput]:
         """Admit and start a request; iterate the result for its outputs.
 
-        Raises UnknownModelError, NoWorkerAvailableError or DuplicateRequestError at once. The
-        outputs raise RequestFailedError, NoWorkerAvailableError or InvalidRequestError when
-        the request fails later. Leaving the iteration early cancels the request.
+        Raises UnknownModelError, NoWorkerAvailableError, DuplicateRequestError or
+        AdmissionRejectedError at once. The outputs raise RequestFailedError,
+        NoWorkerAvailableError or InvalidRequestError when the request fails later. Leaving the
+        iteration early cancels the request.
         """
-        self._admit(spec)
-        req = ActiveRequest(spec, self._clock)
+        self._check(spec)
+        try:
+            admitted = self.admission.admit(spec, self._workers.views(), self._clock_ms())
+        except AdmissionRejectedError:
+            request_class = classify(self.admission.shape(spec).cost, self.config)
+            self.ledger.classes[request_class.value].num_rejected += 1
+            raise
+        req = ActiveRequest(
+            admitted.spec, self._clock, admitted.shape, admitted.request_class,
+            admitted.targets, admitted.latest_start_ms, admitted.is_low_priority,
+        )  # fmt: skip
+        self._record_admission(req, admitted)
         await self._driver.start(req)
         return self._outputs(req)
 
@@ -98,6 +151,16 @@ class Scheduler:
             return False
         await self._driver.end(req, RequestState.CANCELLED)
         return True
+
+    def _clock_ms(self) -> float:
+        return self._clock() * 1000.0
+
+    def _load_view(self, worker_id: str) -> WorkerLoadView:
+        slot = self._workers[worker_id]
+        return WorkerLoadView(
+            worker_id, slot.backlog_ms(self._clock_ms()), len(slot.decoding),
+            sum(slot.decoding.values()),
+        )  # fmt: skip
 
     def trace(self, request_id: str) -> Trace | None:
         """The trace of an active request, or of one of the last ended ones."""
@@ -122,7 +185,21 @@ class Scheduler:
             self._workers.pop(slot.worker_id)
             await _stopped(slot.poll_task)
 
-    def _admit(self, spec: RequestSpec) -> None:
+    def _record_admission(self, req: ActiveRequest, admitted: Admitted) -> None:
+        decision = admitted.decision
+        counts = self.ledger.classes[admitted.request_class.value]
+        counts.num_degraded += decision.action is Admission.DEGRADE
+        counts.num_best_effort += decision.action is Admission.BEST_EFFORT
+        self.ledger.num_images += len(req.spec.images)
+        req.trace.record(
+            "classified", request_class=admitted.request_class.value,
+            admission=decision.action.value, predicted_ttft_ms=decision.predicted_ttft_ms,
+            predicted_tpot_ms=decision.predicted_tpot_ms,
+            ttft_target_ms=admitted.targets.ttft_ms, tpot_target_ms=admitted.targets.tpot_ms,
+            image_tokens=admitted.shape.cost.num_image_tokens,
+        )  # fmt: skip
+
+    def _check(self, spec: RequestSpec) -> None:
         if spec.request_id in self._driver.requests:
             raise DuplicateRequestError(f"request {spec.request_id!r} is already running")
         views = [view for view in self._workers.views() if view.model == spec.model]
@@ -165,6 +242,10 @@ class Scheduler:
             await self._driver.recovery.fail_over(slot.worker_id, reason)
         if events.load is not None:
             slot.observe(events.load)
+        self.caches.apply(
+            slot.worker_id, events.prefix_blocks_added, events.prefix_blocks_removed,
+            events.embeddings_added, events.embeddings_removed,
+        )  # fmt: skip
         await self._driver.apply(slot, events)
 
     async def _lose_worker(self, worker_id: str, reason: str) -> None:
@@ -172,6 +253,8 @@ class Scheduler:
         slot = self._workers.pop(worker_id)
         if slot is None:
             return
+        self.costs.remove_worker(worker_id)
+        self.caches.remove_worker(worker_id)
         logger.warning("worker %s %s", worker_id, reason)
         if slot.poll_task is not None and slot.poll_task is not asyncio.current_task():
             slot.poll_task.cancel()

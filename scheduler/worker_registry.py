@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from scheduler.policy import WorkerView
 from scheduler.snapshot import WorkerSnapshot
+from scheduler.stage import Stage
 from scheduler.worker_client import WorkerClient
 from workers.protocol import EmbeddingInput, WorkerLoad
 
@@ -26,6 +27,15 @@ class PendingTransfer:
     nbytes: int
 
 
+@dataclass(frozen=True)
+class OutstandingJob:
+    """An encode or prefill job given to a worker and not yet done."""
+
+    stage: Stage
+    predicted_ms: float  # its compute, as the cost model predicted at dispatch
+    dispatched_ms: float  # scheduler clock, ms
+
+
 @dataclass
 class WorkerSlot:
     client: WorkerClient
@@ -34,6 +44,19 @@ class WorkerSlot:
     num_dispatched_since_load: int = 0
     is_draining: bool = False
     poll_task: asyncio.Task | None = None
+    # Encode and prefill jobs given and not done, by (job id, stage): the worker's backlog.
+    outstanding: dict[tuple[str, Stage], OutstandingJob] = field(default_factory=dict)
+    # Requests decoding here (decode_here prefills included) -> their prompt length.
+    decoding: dict[str, int] = field(default_factory=dict)
+
+    def backlog_ms(self, now_ms: float) -> float:
+        """Predicted work still ahead of a new job: all outstanding jobs, less what the oldest
+        has presumably done since it was dispatched (the worker runs one at a time)."""
+        if not self.outstanding:
+            return 0.0
+        oldest = min(self.outstanding.values(), key=lambda job: job.dispatched_ms)
+        done = min(oldest.predicted_ms, max(0.0, now_ms - oldest.dispatched_ms))
+        return sum(job.predicted_ms for job in self.outstanding.values()) - done
 
     @property
     def worker_id(self) -> str:
@@ -44,13 +67,14 @@ class WorkerSlot:
         self.epoch = load.epoch
         self.num_dispatched_since_load = 0
 
-    def view(self) -> WorkerView:
+    def view(self, now_ms: float = 0.0) -> WorkerView:
         return WorkerView(
             worker_id=self.worker_id,
             model=self.client.model,
             stages=self.client.stages,
             is_draining=self.is_draining or self.load.is_draining,
             num_active=self.load.num_active + self.num_dispatched_since_load,
+            backlog_ms=self.backlog_ms(now_ms),
         )
 
     def snapshot(self) -> WorkerSnapshot:
@@ -86,8 +110,8 @@ class WorkerRegistry:
     def __iter__(self) -> Iterator[WorkerSlot]:
         return iter(list(self._slots.values()))
 
-    def views(self) -> list[WorkerView]:
-        return [slot.view() for slot in self._slots.values()]
+    def views(self, now_ms: float = 0.0) -> list[WorkerView]:
+        return [slot.view(now_ms) for slot in self._slots.values()]
 
     def epochs_of(self, embeddings: Iterable[EmbeddingInput]) -> dict[str, int]:
         """Producer id -> its epoch as last reported, for the receiver to check."""

@@ -46,6 +46,14 @@ async def collect(outputs: AsyncIterator[RequestOutput]) -> list[RequestOutput]:
     return [output async for output in outputs]
 
 
+SCHEDULING_EVENTS = ("classified", "dispatched", "encode_skipped", "slo")
+
+
+def lifecycle_names(trace) -> list[str]:
+    """The trace's event names without the scheduling ones (admission, dispatch, outcome)."""
+    return [name for name in trace.names if name not in SCHEDULING_EVENTS]
+
+
 def token_ids(outputs: Sequence[RequestOutput]) -> list[int]:
     return [token for output in outputs for token in output.token_ids]
 

@@ -10,7 +10,16 @@ import pytest
 from scheduler.config import SchedulerConfig
 from scheduler.request import RequestOutput, Usage
 from tests.scheduler.fake_worker import expected_tokens
-from tests.scheduler.harness import cluster, collect, image, run, spec, token_ids, wait_until
+from tests.scheduler.harness import (
+    cluster,
+    collect,
+    image,
+    lifecycle_names,
+    run,
+    spec,
+    token_ids,
+    wait_until,
+)
 from workers.protocol import DecodeJob, PrefillJob
 
 
@@ -28,7 +37,7 @@ def test_text_request_on_an_epd_worker_streams_its_tokens_with_no_transfer():
             assert c["epd"].calls == ["submit_prefill"]
             assert (c.transport.num_fetches, c.transport.arrays) == (0, {})
             trace = c.scheduler.trace("r1")
-            assert trace.names == [
+            assert lifecycle_names(trace) == [
                 "queued", "prefill_start", "first_token", "decode_start", "decode_steps",
                 "finished",
             ]  # fmt: skip
@@ -78,7 +87,7 @@ def test_image_request_across_e_p_d_workers_moves_embeddings_then_kv_and_frees_b
                 {"p": 0},
             )
             trace = c.scheduler.trace("r1")
-            assert trace.names == [
+            assert lifecycle_names(trace) == [
                 "queued", "encode_start", "encode_done", "prefill_start", "embedding_transfer",
                 "first_token", "decode_start", "kv_transfer", "decode_steps", "finished",
             ]  # fmt: skip
@@ -188,7 +197,7 @@ def test_request_that_finishes_at_its_first_token_never_reaches_a_decoder():
 
             assert outputs == [RequestOutput("r1", [6], "length", Usage(3, 1, 0))]
             assert c["d"].calls == []
-            assert c.scheduler.trace("r1").names == [
+            assert lifecycle_names(c.scheduler.trace("r1")) == [
                 "queued", "prefill_start", "first_token", "finished",
             ]  # fmt: skip
 

@@ -9,7 +9,15 @@ from scheduler.config import SchedulerConfig
 from scheduler.errors import RequestFailedError
 from scheduler.request import RequestOutput, Usage
 from tests.scheduler.fake_worker import expected_tokens
-from tests.scheduler.harness import cluster, image, run, spec, token_ids, wait_until
+from tests.scheduler.harness import (
+    cluster,
+    image,
+    lifecycle_names,
+    run,
+    spec,
+    token_ids,
+    wait_until,
+)
 from workers.engine.errors import InvalidRequestError
 from workers.protocol import PrefillJob
 
@@ -69,7 +77,7 @@ def test_failed_kv_import_reruns_prefill_and_the_client_sees_each_token_once():
             assert c["p"].released == ["p/kv0", "p/kv1"]  # the corrupt KV is freed too
             assert c.transport.arrays == {}
             trace = c.scheduler.trace("r1")
-            assert trace.names == [
+            assert lifecycle_names(trace) == [
                 "queued", "prefill_start", "first_token", "decode_start", "redrive", "queued",
                 "prefill_start", "first_token", "decode_start", "kv_transfer", "decode_steps",
                 "finished",
@@ -165,7 +173,7 @@ def test_stage_that_fails_for_good_fails_the_request_without_a_redrive(caplog):
 
             assert [job.request_id for job in c["p"].jobs] == ["r1"]
             assert c["p"].aborted == ["r1"]
-            assert c.scheduler.trace("r1").names == ["queued", "prefill_start", "failed"]
+            assert lifecycle_names(c.scheduler.trace("r1")) == ["queued", "prefill_start", "failed"]
             assert "KV of another layout (on p)" in caplog.text  # for operators, not clients
 
     run(body)
@@ -183,7 +191,7 @@ def test_input_a_stage_finds_invalid_fails_the_request_as_invalid_input():
             assert [job.request_id for job in c["p"].jobs] == ["r1"]  # no re-drive
             assert c["p"].aborted == ["r1"]
             trace = c.scheduler.trace("r1")
-            assert trace.names == ["queued", "prefill_start", "failed"]
+            assert lifecycle_names(trace) == ["queued", "prefill_start", "failed"]
             assert trace.event("failed").attrs == {"reason": str(failure.value)}
 
     run(body)

@@ -1,0 +1,184 @@
+"""Admission: take a request only when it can make its deadline, or as its policy says.
+
+The forecast (forecast.py) budgets the TTFT target across every stage before the first token:
+
+    TTFT ~ wait(E) + encode + embedding transfer + wait(P) + prefill + KV transfer + first decode
+
+and the TPOT target against the decode step the request would join. When either is predicted
+to be missed, the request's admission policy decides:
+
+    reject       RESOURCE_EXHAUSTED at once, with a retry-after hint (when the backlog ahead of
+                 it should have drained enough)
+    degrade      admitted with max_tokens capped (when it asked for more), so it holds its
+                 decode slot and KV for less time; placement already takes the fastest pool
+    best_effort  admitted at low priority: it yields to every other job for a bounded time
+
+A stage queue that is full rejects whatever the policy: no queue grows without bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from enum import Enum
+
+from scheduler.cache_directory import prompt_block_hashes
+from scheduler.config import SchedulerConfig
+from scheduler.errors import AdmissionRejectedError
+from scheduler.forecast import Forecaster, RequestShape
+from scheduler.policy import WorkerView, capable_workers
+from scheduler.request import RequestSpec
+from scheduler.request_class import RequestClass, classify, estimate_cost, slo_targets
+from scheduler.slo import SloTargets
+from scheduler.stage import Stage, stages_for
+from workers.cost_profile import WorkerProfile
+
+
+class Admission(Enum):
+    ADMIT = "admit"
+    REJECT = "reject"
+    DEGRADE = "degrade"
+    BEST_EFFORT = "best_effort"
+
+
+@dataclass(frozen=True)
+class AdmissionDecision:
+    action: Admission
+    predicted_ttft_ms: float
+    predicted_tpot_ms: float
+    reason: str  # empty when the request is predicted to attain
+    retry_after_ms: float | None = None  # REJECT only
+
+
+def decide(
+    policy: str,
+    targets: SloTargets,
+    predicted_ttft_ms: float,
+    predicted_tpot_ms: float,
+    is_queue_full: bool,
+    min_retry_after_ms: float = 100.0,
+) -> AdmissionDecision:
+    """`policy`: "reject", "degrade" or "best_effort" (config.ADMISSION_POLICIES)."""
+    ttft_excess = predicted_ttft_ms - targets.ttft_ms
+    misses = []
+    if ttft_excess > 0:
+        misses.append(f"predicted TTFT {predicted_ttft_ms:.0f} ms > target {targets.ttft_ms:.0f}")
+    if predicted_tpot_ms > targets.tpot_ms:
+        misses.append(f"predicted TPOT {predicted_tpot_ms:.0f} ms > target {targets.tpot_ms:.0f}")
+    retry_after = max(min_retry_after_ms, ttft_excess)
+    if is_queue_full:
+        reason = "the scheduler's queue for this request is full"
+        return AdmissionDecision(
+            Admission.REJECT, predicted_ttft_ms, predicted_tpot_ms, reason, retry_after
+        )
+    if not misses:
+        return AdmissionDecision(Admission.ADMIT, predicted_ttft_ms, predicted_tpot_ms, "")
+    reason = "; ".join(misses)
+    action = Admission(policy)
+    return AdmissionDecision(
+        action, predicted_ttft_ms, predicted_tpot_ms, reason,
+        retry_after if action is Admission.REJECT else None,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What hashing and costing a model's prompts needs (from its workers' profiles)."""
+
+    image_token_id: int | None
+    image_tokens_per_image: int
+    block_size: int
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A request the scheduler takes, with everything admission worked out about it."""
+
+    spec: RequestSpec  # max_tokens capped when degraded
+    shape: RequestShape
+    request_class: RequestClass
+    targets: SloTargets
+    decision: AdmissionDecision
+    latest_start_ms: float  # scheduler clock ms (stage_queue.py)
+    is_low_priority: bool
+
+
+class AdmissionControl:
+    """Classifies, forecasts and admits (or rejects) each new request."""
+
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        forecaster: Forecaster,
+        work_ahead_ms: Callable[[Stage, float, bool], float],  # (stage, latest start, low)
+        is_queue_full: Callable[[Stage], bool],
+    ) -> None:
+        self.config = config
+        self.forecaster = forecaster
+        self._work_ahead_ms = work_ahead_ms
+        self._is_queue_full = is_queue_full
+        self._models: dict[str, ModelInfo] = {}
+
+    def learn_model(self, model: str, profile: WorkerProfile | None) -> None:
+        if profile is not None and model not in self._models:
+            self._models[model] = ModelInfo(
+                profile.image_token_id, profile.image_tokens_per_image, profile.block_size
+            )
+
+    def shape(self, spec: RequestSpec) -> RequestShape:
+        info = self._models.get(spec.model, ModelInfo(None, 0, 16))
+        cost = estimate_cost(spec, info.image_token_id)
+        per_image = cost.num_image_tokens // cost.num_images if cost.num_images else 0
+        hashes = tuple(image.image_hash for image in spec.images)
+        blocks = prompt_block_hashes(
+            spec.prompt_token_ids, hashes, info.image_token_id, per_image, info.block_size
+        )
+        return RequestShape(
+            cost, hashes, (per_image,) * len(hashes), tuple(blocks), info.block_size
+        )
+
+    def admit(self, spec: RequestSpec, workers: Sequence[WorkerView], now_ms: float) -> Admitted:
+        """Raises AdmissionRejectedError when the request is refused."""
+        shape = self.shape(spec)
+        request_class = classify(shape.cost, self.config)
+        targets = slo_targets(spec, request_class, self.config)
+        is_low = spec.priority == "batch"
+        stages = stages_for(spec.has_images)
+        ids = {
+            stage: [w.worker_id for w in capable_workers(workers, spec.model, stage)]
+            for stage in Stage
+        }
+        deadline_ms = spec.arrival_time * 1000.0 + targets.ttft_ms
+        work = self.forecaster.first_token(shape, ids[Stage.ENCODE], ids[Stage.PREFILL],
+                                           ids[Stage.DECODE], {})  # fmt: skip
+        remaining = sum(f.compute_ms + f.transfer_ms for f in work.stages[:-1]) if work else 0.0
+        latest_start = deadline_ms - remaining
+        ahead = {stage: self._work_ahead_ms(stage, latest_start, is_low) for stage in stages}
+        forecast = self.forecaster.first_token(
+            shape, ids[Stage.ENCODE], ids[Stage.PREFILL], ids[Stage.DECODE], ahead
+        )
+        waited_ms = max(0.0, now_ms - spec.arrival_time * 1000.0)
+        ttft = waited_ms + (forecast.ttft_ms if forecast else 0.0)
+        first_gap = forecast.first_gap_ms if forecast else 0.0
+        if self.config.policy != "slo":
+            decision = AdmissionDecision(Admission.ADMIT, ttft, first_gap, "")
+        else:
+            policy = spec.admission or self.config.admission
+            decision = decide(policy, targets, ttft, first_gap, self._is_queue_full(stages[0]))
+        if decision.action is Admission.REJECT:
+            raise AdmissionRejectedError(
+                f"request {spec.request_id!r} ({request_class.value}) rejected: "
+                f"{decision.reason}; retry after {decision.retry_after_ms:.0f} ms",
+                decision.retry_after_ms or 0.0,
+            )
+        if decision.action is Admission.DEGRADE:
+            spec = degraded(spec, self.config.degrade_max_tokens)
+        is_low = is_low or decision.action is Admission.BEST_EFFORT
+        return Admitted(spec, shape, request_class, targets, decision, latest_start, is_low)
+
+
+def degraded(spec: RequestSpec, max_tokens: int) -> RequestSpec:
+    params = spec.sampling_params
+    if params.max_tokens <= max_tokens:
+        return spec
+    return replace(spec, sampling_params=replace(params, max_tokens=max_tokens))

@@ -1,0 +1,102 @@
+"""What the scheduler learns from the workers' events: each worker's backlog, the cost model's
+online corrections, cache hits, and every request's outcome against its SLO.
+
+    dispatched    -> the worker's backlog grows by the job's predicted compute
+    stage done    -> the backlog shrinks; observed / predicted compute corrects the cost model
+    decode steps  -> step time against the batch it decoded corrects the decode cost
+    transfer      -> bytes per embedding row or KV token, and the fetch bandwidth
+    request ends  -> its TTFT, TPOT and attainment go into its trace ("slo") and the ledger
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from scheduler.active_request import ActiveRequest
+from scheduler.cost_model import CostModel
+from scheduler.lifecycle import RequestState
+from scheduler.slo import attains, tpot_ms
+from scheduler.slo_ledger import RequestOutcome, SloLedger
+from scheduler.stage import Stage
+from scheduler.worker_registry import OutstandingJob, WorkerSlot
+from workers.protocol import WorkerEvents
+
+
+class Feedback:
+    def __init__(self, costs: CostModel, ledger: SloLedger, clock_ms: Callable[[], float]):
+        self.costs = costs
+        self.ledger = ledger
+        self.clock_ms = clock_ms
+
+    def dispatched(
+        self, slot: WorkerSlot, req: ActiveRequest, stage: Stage, predicted_ms: float
+    ) -> None:
+        if stage is Stage.DECODE:
+            slot.decoding[req.job_id] = len(req.spec.prompt_token_ids)
+        else:
+            job = OutstandingJob(stage, predicted_ms, self.clock_ms())
+            slot.outstanding[(req.job_id, stage)] = job
+        if stage is Stage.PREFILL and req.decode_here:
+            slot.decoding[req.job_id] = len(req.spec.prompt_token_ids)
+
+    def stage_done(self, slot: WorkerSlot, job_id: str, stage: Stage, compute_ms: float) -> None:
+        job = slot.outstanding.pop((job_id, stage), None)
+        costs = self.costs.get(slot.worker_id)
+        if job is not None and costs is not None:
+            costs.observe(stage, job.predicted_ms, compute_ms)
+
+    def prefill_hits(self, req: ActiveRequest, num_cached_tokens: int) -> None:
+        self.ledger.num_prompt_tokens += len(req.spec.prompt_token_ids)
+        self.ledger.num_cached_prompt_tokens += num_cached_tokens
+
+    def decode_steps(self, slot: WorkerSlot, events: WorkerEvents) -> None:
+        """Steps that only decoded (no prefill finished in them) correct the decode cost."""
+        costs = self.costs.get(slot.worker_id)
+        if costs is None or not events.num_steps or not events.tokens or events.prefills:
+            return
+        if any(delta.num_cached_tokens is not None for delta in events.tokens):
+            return  # a prefill's first token: the steps computed a prompt too
+        batch = len(slot.decoding)
+        if batch == 0:
+            return
+        context = sum(slot.decoding.values()) + batch * 16  # tokens generated: a rough guess
+        predicted = costs.decode_step_ms(batch, context)
+        costs.observe(Stage.DECODE, predicted, events.step_ms / events.num_steps)
+
+    def transfer(self, req: ActiveRequest, kind: str, nbytes: int, fetch_ms: float) -> None:
+        if req.shape is None:
+            return
+        if kind == "embedding":
+            units = req.shape.image_tokens[0] if req.shape.image_tokens else 0
+        else:
+            units = req.shape.cost.num_prompt_tokens
+        self.costs.transfers.observe(kind, nbytes, units, fetch_ms)
+
+    def forget(self, job_id: str, slots: Iterable[WorkerSlot]) -> None:
+        """The attempt ended or was superseded: it no longer loads these workers."""
+        for slot in slots:
+            slot.decoding.pop(job_id, None)
+            for stage in (Stage.ENCODE, Stage.PREFILL):
+                slot.outstanding.pop((job_id, stage), None)
+
+    def ended(self, req: ActiveRequest, state: RequestState) -> RequestOutcome | None:
+        """Record how the request did; the outcome of a finished one, else None."""
+        counts = self.ledger.classes[req.request_class.value]
+        if state is not RequestState.FINISHED:
+            counts.num_failed += 1
+            return None
+        first_token = req.trace.event("first_token")
+        e2e = self.clock_ms() - req.spec.arrival_time * 1000.0
+        ttft = first_token.time_ms if first_token is not None else e2e
+        num_tokens = len(req.stream.token_ids)
+        tpot = tpot_ms(ttft, e2e, num_tokens)
+        attained = req.targets is not None and attains(req.targets, ttft, tpot)
+        outcome = RequestOutcome(
+            req.request_id, req.request_class.value, ttft, tpot, e2e, num_tokens, attained
+        )
+        self.ledger.finished(outcome)
+        req.trace.record(
+            "slo", request_class=outcome.request_class, ttft_ms=ttft, tpot_ms=tpot,
+            attained=attained,
+        )  # fmt: skip
+        return outcome
