@@ -30,14 +30,21 @@ FINISH_REASONS = {
 class TriserveError(Exception):
     """A call failed; `code` is the gRPC status (e.g. grpc.StatusCode.INVALID_ARGUMENT)."""
 
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, details: str, retry_after_ms: float | None = None
+    ) -> None:
         super().__init__(f"{code.name}: {details}")
         self.code = code
         self.details = details
+        self.retry_after_ms = retry_after_ms  # RESOURCE_EXHAUSTED: when to try again
 
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> TriserveError:
-        return cls(error.code(), error.details() or "")
+        trailing = (
+            dict(error.trailing_metadata() or ()) if hasattr(error, "trailing_metadata") else {}
+        )
+        hint = trailing.get("retry-after-ms")
+        return cls(error.code(), error.details() or "", float(hint) if hint else None)
 
 
 @dataclass
@@ -84,6 +91,7 @@ def build_request(
     ttft_ms: float | None = None,
     tpot_ms: float | None = None,
     priority: str = "",
+    admission: str = "",
 ) -> pb.GenerateRequest:
     """A GenerateRequest from either raw `prompt` text (each `<image>` takes the next of
     `images`) or chat `messages` ({"role", "content"}: a string or a list of
@@ -121,6 +129,8 @@ def build_request(
         request.slo.tpot_ms = tpot_ms
     if priority:
         request.priority = pb.Priority.Value(f"PRIORITY_{priority.upper()}")
+    if admission:
+        request.admission = pb.Admission.Value(f"ADMISSION_{admission.upper()}")
     return request
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from scheduler.errors import DuplicateRequestError
+from scheduler.errors import AdmissionRejectedError, DuplicateRequestError
 from scheduler.request import NoWorkerAvailableError, RequestFailedError, UnknownModelError
 from workers.engine.errors import InvalidRequestError
 
@@ -28,6 +28,7 @@ STATUS_BY_ERROR: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (DuplicateRequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (UnknownPoolError, grpc.StatusCode.INVALID_ARGUMENT),
     (TraceNotFoundError, grpc.StatusCode.NOT_FOUND),
+    (AdmissionRejectedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (NoWorkerAvailableError, grpc.StatusCode.UNAVAILABLE),
     (RequestFailedError, grpc.StatusCode.UNAVAILABLE),
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),  # asyncio.TimeoutError too
@@ -43,6 +44,12 @@ def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     if _is_ray_actor_error(cause):  # the control plane is gone or restarting
         return grpc.StatusCode.UNAVAILABLE, "the scheduler is unavailable; retry"
     return grpc.StatusCode.INTERNAL, "internal error; the server log has the details"
+
+
+def retry_after_ms(error: BaseException) -> float | None:
+    """The retry-after hint of a rejection (sent as trailing metadata "retry-after-ms")."""
+    cause = getattr(error, "cause", None) or error
+    return cause.retry_after_ms if isinstance(cause, AdmissionRejectedError) else None
 
 
 def _is_ray_actor_error(error: BaseException) -> bool:

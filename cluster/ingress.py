@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2
 from ray import serve
 
 from cluster.detokenizer import IncrementalDetokenizer
-from cluster.errors import TraceNotFoundError, UnauthenticatedError, status_for
+from cluster.errors import TraceNotFoundError, UnauthenticatedError, retry_after_ms, status_for
 from cluster.request_builder import ModelFrontend, RequestBuilder
 from cluster.state_messages import cluster_state_message, pool_state_message, trace_message
 from proto.triserve.v1 import triserve_pb2 as pb
@@ -146,6 +146,9 @@ class Ingress:
         code, message = status_for(error)
         if code == grpc.StatusCode.INTERNAL:
             logger.exception("internal error", exc_info=error)
+        retry_after = retry_after_ms(error)
+        if retry_after is not None:
+            grpc_context.set_trailing_metadata((("retry-after-ms", str(round(retry_after))),))
         grpc_context.set_code(code)
         grpc_context.set_details(message)
         raise RuntimeError(message) from None

@@ -24,6 +24,12 @@ from workers.engine.sampling_params import SamplingParams
 from workers.protocol import ImageInput
 
 MAX_IMAGES_PER_REQUEST = 64
+ADMISSIONS = {
+    pb.ADMISSION_UNSPECIFIED: None,
+    pb.ADMISSION_REJECT: "reject",
+    pb.ADMISSION_DEGRADE: "degrade",
+    pb.ADMISSION_BEST_EFFORT: "best_effort",
+}
 PRIORITIES = {
     pb.PRIORITY_UNSPECIFIED: "interactive",
     pb.PRIORITY_INTERACTIVE: "interactive",
@@ -86,13 +92,14 @@ class RequestBuilder:
             model=model.name,
             prompt_token_ids=token_ids,
             images=[
-                ImageInput(image_hash(image), data)
+                ImageInput(image_hash(image), data, image.width * image.height)
                 for image, data in zip(images, image_bytes, strict=True)
             ],
             sampling_params=sampling_params(request.sampling).with_seed(),
             slo_ttft_ms=request.slo.ttft_ms if request.slo.HasField("ttft_ms") else None,
             slo_tpot_ms=request.slo.tpot_ms if request.slo.HasField("tpot_ms") else None,
             priority=PRIORITIES.get(request.priority, "interactive"),
+            admission=ADMISSIONS.get(request.admission),
             arrival_time=time.time(),
         )
         return spec, model

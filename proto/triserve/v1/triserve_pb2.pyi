@@ -13,6 +13,13 @@ class Priority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PRIORITY_INTERACTIVE: _ClassVar[Priority]
     PRIORITY_BATCH: _ClassVar[Priority]
 
+class Admission(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ADMISSION_UNSPECIFIED: _ClassVar[Admission]
+    ADMISSION_REJECT: _ClassVar[Admission]
+    ADMISSION_DEGRADE: _ClassVar[Admission]
+    ADMISSION_BEST_EFFORT: _ClassVar[Admission]
+
 class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FINISH_REASON_UNSPECIFIED: _ClassVar[FinishReason]
@@ -22,6 +29,10 @@ class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 PRIORITY_UNSPECIFIED: Priority
 PRIORITY_INTERACTIVE: Priority
 PRIORITY_BATCH: Priority
+ADMISSION_UNSPECIFIED: Admission
+ADMISSION_REJECT: Admission
+ADMISSION_DEGRADE: Admission
+ADMISSION_BEST_EFFORT: Admission
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
@@ -80,7 +91,7 @@ class SLO(_message.Message):
     def __init__(self, ttft_ms: _Optional[float] = ..., tpot_ms: _Optional[float] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("request_id", "model", "conversation", "raw", "sampling", "slo", "priority")
+    __slots__ = ("request_id", "model", "conversation", "raw", "sampling", "slo", "priority", "admission")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +99,7 @@ class GenerateRequest(_message.Message):
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     SLO_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    ADMISSION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     conversation: Conversation
@@ -95,7 +107,8 @@ class GenerateRequest(_message.Message):
     sampling: SamplingParams
     slo: SLO
     priority: Priority
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., conversation: _Optional[_Union[Conversation, _Mapping]] = ..., raw: _Optional[_Union[RawPrompt, _Mapping]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., slo: _Optional[_Union[SLO, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ...) -> None: ...
+    admission: Admission
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., conversation: _Optional[_Union[Conversation, _Mapping]] = ..., raw: _Optional[_Union[RawPrompt, _Mapping]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., slo: _Optional[_Union[SLO, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ..., admission: _Optional[_Union[Admission, str]] = ...) -> None: ...
 
 class Conversation(_message.Message):
     __slots__ = ("messages", "add_generation_prompt")
