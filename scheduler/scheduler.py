@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -174,7 +175,9 @@ class Scheduler:
         for state, count in self._driver.num_ended.items():
             counts[state.value] += count
         workers = {slot.worker_id: slot.snapshot() for slot in self._workers}
-        return SchedulerSnapshot(workers, counts)
+        queued = {stage.value: len(q) for stage, q in self._driver.dispatcher.queues.items()}
+        ledger = copy.deepcopy(self.ledger)
+        return SchedulerSnapshot(workers, counts, queued, self.costs.snapshot(), ledger)
 
     async def close(self) -> None:
         """Fail what is still running, then stop polling every worker."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from scheduler.cost_model import WorkerCostSnapshot
+from scheduler.slo_ledger import SloLedger
 from workers.protocol import WorkerLoad
 
 
@@ -24,3 +26,6 @@ class SchedulerSnapshot:
     workers: dict[str, WorkerSnapshot]
     # Every state's count: active requests by their state, ended ones since start-up.
     num_requests_by_state: dict[str, int]
+    num_queued_by_stage: dict[str, int] = field(default_factory=dict)  # in the stage queues
+    costs: dict[str, WorkerCostSnapshot] = field(default_factory=dict)  # by worker id
+    ledger: SloLedger | None = None  # SLO outcomes and cache hits since start-up

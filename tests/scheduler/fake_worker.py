@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tests.scheduler.fake_transport import FakeTransport
+from workers.cost_profile import WorkerProfile
 from workers.protocol import (
     DecodeJob,
     EmbeddingInput,
@@ -65,7 +66,9 @@ class FakeWorker:
         transport: FakeTransport,
         model: str = "tiny",
         num_cached_tokens: int = 0,  # reported by every PrefillDone
+        profile: WorkerProfile | None = None,  # what load() reports as its start-up profile
     ) -> None:
+        self.profile = profile
         self.worker_id, self.stages, self.model = worker_id, stages, model
         self.pool = f"{stages.lower()}-pool"
         self.transport = transport
@@ -127,7 +130,7 @@ class FakeWorker:
             num_waiting=len(self._prefills) + len(self._decodes),
             num_running=len(self._running), num_kv_blocks=64,
             num_kv_blocks_used=len(self._running), num_kv_blocks_cached=0,
-            embedding_cache_keys=sorted(self._embedding_cache),
+            embedding_cache_keys=sorted(self._embedding_cache), profile=self.profile,
         )  # fmt: skip
 
     async def poll(self, timeout_s: float) -> WorkerEvents:

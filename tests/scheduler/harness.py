@@ -12,6 +12,7 @@ from scheduler.request import RequestOutput, RequestSpec
 from scheduler.scheduler import Scheduler
 from tests.scheduler.fake_transport import FakeTransport
 from tests.scheduler.fake_worker import FakeWorker
+from workers.cost_profile import WorkerProfile
 from workers.engine.sampling_params import SamplingParams
 from workers.protocol import ImageInput
 
@@ -81,11 +82,21 @@ class Cluster:
 
 
 @asynccontextmanager
-async def cluster(config: SchedulerConfig | None = None, **stages: str) -> AsyncIterator[Cluster]:
-    """A scheduler over fake workers, e.g. `cluster(e="E", p="P", d="D")` (id="stages")."""
+async def cluster(
+    config: SchedulerConfig | None = None,
+    clock: Callable[[], float] | None = None,
+    profiles: dict[str, WorkerProfile] | None = None,
+    **stages: str,
+) -> AsyncIterator[Cluster]:
+    """A scheduler over fake workers, e.g. `cluster(e="E", p="P", d="D")` (id="stages"), with
+    the scheduler's `clock` and each worker's start-up profile when given."""
     transport = FakeTransport()
-    workers = {worker_id: FakeWorker(worker_id, s, transport) for worker_id, s in stages.items()}
-    scheduler = Scheduler(config=config)
+    profiles = profiles or {}
+    workers = {
+        worker_id: FakeWorker(worker_id, s, transport, profile=profiles.get(worker_id))
+        for worker_id, s in stages.items()
+    }
+    scheduler = Scheduler(config=config, **({"clock": clock} if clock else {}))
     for worker in workers.values():
         await scheduler.add_worker(worker)
     try:
