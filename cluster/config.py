@@ -32,6 +32,8 @@ values raise `ConfigError` naming the key. `deploy/cluster.example.yaml` shows a
     ray_address: null       # Ray cluster to join ("auto", "ray://host:10001"); null: start one
     fetch_timeout_s: 30     # how long a worker waits for a transfer before failing it
     call_timeout_s: 30      # how long the scheduler waits for a worker to answer a call
+    metrics_port: 9464      # Prometheus metrics at http://host:port/metrics (0: any free
+                            # port; null: off)
     scheduler:              # every key of scheduler/config.py's SchedulerConfig, e.g.
       policy: slo           #   slo (slack-ordered queues, admission, affinity) or fcfs
       admission: reject     #   reject, degrade or best_effort, for requests that set none
@@ -133,6 +135,7 @@ class ClusterConfig:
     ray_address: str | None = None
     fetch_timeout_s: float = 30.0
     call_timeout_s: float = 30.0
+    metrics_port: int | None = 9464
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
     def __post_init__(self) -> None:
@@ -145,6 +148,10 @@ class ClusterConfig:
         stages = "".join(pool.stages for pool in self.pools)
         _require("P" in stages and "D" in stages, "pools: no pool runs prefill (P) or decode (D)")
         _require(0 <= self.port <= 65535, "port must be in [0, 65535]")
+        _require(
+            self.metrics_port is None or 0 <= self.metrics_port <= 65535,
+            "metrics_port must be in [0, 65535] or null",
+        )
         _require(self.fetch_timeout_s > 0 and self.call_timeout_s > 0, "timeouts must be > 0")
 
     def pool(self, name: str) -> PoolConfig:

@@ -34,6 +34,7 @@ from scheduler.feedback import Feedback
 from scheduler.lifecycle import RequestState
 from scheduler.policy import PlacementPolicy, PlacementRequest, capable_workers
 from scheduler.recovery import Recovery, StageFailure
+from scheduler.slo_ledger import EndedRequest
 from scheduler.stage import Stage
 from scheduler.trace import TraceStore
 from scheduler.worker_registry import PendingTransfer, WorkerRegistry, WorkerSlot
@@ -74,6 +75,7 @@ class RequestDriver:
         self.dispatcher = dispatcher
         self.feedback = feedback
         self.caches = caches
+        self.observers: list[Callable[[EndedRequest], None]] = []  # told when a request ends
         dispatcher.launch, dispatcher.no_worker = self._launch, self._no_worker
         self.requests: dict[str, ActiveRequest] = {}  # by request id
         self._jobs: dict[str, ActiveRequest] = {}  # by the job id of their current attempt
@@ -136,7 +138,12 @@ class RequestDriver:
             attrs = {"finish_reason": finish_reason, "num_tokens": len(req.stream.token_ids)}
         else:
             attrs = {"reason": str(error)} if error is not None else {}
-        self.feedback.ended(req, state)
+        outcome = self.feedback.ended(req, state)
+        ended = EndedRequest(
+            req.request_id, req.request_class.value, state.value, outcome, req.trace
+        )
+        for observer in self.observers:
+            observer(ended)
         req.lifecycle.advance(state, **attrs)
         self.requests.pop(req.request_id, None)
         self._jobs.pop(req.job_id, None)

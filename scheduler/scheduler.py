@@ -50,7 +50,7 @@ from scheduler.policy import (
 )
 from scheduler.request import RequestOutput, RequestSpec
 from scheduler.request_class import classify
-from scheduler.slo_ledger import SloLedger
+from scheduler.slo_ledger import EndedRequest, SloLedger
 from scheduler.snapshot import SchedulerSnapshot
 from scheduler.stage import stages_for
 from scheduler.trace import Trace
@@ -134,8 +134,11 @@ class Scheduler:
         try:
             admitted = self.admission.admit(spec, self._workers.views(), self._clock_ms())
         except AdmissionRejectedError:
-            request_class = classify(self.admission.shape(spec).cost, self.config)
-            self.ledger.classes[request_class.value].num_rejected += 1
+            request_class = classify(self.admission.shape(spec).cost, self.config).value
+            self.ledger.classes[request_class].num_rejected += 1
+            ended = EndedRequest(spec.request_id, request_class, "rejected", None, None)
+            for observer in self._driver.observers:
+                observer(ended)
             raise
         req = ActiveRequest(
             admitted.spec, self._clock, admitted.shape, admitted.request_class,
@@ -162,6 +165,11 @@ class Scheduler:
             worker_id, slot.backlog_ms(self._clock_ms()), len(slot.decoding),
             sum(slot.decoding.values()),
         )  # fmt: skip
+
+    def add_observer(self, observer: Callable[[EndedRequest], None]) -> None:
+        """Call `observer` whenever a request ends or is rejected (on the scheduler's loop:
+        it must be quick and must not raise)."""
+        self._driver.observers.append(observer)
 
     def trace(self, request_id: str) -> Trace | None:
         """The trace of an active request, or of one of the last ended ones."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from scheduler.request_class import RequestClass
+from scheduler.trace import Trace
 
 
 @dataclass
@@ -29,6 +30,17 @@ class RequestOutcome:
     e2e_ms: float
     num_tokens: int
     attained: bool
+
+
+@dataclass(frozen=True)
+class EndedRequest:
+    """What observers (metrics) hear when a request ends or is rejected at admission."""
+
+    request_id: str
+    request_class: str
+    state: str  # "finished", "failed", "cancelled" or "rejected"
+    outcome: RequestOutcome | None  # finished requests only
+    trace: Trace | None  # None when rejected: it never started
 
 
 @dataclass
