@@ -1,35 +1,27 @@
-"""The request driver: moves each request through its stages, one worker event at a time.
+"""The request driver: moves each request through its stages.
 
 start             -> queue encode (dispatcher.py), or straight to prefill when a prefill
                      worker already holds every image's embeddings (policy "slo")
 dispatch(encode)  -> EncodeJob, with export=False when placement would keep prefill on the
                      encode worker: its embeddings then never leave its embedding cache
-EncodeDone        -> queue prefill; dispatched to the encode worker itself when its
-                     embeddings were not exported (refs None: it reads its own embedding
-                     cache; unused refs are released), else where placement says, with the refs
-PrefillDone       -> stream the first token; DecodeJob with the KV ref on a decode worker
-                     (with decode_here, the prefill worker streams every token itself)
-TokenDelta        -> stream, only from the worker decoding the current attempt
-TransferConsumed  -> producer.release([transfer_id]); trace bytes and fetch time
-StageFailed       -> recovery.py: fail, or re-drive from the last good stage
+dispatch(prefill) -> PrefillJob; decode_here when placement keeps decode on the same worker
+                     (unused embedding refs are released)
+first token       -> DecodeJob with the KV ref on a decode worker (start_decode)
+worker events     -> event_applier.py: stage done, tokens, transfers, failures
 worker lost       -> recovery.py: re-drive or fail every request that needed the worker
-
-An EncodeDone or PrefillDone of an attempt that ended (cancelled, failed, re-driven) is dropped,
-and the arrays it carries are released at once: nobody will fetch them, and their producer
-would otherwise hold them forever. Each event's worker-measured times go into the trace (see
-lifecycle.py for the names).
+end               -> abort on every worker it touched, release its arrays, tell observers
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 
 from scheduler.active_request import ActiveRequest
 from scheduler.cache_directory import CacheDirectory
 from scheduler.config import SchedulerConfig
 from scheduler.dispatcher import Dispatcher
-from scheduler.errors import RequestFailedError
+from scheduler.event_applier import EventApplier
 from scheduler.feedback import Feedback
 from scheduler.lifecycle import RequestState
 from scheduler.policy import PlacementPolicy, PlacementRequest, capable_workers
@@ -37,18 +29,14 @@ from scheduler.recovery import Recovery, StageFailure
 from scheduler.slo_ledger import EndedRequest
 from scheduler.stage import Stage
 from scheduler.trace import TraceStore
-from scheduler.worker_registry import PendingTransfer, WorkerRegistry, WorkerSlot
+from scheduler.worker_registry import WorkerRegistry, WorkerSlot
 from workers.engine.errors import InvalidRequestError
 from workers.protocol import (
     DecodeJob,
     EmbeddingInput,
-    EncodeDone,
     EncodeJob,
     PrefillDone,
     PrefillJob,
-    TokenDelta,
-    TransferConsumed,
-    TransferRef,
     WorkerEvents,
 )
 
@@ -77,6 +65,7 @@ class RequestDriver:
         self.caches = caches
         self.observers: list[Callable[[EndedRequest], None]] = []  # told when a request ends
         dispatcher.launch, dispatcher.no_worker = self._launch, self._no_worker
+        self.events = EventApplier(self)
         self.requests: dict[str, ActiveRequest] = {}  # by request id
         self._jobs: dict[str, ActiveRequest] = {}  # by the job id of their current attempt
         self.traces = TraceStore(config.trace_capacity)  # of ended requests
@@ -111,17 +100,8 @@ class RequestDriver:
         self._jobs[req.job_id] = req
 
     async def apply(self, slot: WorkerSlot, events: WorkerEvents) -> None:
-        """One engine step of one worker, in the order that keeps traces causal."""
-        for consumed in events.consumed:
-            await self._on_consumed(slot, consumed)
-        for encoded in events.encodes:
-            await self._on_encode_done(slot, encoded)
-        for prefilled in events.prefills:
-            await self._on_prefill_done(slot, prefilled)
-        for delta in events.tokens:
-            await self._on_tokens(slot, delta)
-        for failure in events.failures:
-            await self.recovery.on_stage_failed(slot, failure)
+        """One engine step of one worker (event_applier.py), then whatever it made room for."""
+        await self.events.apply(slot, events)
         self.feedback.decode_steps(slot, events)
         await self.dispatcher.dispatch()
 
@@ -202,7 +182,7 @@ class RequestDriver:
         await self._submit(req, slot, job, Stage.PREFILL, predicted_ms)
         await self.workers.release(unrouted)
 
-    async def _start_decode(self, req: ActiveRequest, prefill: WorkerSlot, done: PrefillDone):
+    async def start_decode(self, req: ActiveRequest, prefill: WorkerSlot, done: PrefillDone):
         slot = self._place(req, Stage.DECODE, prefill.worker_id)
         if slot is None:
             return await self.recovery.fail_no_worker(req, Stage.DECODE)
@@ -270,109 +250,6 @@ class RequestDriver:
             return
         if not req.is_current(attempt):  # cancelled or re-driven while the job was on its way
             await self.workers.abort([slot.worker_id], job.request_id)
-
-    # ------------------------------------------------------------------ worker events
-    async def _on_consumed(self, slot: WorkerSlot, consumed: TransferConsumed) -> None:
-        req = self._jobs.get(consumed.request_id)
-        transfer = req.transfers.pop(consumed.transfer_id, None) if req is not None else None
-        if transfer is None:
-            return
-        req.trace.record(
-            f"{transfer.kind}_transfer", bytes=consumed.nbytes, ms=consumed.fetch_ms,
-            producer=transfer.producer_id, consumer=slot.worker_id,
-        )  # fmt: skip
-        self.feedback.transfer(req, transfer.kind, consumed.nbytes, consumed.fetch_ms)
-        await self.workers.release([transfer])
-
-    async def _on_encode_done(self, slot: WorkerSlot, done: EncodeDone) -> None:
-        self.feedback.stage_done(slot, done.request_id, Stage.ENCODE, done.compute_ms)
-        req = self._jobs.get(done.request_id)
-        if req is None or req.state is not _S.ENCODING or req.encode_worker != slot.worker_id:
-            return await self._release_unclaimed("embedding", [e.ref for e in done.embeddings])
-        req.trace.record(
-            "encode_done", worker=slot.worker_id, compute_ms=done.compute_ms,
-            queue_ms=done.queue_ms,
-        )  # fmt: skip
-        req.embeddings = list(done.embeddings)
-        for ref in (e.ref for e in done.embeddings if e.ref is not None):
-            req.transfers[ref.transfer_id] = PendingTransfer(
-                ref.transfer_id, "embedding", ref.producer_id, ref.nbytes
-            )
-        if len(done.embeddings) != len(req.spec.images):
-            detail = f"encode on {slot.worker_id} returned {len(done.embeddings)} embeddings"
-            return await self.recovery.fail(req, Stage.ENCODE, detail)
-        await self.start_stage(req, Stage.PREFILL)
-
-    async def _on_prefill_done(self, slot: WorkerSlot, done: PrefillDone) -> None:
-        self.feedback.stage_done(slot, done.request_id, Stage.PREFILL, done.compute_ms)
-        req = self._jobs.get(done.request_id)
-        if req is None or req.state is not _S.PREFILLING or req.prefill_worker != slot.worker_id:
-            return await self._release_unclaimed("kv", [done.kv])
-        if req.decode_here:  # its tokens, the first included, come as TokenDeltas
-            return await self._release_unclaimed("kv", [done.kv])
-        req.stream.num_cached_prompt_tokens = done.num_cached_tokens
-        self.feedback.prefill_hits(req, done.num_cached_tokens)
-        if done.kv is not None:
-            req.transfers[done.kv.transfer_id] = PendingTransfer(
-                done.kv.transfer_id, "kv", done.kv.producer_id, done.kv.nbytes
-            )
-        req.trace.record(
-            "first_token", worker=slot.worker_id, compute_ms=done.compute_ms,
-            queue_ms=done.queue_ms,
-        )  # fmt: skip
-        if not await self._stream(req, [done.first_token_id], done.finish_reason):
-            return
-        if done.kv is None:
-            detail = f"prefill on {slot.worker_id} handed off no KV"
-            return await self.recovery.fail(req, Stage.PREFILL, detail)
-        await self._start_decode(req, slot, done)
-
-    async def _on_tokens(self, slot: WorkerSlot, delta: TokenDelta) -> None:
-        req = self._jobs.get(delta.request_id)
-        if req is None or req.token_worker != slot.worker_id:
-            return
-        if delta.finish_reason == "abort":  # the scheduler's own aborts end the attempt first
-            detail = f"worker {slot.worker_id} aborted the request"
-            failure = StageFailure(Stage.DECODE, "worker aborted the request", detail, True)
-            return await self.recovery.stage_failed(req, failure)
-        if not delta.token_ids and delta.finish_reason is None:
-            return
-        if req.state is _S.PREFILLING:  # decode_here: this delta starts with the first token
-            self.feedback.stage_done(
-                slot, delta.request_id, Stage.PREFILL, delta.prefill_compute_ms
-            )
-            if delta.num_cached_tokens is not None:
-                req.stream.num_cached_prompt_tokens = delta.num_cached_tokens
-                self.feedback.prefill_hits(req, delta.num_cached_tokens)
-            req.trace.record(
-                "first_token", worker=slot.worker_id, compute_ms=delta.prefill_compute_ms,
-                queue_ms=delta.prefill_queue_ms,
-            )  # fmt: skip
-            if delta.finish_reason is None:
-                req.lifecycle.advance(_S.DECODING, worker=slot.worker_id)
-        req.trace.add_decode_steps(
-            delta.num_decode_steps, delta.decode_compute_ms, delta.decode_queue_ms
-        )
-        await self._stream(req, list(delta.token_ids), delta.finish_reason)
-
-    async def _stream(self, req: ActiveRequest, token_ids: list[int], finish: str | None) -> bool:
-        """Send tokens to the client; False when the request ended."""
-        try:
-            req.stream.push(token_ids, finish)
-        except RequestFailedError as error:
-            await self.end(req, _S.FAILED, error=error)
-            return False
-        if finish is None:
-            return True
-        await self.end(req, _S.FINISHED, finish_reason=finish)
-        return False
-
-    async def _release_unclaimed(self, kind: str, refs: Iterable[TransferRef | None]) -> None:
-        """Free the arrays a stale event carries: no job of a current attempt will fetch them."""
-        unclaimed = [r for r in refs if r is not None]
-        await self.workers.release(
-            PendingTransfer(r.transfer_id, kind, r.producer_id, r.nbytes) for r in unclaimed
-        )
 
 
 def _embeddings_lost() -> StageFailure:
