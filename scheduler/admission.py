@@ -1,10 +1,10 @@
 """Admission: take a request only when it can make its deadline, or as its policy says.
 
-The forecast (forecast.py) budgets the TTFT target across every stage before the first token:
+The forecast (forecast.py) budgets the TTFT target across every stage before the first token
+(which prefill samples), and the TPOT target across what comes before the second one:
 
-    TTFT ~ wait(E) + encode + embedding transfer + wait(P) + prefill + KV transfer + first decode
-
-and the TPOT target against the decode step the request would join. When either is predicted
+    TTFT      ~ wait(E) + encode + embedding transfer + wait(P) + prefill
+    first gap ~ KV transfer + the first decode step of the batch it joins When either is predicted
 to be missed, the request's admission policy decides:
 
     reject       RESOURCE_EXHAUSTED at once, with a retry-after hint (when the backlog ahead of

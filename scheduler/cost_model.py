@@ -5,7 +5,7 @@ scheduler then corrects each stage online with an EWMA of observed / predicted t
 worker that is slower than it profiled (a shared core, a hot GPU) is predicted slower:
 
     predicted = profile_fit(units) * correction[stage]
-    correction <- (1 - alpha) * correction + alpha * clamp(observed / predicted)
+    correction <- correction * (1 - alpha + alpha * clamp(observed / predicted))
 
 A worker that did not profile (a test's fake worker) starts from PRIOR_* and is corrected by
 the same rule. Transfers are learned, not profiled: bytes per embedding row, bytes per KV token

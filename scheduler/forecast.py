@@ -140,12 +140,7 @@ class Forecaster:
         encode_worker = encode.worker_id if encode else None
         ready = encode.completion_ms if encode else 0.0
         prefill = min(
-            (
-                self.prefill(
-                    shape, w, encode_worker, max(ready, ahead) if w != encode_worker else ready
-                )  # fmt: skip
-                for w in prefillers
-            ),
+            (self.prefill(shape, w, encode_worker, max(ready, ahead)) for w in prefillers),
             key=lambda f: (f.completion_ms, f.worker_id),
         )
         stages.append(prefill)

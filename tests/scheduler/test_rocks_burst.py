@@ -61,8 +61,10 @@ async def burst_then_text(policy: str) -> tuple[Cluster, list[str]]:
         rocks = [await c.scheduler.generate(rock(i)) for i in range(NUM_ROCKS)]
         # Every rock encoded, and its prefill either at p or waiting in the scheduler's queue.
         await wait_until(
-            lambda: len(c["p"].jobs) + c.scheduler.snapshot().num_queued_by_stage["prefill"]
-            == NUM_ROCKS,
+            lambda: (
+                len(c["p"].jobs) + c.scheduler.snapshot().num_queued_by_stage["prefill"]
+                == NUM_ROCKS
+            ),
             "all rock prefills are at p or queued",
         )
         outputs = await c.scheduler.generate(text())
