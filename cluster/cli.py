@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     layout.add_argument("--pools", help="e.g. encode=1,prefill=1,decode=1 or ep=2,d=1")
     layout.add_argument("--colocated", type=int, metavar="N", help="one pool of N EPD workers")
     serve.add_argument("--port", type=int, help="gRPC port (default 50051)")
+    serve.add_argument(
+        "--metrics-port", type=int, help="Prometheus /metrics port (default 9464; 0: any free)"
+    )
     serve.add_argument("--address", help="join this Ray cluster instead of starting one")
     serve.add_argument("--api-token", default=os.environ.get("TRISERVE_API_TOKEN"))
     serve.add_argument("--admin-token", default=os.environ.get("TRISERVE_ADMIN_TOKEN"))
@@ -55,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--json", action="store_true", help='print {"token_ids": [...], "text": ...}')
     _add_server_flags(gen, with_server=False)
 
-    status = commands.add_parser("status", help="pools, workers, queues and KV usage")
+    status = commands.add_parser(
+        "status", help="pools, workers, queues, KV usage, cost models and SLO attainment"
+    )
     _add_server_flags(status)
     scale = commands.add_parser("scale", help="resize a pool: triserve scale POOL=N")
     scale.add_argument("target", metavar="POOL=N")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from scheduler.cost_model import WorkerCostSnapshot
+from scheduler.slo_ledger import SloLedger
 from scheduler.snapshot import WorkerSnapshot
 
 
@@ -14,9 +16,12 @@ class PoolSnapshot:
     model: str
     target_workers: int  # active workers; draining ones are listed but not counted
     workers: list[WorkerSnapshot]
+    costs: dict[str, WorkerCostSnapshot] = field(default_factory=dict)  # of `workers`, by id
 
 
 @dataclass(frozen=True)
 class ClusterSnapshot:
     pools: list[PoolSnapshot]
     num_requests_by_state: dict[str, int]  # active requests by state; ended ones since start
+    num_queued_by_stage: dict[str, int] = field(default_factory=dict)  # scheduler stage queues
+    ledger: SloLedger | None = None  # SLO outcomes per class and cache hits since start-up

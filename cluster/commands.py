@@ -123,8 +123,27 @@ def _remote(args, call, show) -> int:
 
 def _print_state(state) -> None:
     print(f"requests in flight: {state.requests_in_flight}  {dict(state.requests_by_state)}")
+    queued = ", ".join(f"{stage} {n}" for stage, n in sorted(state.queued_by_stage.items()))
+    print(f"scheduler queues: {queued or 'none'}")
+    print(
+        f"cache hits: prefix {state.prefix_hit_rate:.1%} of prompt tokens, "
+        f"embeddings {state.embedding_hit_rate:.1%} of images"
+    )
+    if state.classes:
+        _print_classes(state.classes)
     for pool in state.pools:
         _print_pool(pool)
+
+
+CLASS_COLUMNS = ("finished", "attained", "rejected", "degraded", "best_effort", "failed")
+
+
+def _print_classes(classes) -> None:
+    print(f"{'class':<8}" + "".join(f"{c:>12}" for c in (*CLASS_COLUMNS, "attainment")))
+    for row in classes:
+        rate = f"{row.attained / row.finished:.1%}" if row.finished else "-"
+        counts = "".join(f"{getattr(row, c):>12}" for c in CLASS_COLUMNS)
+        print(f"{row.request_class:<8}{counts}{rate:>12}")
 
 
 def _print_pool(pool) -> None:
@@ -137,6 +156,37 @@ def _print_pool(pool) -> None:
             f"({w.kv_blocks_cached} cached), {w.embedding_cache_entries} embeddings, "
             f"{w.prefix_cache_blocks} prefix blocks"
         )
+        if w.HasField("cost_model"):
+            _print_cost_model(w.stages, w.cost_model)
+
+
+def _print_cost_model(stages: str, cost) -> None:
+    def corrected(stage: str) -> str:
+        correction = cost.corrections.get(stage, 1.0)
+        return f"x{correction:.2f} from {cost.num_observations.get(stage, 0)} jobs"
+
+    if "E" in stages:
+        print(
+            f"    encode  {cost.encode_base_ms:.2f} ms + {cost.encode_ms_per_image_token:.4f} "
+            f"ms/image token, {corrected('encode')}"
+        )
+    if "P" in stages:
+        print(
+            f"    prefill {cost.prefill_base_ms:.2f} ms/chunk + {cost.prefill_ms_per_token:.4f} "
+            f"ms/token, {corrected('prefill')}"
+        )
+    if "D" in stages:
+        print(
+            f"    decode  {cost.decode_base_ms:.2f} ms/step + {cost.decode_ms_per_seq:.4f} ms/seq "
+            f"+ {cost.decode_ms_per_context_token:.6f} ms/context token, {corrected('decode')}"
+        )
+    if cost.HasField("max_num_batched_tokens"):
+        print(
+            f"    budgets {cost.max_num_batched_tokens} tokens/step, "
+            f"{cost.max_encode_images} images/encode turn"
+        )
+    else:
+        print("    budgets: not profiled (prior cost model)")
 
 
 def _print_trace(trace) -> None:

@@ -4,7 +4,8 @@ The ingress (stateless, scalable) calls it for every request; it calls the worke
 workers are retired here once the scheduler says nothing is active on them or still needs
 them. Everything runs on the actor's one event loop (the scheduler's asyncio state is bound to
 it; Ray concurrency groups would add loops), with a concurrency limit high enough that open
-streams never delay a health check, a cancel or a scale.
+streams never delay a health check, a cancel or a scale. The Prometheus endpoint is served from
+a thread of this actor; its scrapes read the scheduler on that loop (cluster/metrics.py).
 """
 
 from __future__ import annotations
@@ -17,9 +18,17 @@ from collections.abc import AsyncIterator
 from cluster.cluster_state import ClusterSnapshot, PoolSnapshot
 from cluster.config import ClusterConfig
 from cluster.errors import UnknownPoolError
+from cluster.metrics import (
+    SCRAPE_TIMEOUT_S,
+    ClusterReadings,
+    MetricsServer,
+    ServingMetrics,
+    on_loop,
+)
 from cluster.pools import PoolManager, RayWorkerLauncher
 from scheduler.request import RequestOutput, RequestSpec
 from scheduler.scheduler import Scheduler
+from scheduler.snapshot import SchedulerSnapshot
 from scheduler.trace import Trace
 
 logger = logging.getLogger("triserve.control_plane")
@@ -33,13 +42,24 @@ class ControlPlane:
         self.config = config
         self.scheduler = Scheduler(config=config.scheduler)
         self.pools = PoolManager(config, RayWorkerLauncher(config))
+        self.metrics = ServingMetrics()
+        self.scheduler.add_observer(self.metrics.observe)
+        self._metrics_server: MetricsServer | None = None
         self._retire_task: asyncio.Task | None = None
 
-    async def start(self) -> None:
-        """Launch every pool and register its workers; returns once all models are loaded."""
+    async def start(self) -> str | None:
+        """Serve the metrics, launch every pool and register its workers; returns once all
+        models are loaded, with the metrics address (host:port; None when metrics are off)."""
+        if self.config.metrics_port is not None:
+            loop = asyncio.get_running_loop()
+            self.metrics.watch(lambda: on_loop(loop, self._metrics_readings, SCRAPE_TIMEOUT_S))
+            self._metrics_server = MetricsServer(
+                self.metrics.registry, self.config.host, self.config.metrics_port
+            )
         for worker in await self.pools.start():
             await self.scheduler.add_worker(worker)
         self._retire_task = asyncio.create_task(self._retire_drained_workers())
+        return self._metrics_server.address if self._metrics_server else None
 
     async def ping(self) -> bool:
         return True
@@ -59,8 +79,10 @@ class ControlPlane:
     def cluster_state(self) -> ClusterSnapshot:
         snapshot = self.scheduler.snapshot()
         return ClusterSnapshot(
-            pools=[self._pool_snapshot(pool.name) for pool in self.config.pools],
+            pools=[self._pool_snapshot(pool.name, snapshot) for pool in self.config.pools],
             num_requests_by_state=snapshot.num_requests_by_state,
+            num_queued_by_stage=snapshot.num_queued_by_stage,
+            ledger=snapshot.ledger,
         )
 
     async def scale(self, pool: str, num_workers: int) -> PoolSnapshot:
@@ -85,17 +107,29 @@ class ControlPlane:
                 await self._retire_task
         await self.scheduler.close()
         await self.pools.shutdown()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
 
-    def _pool_snapshot(self, name: str) -> PoolSnapshot:
+    def _pool_snapshot(self, name: str, snapshot: SchedulerSnapshot | None = None) -> PoolSnapshot:
         pool = self.config.pool(name)
-        workers = self.scheduler.snapshot().workers
+        snapshot = snapshot or self.scheduler.snapshot()
+        workers = [w for w in snapshot.workers.values() if w.pool == name]
         return PoolSnapshot(
             name=pool.name,
             stages=pool.stages,
             model=pool.model,
             target_workers=self.pools.size(name),
-            workers=[w for w in workers.values() if w.pool == name],
+            workers=workers,
+            costs={
+                w.worker_id: snapshot.costs[w.worker_id]
+                for w in workers
+                if w.worker_id in snapshot.costs
+            },
         )
+
+    def _metrics_readings(self) -> ClusterReadings:
+        sizes = {pool.name: self.pools.size(pool.name) for pool in self.config.pools}
+        return ClusterReadings(self.scheduler.snapshot(), sizes)
 
     async def _retire_drained_workers(self) -> None:
         while True:

@@ -29,6 +29,7 @@ class RunningCluster:
     address: str  # host:port of the gRPC API
     control_plane: object  # the ControlPlane actor handle
     started_ray: bool
+    metrics_address: str | None = None  # host:port serving /metrics; None: metrics are off
 
     def stop(self) -> None:
         import ray
@@ -82,7 +83,13 @@ def start_cluster(config: ClusterConfig, ray_init_kwargs: dict | None = None) ->
         )
         .remote(config)
     )
-    ray.get(control_plane.start.remote(), timeout=START_TIMEOUT_S)
+    try:
+        metrics_address = ray.get(control_plane.start.remote(), timeout=START_TIMEOUT_S)
+    except BaseException:
+        ray.kill(control_plane)  # and, with it, the workers it launched
+        if started_ray:
+            ray.shutdown()
+        raise
     serve.start(
         grpc_options=gRPCOptions(port=config.port, grpc_servicer_functions=SERVICERS),
         http_options={"host": config.host, "port": free_port(config.host)},
@@ -95,7 +102,8 @@ def start_cluster(config: ClusterConfig, ray_init_kwargs: dict | None = None) ->
         name=APP_NAME,
         route_prefix="/",
     )
-    return RunningCluster(config, f"{config.host}:{config.port}", control_plane, started_ray)
+    address = f"{config.host}:{config.port}"
+    return RunningCluster(config, address, control_plane, started_ray, metrics_address)
 
 
 def config_from_args(args: argparse.Namespace) -> ClusterConfig:
@@ -112,6 +120,7 @@ def config_from_args(args: argparse.Namespace) -> ClusterConfig:
         config = replace(config, models={name: source}, pools=pools)
     overrides = {
         "port": args.port,
+        "metrics_port": args.metrics_port,
         "ray_address": args.address,
         "api_token": args.api_token,
         "admin_token": args.admin_token,
@@ -125,8 +134,13 @@ def run_until_interrupted(args: argparse.Namespace) -> int:
     print(f"starting Triserve: pools {layout}; models {sorted(config.models)}", flush=True)
     started = time.monotonic()
     cluster = start_cluster(config)
+    metrics = (
+        f"Prometheus metrics on http://{cluster.metrics_address}/metrics"
+        if cluster.metrics_address
+        else "metrics off"
+    )
     print(
-        f"Triserve is serving gRPC on {cluster.address} "
+        f"Triserve is serving gRPC on {cluster.address}, {metrics} "
         f"(ready in {time.monotonic() - started:.0f} s). Try:\n"
         f"  .venv/bin/triserve generate --server {cluster.address} "
         f'--prompt "Hello, who are you?" --max-tokens 32\n'

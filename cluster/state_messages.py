@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from cluster.cluster_state import ClusterSnapshot, PoolSnapshot
 from proto.triserve.v1 import triserve_pb2 as pb
+from scheduler.cost_model import WorkerCostSnapshot
+from scheduler.slo_ledger import SloLedger
 from scheduler.snapshot import WorkerSnapshot
 from scheduler.trace import Trace
 
 ACTIVE_STATES = ("queued", "encoding", "prefilling", "decoding")
 
 
-def worker_state_message(worker: WorkerSnapshot) -> pb.WorkerState:
+def worker_state_message(
+    worker: WorkerSnapshot, cost: WorkerCostSnapshot | None = None
+) -> pb.WorkerState:
     message = pb.WorkerState(
         worker_id=worker.worker_id, stages=worker.stages, draining=worker.is_draining,
         epoch=worker.epoch,
     )  # fmt: skip
+    if cost is not None:
+        message.cost_model.CopyFrom(cost_model_message(cost))
     load = worker.load
     if load is not None:
         message.encode_queued = load.num_encode_queued
@@ -28,21 +34,62 @@ def worker_state_message(worker: WorkerSnapshot) -> pb.WorkerState:
     return message
 
 
+def cost_model_message(cost: WorkerCostSnapshot) -> pb.WorkerCostModel:
+    message = pb.WorkerCostModel(
+        corrections=cost.corrections, num_observations=cost.num_observations,
+        max_num_batched_tokens=cost.max_num_batched_tokens,
+        max_encode_images=cost.max_encode_images,
+    )  # fmt: skip
+    if cost.encode is not None:
+        message.encode_base_ms = cost.encode.base_ms
+        message.encode_ms_per_image_token = cost.encode.per_unit_ms
+    if cost.prefill is not None:
+        message.prefill_base_ms = cost.prefill.base_ms
+        message.prefill_ms_per_token = cost.prefill.per_unit_ms
+    if cost.decode is not None:
+        message.decode_base_ms = cost.decode.base_ms
+        message.decode_ms_per_seq = cost.decode.per_seq_ms
+        message.decode_ms_per_context_token = cost.decode.per_context_token_ms
+    return message
+
+
 def pool_state_message(pool: PoolSnapshot) -> pb.PoolState:
     return pb.PoolState(
         name=pool.name, stages=pool.stages, model=pool.model,
         target_workers=pool.target_workers,
-        workers=[worker_state_message(w) for w in pool.workers],
+        workers=[worker_state_message(w, pool.costs.get(w.worker_id)) for w in pool.workers],
     )  # fmt: skip
+
+
+def class_state_messages(ledger: SloLedger) -> list[pb.RequestClassState]:
+    return [
+        pb.RequestClassState(
+            request_class=name,
+            finished=counts.num_finished,
+            attained=counts.num_attained,
+            rejected=counts.num_rejected,
+            degraded=counts.num_degraded,
+            best_effort=counts.num_best_effort,
+            failed=counts.num_failed,
+        )  # fmt: skip
+        for name, counts in ledger.classes.items()
+    ]
 
 
 def cluster_state_message(snapshot: ClusterSnapshot) -> pb.ClusterState:
     counts = snapshot.num_requests_by_state
-    return pb.ClusterState(
+    message = pb.ClusterState(
         pools=[pool_state_message(pool) for pool in snapshot.pools],
         requests_in_flight=sum(counts.get(state, 0) for state in ACTIVE_STATES),
         requests_by_state=counts,
+        queued_by_stage=snapshot.num_queued_by_stage,
     )
+    ledger = snapshot.ledger
+    if ledger is not None:
+        message.classes.extend(class_state_messages(ledger))
+        message.prefix_hit_rate = ledger.prefix_hit_rate
+        message.embedding_hit_rate = ledger.embedding_hit_rate
+    return message
 
 
 def trace_message(trace: Trace) -> pb.Trace:

@@ -32,6 +32,7 @@ def cluster(ray_cluster, tiny_model_dir):
             pool("colocated", "EPD", "coloc"),
         ),
         port=0,
+        metrics_port=0,  # never the default 9464, which a running server may hold
         api_token=API_TOKEN,
         admin_token=ADMIN_TOKEN,
     )

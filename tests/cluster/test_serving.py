@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from cluster.client import TriserveClient, TriserveError
 from tests.cluster.conftest import ADMIN_TOKEN, API_TOKEN
@@ -139,7 +141,8 @@ def test_cancelling_a_stream_frees_its_blocks_everywhere(client):
 
 
 def test_trace_shows_every_stage_and_transfer(client):
-    text, images = REQUESTS["one_image"]
+    text, _ = REQUESTS["one_image"]
+    images = [png(4242)]  # seen by no other test: no worker holds its embeddings yet
     done = client.complete(
         prompt=text, images=images, model="disagg", max_tokens=8, request_id="traced"
     )
@@ -157,6 +160,56 @@ def test_trace_shows_every_stage_and_transfer(client):
     assert transfers["embedding_transfer"].bytes > 0 and transfers["kv_transfer"].bytes > 0
     times = [event.time_ms for event in trace.events]
     assert times == sorted(times) and trace.state == "finished"
+
+
+def test_image_seen_before_skips_encode_on_the_worker_holding_its_embeddings(client):
+    text, _ = REQUESTS["one_image"]
+    images = [png(4343)]
+    first = client.complete(prompt=text, images=images, model="disagg", max_tokens=4)
+    again = client.complete(prompt=text, images=images, model="disagg", max_tokens=4)
+
+    assert again.token_ids == first.token_ids
+    names = [event.event for event in client.trace(again.request_id).events]
+    assert "encode_skipped" in names and "encode_start" not in names
+    assert "embedding_transfer" not in names
+
+
+def scrape(address: str) -> dict[tuple[str, tuple], float]:
+    """(sample name, sorted labels) -> value, from the cluster's /metrics endpoint."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=30) as answer:
+        body = answer.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+    }
+
+
+def test_metrics_endpoint_counts_a_text_requests_ttft_and_reads_the_scheduler(cluster, client):
+    client.complete(prompt="Hello, metrics.", model="disagg", max_tokens=4)
+    sand_ttft = ("triserve_ttft_seconds_count", (("request_class", "sand"),))
+
+    def scraped_after_the_request():
+        samples = scrape(cluster.metrics_address)
+        return samples if samples.get(sand_ttft, 0) >= 1 else None
+
+    samples = wait_until(scraped_after_the_request)
+    pools = {dict(labels)["pool"] for name, labels in samples if name == "triserve_pool_workers"}
+    assert pools == {"encode", "prefill", "decode", "colocated"}  # read on the scheduler's loop
+
+
+def test_cluster_state_shows_a_cost_model_per_worker_and_slo_counts_per_class(client):
+    client.complete(prompt="Hello, cost model.", model="coloc", max_tokens=4)
+    state = client.cluster_state()
+
+    workers = [w for pool in state.pools for w in pool.workers]
+    assert workers and all(w.HasField("cost_model") for w in workers)
+    for w in workers:
+        assert set(w.cost_model.corrections) == {"encode", "prefill", "decode"}
+        assert all(value > 0 for value in w.cost_model.corrections.values())
+    classes = {row.request_class: row for row in state.classes}
+    assert set(classes) == {"sand", "pebble", "rock"} and classes["sand"].finished >= 1
+    assert {"encode", "prefill"} <= set(state.queued_by_stage)  # decode jobs go straight out
 
 
 BAD_REQUESTS = {

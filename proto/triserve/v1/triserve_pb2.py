@@ -24,23 +24,29 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n proto/triserve/v1/triserve.proto\x12\x0btriserve.v1\"6\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"F\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12)\n\x07\x63ontent\x18\x02 \x03(\x0b\x32\x18.triserve.v1.ContentPart\")\n\tRawPrompt\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\"\xd0\x01\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x12\n\x05top_p\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x02\x88\x01\x01\x12\x16\n\x0estop_token_ids\x18\x06 \x03(\r\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\x12\n\nignore_eos\x18\x08 \x01(\x08\x42\r\n\x0b_max_tokensB\x08\n\x06_top_pB\x07\n\x05_seed\"I\n\x03SLO\x12\x14\n\x07ttft_ms\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x14\n\x07tpot_ms\x18\x02 \x01(\x02H\x01\x88\x01\x01\x42\n\n\x08_ttft_msB\n\n\x08_tpot_ms\"\xba\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x31\n\x0c\x63onversation\x18\x03 \x01(\x0b\x32\x19.triserve.v1.ConversationH\x00\x12%\n\x03raw\x18\x04 \x01(\x0b\x32\x16.triserve.v1.RawPromptH\x00\x12-\n\x08sampling\x18\x05 \x01(\x0b\x32\x1b.triserve.v1.SamplingParams\x12\x1d\n\x03slo\x18\x06 \x01(\x0b\x32\x10.triserve.v1.SLO\x12\'\n\x08priority\x18\x07 \x01(\x0e\x32\x15.triserve.v1.Priority\x12)\n\tadmission\x18\x08 \x01(\x0e\x32\x16.triserve.v1.AdmissionB\x08\n\x06prompt\"Y\n\x0c\x43onversation\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.triserve.v1.ChatMessage\x12\x1d\n\x15\x61\x64\x64_generation_prompt\x18\x02 \x01(\x08\"W\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\r\"\x9c\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x30\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x19.triserve.v1.FinishReason\x12!\n\x05usage\x18\x05 \x01(\x0b\x32\x12.triserve.v1.Usage\"\x18\n\x16GetClusterStateRequest\"\x93\x02\n\x0bWorkerState\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06stages\x18\x02 \x01(\t\x12\x10\n\x08\x64raining\x18\x03 \x01(\x08\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x15\n\rencode_queued\x18\x05 \x01(\r\x12\x0f\n\x07waiting\x18\x06 \x01(\r\x12\x0f\n\x07running\x18\x07 \x01(\r\x12\x17\n\x0fkv_blocks_total\x18\x08 \x01(\r\x12\x16\n\x0ekv_blocks_used\x18\t \x01(\r\x12\x18\n\x10kv_blocks_cached\x18\n \x01(\r\x12\x1f\n\x17\x65mbedding_cache_entries\x18\x0b \x01(\r\x12\x1b\n\x13prefix_cache_blocks\x18\x0c \x01(\r\"{\n\tPoolState\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06stages\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x16\n\x0etarget_workers\x18\x04 \x01(\r\x12)\n\x07workers\x18\x05 \x03(\x0b\x32\x18.triserve.v1.WorkerState\"\xd4\x01\n\x0c\x43lusterState\x12%\n\x05pools\x18\x01 \x03(\x0b\x32\x16.triserve.v1.PoolState\x12\x1a\n\x12requests_in_flight\x18\x02 \x01(\r\x12I\n\x11requests_by_state\x18\x03 \x03(\x0b\x32..triserve.v1.ClusterState.RequestsByStateEntry\x1a\x36\n\x14RequestsByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"1\n\x10ScalePoolRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0f\n\x07workers\x18\x02 \x01(\r\"9\n\x11ScalePoolResponse\x12$\n\x04pool\x18\x01 \x01(\x0b\x32\x16.triserve.v1.PoolState\"%\n\x0fGetTraceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"\xd7\x01\n\nTraceEvent\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x0f\n\x07time_ms\x18\x02 \x01(\x01\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x01\x12\r\n\x05\x62ytes\x18\x05 \x01(\x04\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\x12\x33\n\x06values\x18\x07 \x03(\x0b\x32#.triserve.v1.TraceEvent.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"{\n\x05Trace\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\'\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x17.triserve.v1.TraceEvent\x12\x17\n\x0f\x61rrival_unix_ms\x18\x05 \x01(\x01*R\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x18\n\x14PRIORITY_INTERACTIVE\x10\x01\x12\x12\n\x0ePRIORITY_BATCH\x10\x02*n\n\tAdmission\x12\x19\n\x15\x41\x44MISSION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41\x44MISSION_REJECT\x10\x01\x12\x15\n\x11\x41\x44MISSION_DEGRADE\x10\x02\x12\x19\n\x15\x41\x44MISSION_BEST_EFFORT\x10\x03*|\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x32\xb2\x02\n\x08Triserve\x12I\n\x08Generate\x12\x1c.triserve.v1.GenerateRequest\x1a\x1d.triserve.v1.GenerateResponse0\x01\x12Q\n\x0fGetClusterState\x12#.triserve.v1.GetClusterStateRequest\x1a\x19.triserve.v1.ClusterState\x12J\n\tScalePool\x12\x1d.triserve.v1.ScalePoolRequest\x1a\x1e.triserve.v1.ScalePoolResponse\x12<\n\x08GetTrace\x12\x1c.triserve.v1.GetTraceRequest\x1a\x12.triserve.v1.Traceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n proto/triserve/v1/triserve.proto\x12\x0btriserve.v1\"6\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"F\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12)\n\x07\x63ontent\x18\x02 \x03(\x0b\x32\x18.triserve.v1.ContentPart\")\n\tRawPrompt\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\"\xd0\x01\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x12\n\x05top_p\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x02\x88\x01\x01\x12\x16\n\x0estop_token_ids\x18\x06 \x03(\r\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\x12\n\nignore_eos\x18\x08 \x01(\x08\x42\r\n\x0b_max_tokensB\x08\n\x06_top_pB\x07\n\x05_seed\"I\n\x03SLO\x12\x14\n\x07ttft_ms\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x14\n\x07tpot_ms\x18\x02 \x01(\x02H\x01\x88\x01\x01\x42\n\n\x08_ttft_msB\n\n\x08_tpot_ms\"\xba\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x31\n\x0c\x63onversation\x18\x03 \x01(\x0b\x32\x19.triserve.v1.ConversationH\x00\x12%\n\x03raw\x18\x04 \x01(\x0b\x32\x16.triserve.v1.RawPromptH\x00\x12-\n\x08sampling\x18\x05 \x01(\x0b\x32\x1b.triserve.v1.SamplingParams\x12\x1d\n\x03slo\x18\x06 \x01(\x0b\x32\x10.triserve.v1.SLO\x12\'\n\x08priority\x18\x07 \x01(\x0e\x32\x15.triserve.v1.Priority\x12)\n\tadmission\x18\x08 \x01(\x0e\x32\x16.triserve.v1.AdmissionB\x08\n\x06prompt\"Y\n\x0c\x43onversation\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.triserve.v1.ChatMessage\x12\x1d\n\x15\x61\x64\x64_generation_prompt\x18\x02 \x01(\x08\"W\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\r\"\x9c\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x30\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x19.triserve.v1.FinishReason\x12!\n\x05usage\x18\x05 \x01(\x0b\x32\x12.triserve.v1.Usage\"\x18\n\x16GetClusterStateRequest\"\xc5\x02\n\x0bWorkerState\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06stages\x18\x02 \x01(\t\x12\x10\n\x08\x64raining\x18\x03 \x01(\x08\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x15\n\rencode_queued\x18\x05 \x01(\r\x12\x0f\n\x07waiting\x18\x06 \x01(\r\x12\x0f\n\x07running\x18\x07 \x01(\r\x12\x17\n\x0fkv_blocks_total\x18\x08 \x01(\r\x12\x16\n\x0ekv_blocks_used\x18\t \x01(\r\x12\x18\n\x10kv_blocks_cached\x18\n \x01(\r\x12\x1f\n\x17\x65mbedding_cache_entries\x18\x0b \x01(\r\x12\x1b\n\x13prefix_cache_blocks\x18\x0c \x01(\r\x12\x30\n\ncost_model\x18\r \x01(\x0b\x32\x1c.triserve.v1.WorkerCostModel\"\xce\x04\n\x0fWorkerCostModel\x12\x16\n\x0e\x65ncode_base_ms\x18\x01 \x01(\x01\x12!\n\x19\x65ncode_ms_per_image_token\x18\x02 \x01(\x01\x12\x17\n\x0fprefill_base_ms\x18\x03 \x01(\x01\x12\x1c\n\x14prefill_ms_per_token\x18\x04 \x01(\x01\x12\x16\n\x0e\x64\x65\x63ode_base_ms\x18\x05 \x01(\x01\x12\x19\n\x11\x64\x65\x63ode_ms_per_seq\x18\x06 \x01(\x01\x12#\n\x1b\x64\x65\x63ode_ms_per_context_token\x18\x07 \x01(\x01\x12\x42\n\x0b\x63orrections\x18\x08 \x03(\x0b\x32-.triserve.v1.WorkerCostModel.CorrectionsEntry\x12K\n\x10num_observations\x18\t \x03(\x0b\x32\x31.triserve.v1.WorkerCostModel.NumObservationsEntry\x12#\n\x16max_num_batched_tokens\x18\n \x01(\rH\x00\x88\x01\x01\x12\x1e\n\x11max_encode_images\x18\x0b \x01(\rH\x01\x88\x01\x01\x1a\x32\n\x10\x43orrectionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x36\n\x14NumObservationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\x42\x19\n\x17_max_num_batched_tokensB\x14\n\x12_max_encode_images\"{\n\tPoolState\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06stages\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x16\n\x0etarget_workers\x18\x04 \x01(\r\x12)\n\x07workers\x18\x05 \x03(\x0b\x32\x18.triserve.v1.WorkerState\"\x97\x01\n\x11RequestClassState\x12\x15\n\rrequest_class\x18\x01 \x01(\t\x12\x10\n\x08\x66inished\x18\x02 \x01(\r\x12\x10\n\x08\x61ttained\x18\x03 \x01(\r\x12\x10\n\x08rejected\x18\x04 \x01(\r\x12\x10\n\x08\x64\x65graded\x18\x05 \x01(\r\x12\x13\n\x0b\x62\x65st_effort\x18\x06 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x07 \x01(\r\"\xb7\x03\n\x0c\x43lusterState\x12%\n\x05pools\x18\x01 \x03(\x0b\x32\x16.triserve.v1.PoolState\x12\x1a\n\x12requests_in_flight\x18\x02 \x01(\r\x12I\n\x11requests_by_state\x18\x03 \x03(\x0b\x32..triserve.v1.ClusterState.RequestsByStateEntry\x12\x45\n\x0fqueued_by_stage\x18\x04 \x03(\x0b\x32,.triserve.v1.ClusterState.QueuedByStageEntry\x12/\n\x07\x63lasses\x18\x05 \x03(\x0b\x32\x1e.triserve.v1.RequestClassState\x12\x17\n\x0fprefix_hit_rate\x18\x06 \x01(\x01\x12\x1a\n\x12\x65mbedding_hit_rate\x18\x07 \x01(\x01\x1a\x36\n\x14RequestsByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\x1a\x34\n\x12QueuedByStageEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"1\n\x10ScalePoolRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0f\n\x07workers\x18\x02 \x01(\r\"9\n\x11ScalePoolResponse\x12$\n\x04pool\x18\x01 \x01(\x0b\x32\x16.triserve.v1.PoolState\"%\n\x0fGetTraceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"\xd7\x01\n\nTraceEvent\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x0f\n\x07time_ms\x18\x02 \x01(\x01\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x01\x12\r\n\x05\x62ytes\x18\x05 \x01(\x04\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\x12\x33\n\x06values\x18\x07 \x03(\x0b\x32#.triserve.v1.TraceEvent.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"{\n\x05Trace\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\'\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x17.triserve.v1.TraceEvent\x12\x17\n\x0f\x61rrival_unix_ms\x18\x05 \x01(\x01*R\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x18\n\x14PRIORITY_INTERACTIVE\x10\x01\x12\x12\n\x0ePRIORITY_BATCH\x10\x02*n\n\tAdmission\x12\x19\n\x15\x41\x44MISSION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41\x44MISSION_REJECT\x10\x01\x12\x15\n\x11\x41\x44MISSION_DEGRADE\x10\x02\x12\x19\n\x15\x41\x44MISSION_BEST_EFFORT\x10\x03*|\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x32\xb2\x02\n\x08Triserve\x12I\n\x08Generate\x12\x1c.triserve.v1.GenerateRequest\x1a\x1d.triserve.v1.GenerateResponse0\x01\x12Q\n\x0fGetClusterState\x12#.triserve.v1.GetClusterStateRequest\x1a\x19.triserve.v1.ClusterState\x12J\n\tScalePool\x12\x1d.triserve.v1.ScalePoolRequest\x1a\x1e.triserve.v1.ScalePoolResponse\x12<\n\x08GetTrace\x12\x1c.triserve.v1.GetTraceRequest\x1a\x12.triserve.v1.Traceb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.triserve.v1.triserve_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_WORKERCOSTMODEL_CORRECTIONSENTRY']._loaded_options = None
+  _globals['_WORKERCOSTMODEL_CORRECTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_WORKERCOSTMODEL_NUMOBSERVATIONSENTRY']._loaded_options = None
+  _globals['_WORKERCOSTMODEL_NUMOBSERVATIONSENTRY']._serialized_options = b'8\001'
   _globals['_CLUSTERSTATE_REQUESTSBYSTATEENTRY']._loaded_options = None
   _globals['_CLUSTERSTATE_REQUESTSBYSTATEENTRY']._serialized_options = b'8\001'
+  _globals['_CLUSTERSTATE_QUEUEDBYSTAGEENTRY']._loaded_options = None
+  _globals['_CLUSTERSTATE_QUEUEDBYSTAGEENTRY']._serialized_options = b'8\001'
   _globals['_TRACEEVENT_VALUESENTRY']._loaded_options = None
   _globals['_TRACEEVENT_VALUESENTRY']._serialized_options = b'8\001'
-  _globals['_PRIORITY']._serialized_start=2298
-  _globals['_PRIORITY']._serialized_end=2380
-  _globals['_ADMISSION']._serialized_start=2382
-  _globals['_ADMISSION']._serialized_end=2492
-  _globals['_FINISHREASON']._serialized_start=2494
-  _globals['_FINISHREASON']._serialized_end=2618
+  _globals['_PRIORITY']._serialized_start=3322
+  _globals['_PRIORITY']._serialized_end=3404
+  _globals['_ADMISSION']._serialized_start=3406
+  _globals['_ADMISSION']._serialized_end=3516
+  _globals['_FINISHREASON']._serialized_start=3518
+  _globals['_FINISHREASON']._serialized_end=3642
   _globals['_CONTENTPART']._serialized_start=49
   _globals['_CONTENTPART']._serialized_end=103
   _globals['_CHATMESSAGE']._serialized_start=105
@@ -62,25 +68,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCLUSTERSTATEREQUEST']._serialized_start=1162
   _globals['_GETCLUSTERSTATEREQUEST']._serialized_end=1186
   _globals['_WORKERSTATE']._serialized_start=1189
-  _globals['_WORKERSTATE']._serialized_end=1464
-  _globals['_POOLSTATE']._serialized_start=1466
-  _globals['_POOLSTATE']._serialized_end=1589
-  _globals['_CLUSTERSTATE']._serialized_start=1592
-  _globals['_CLUSTERSTATE']._serialized_end=1804
-  _globals['_CLUSTERSTATE_REQUESTSBYSTATEENTRY']._serialized_start=1750
-  _globals['_CLUSTERSTATE_REQUESTSBYSTATEENTRY']._serialized_end=1804
-  _globals['_SCALEPOOLREQUEST']._serialized_start=1806
-  _globals['_SCALEPOOLREQUEST']._serialized_end=1855
-  _globals['_SCALEPOOLRESPONSE']._serialized_start=1857
-  _globals['_SCALEPOOLRESPONSE']._serialized_end=1914
-  _globals['_GETTRACEREQUEST']._serialized_start=1916
-  _globals['_GETTRACEREQUEST']._serialized_end=1953
-  _globals['_TRACEEVENT']._serialized_start=1956
-  _globals['_TRACEEVENT']._serialized_end=2171
-  _globals['_TRACEEVENT_VALUESENTRY']._serialized_start=2126
-  _globals['_TRACEEVENT_VALUESENTRY']._serialized_end=2171
-  _globals['_TRACE']._serialized_start=2173
-  _globals['_TRACE']._serialized_end=2296
-  _globals['_TRISERVE']._serialized_start=2621
-  _globals['_TRISERVE']._serialized_end=2927
+  _globals['_WORKERSTATE']._serialized_end=1514
+  _globals['_WORKERCOSTMODEL']._serialized_start=1517
+  _globals['_WORKERCOSTMODEL']._serialized_end=2107
+  _globals['_WORKERCOSTMODEL_CORRECTIONSENTRY']._serialized_start=1952
+  _globals['_WORKERCOSTMODEL_CORRECTIONSENTRY']._serialized_end=2002
+  _globals['_WORKERCOSTMODEL_NUMOBSERVATIONSENTRY']._serialized_start=2004
+  _globals['_WORKERCOSTMODEL_NUMOBSERVATIONSENTRY']._serialized_end=2058
+  _globals['_POOLSTATE']._serialized_start=2109
+  _globals['_POOLSTATE']._serialized_end=2232
+  _globals['_REQUESTCLASSSTATE']._serialized_start=2235
+  _globals['_REQUESTCLASSSTATE']._serialized_end=2386
+  _globals['_CLUSTERSTATE']._serialized_start=2389
+  _globals['_CLUSTERSTATE']._serialized_end=2828
+  _globals['_CLUSTERSTATE_REQUESTSBYSTATEENTRY']._serialized_start=2720
+  _globals['_CLUSTERSTATE_REQUESTSBYSTATEENTRY']._serialized_end=2774
+  _globals['_CLUSTERSTATE_QUEUEDBYSTAGEENTRY']._serialized_start=2776
+  _globals['_CLUSTERSTATE_QUEUEDBYSTAGEENTRY']._serialized_end=2828
+  _globals['_SCALEPOOLREQUEST']._serialized_start=2830
+  _globals['_SCALEPOOLREQUEST']._serialized_end=2879
+  _globals['_SCALEPOOLRESPONSE']._serialized_start=2881
+  _globals['_SCALEPOOLRESPONSE']._serialized_end=2938
+  _globals['_GETTRACEREQUEST']._serialized_start=2940
+  _globals['_GETTRACEREQUEST']._serialized_end=2977
+  _globals['_TRACEEVENT']._serialized_start=2980
+  _globals['_TRACEEVENT']._serialized_end=3195
+  _globals['_TRACEEVENT_VALUESENTRY']._serialized_start=3150
+  _globals['_TRACEEVENT_VALUESENTRY']._serialized_end=3195
+  _globals['_TRACE']._serialized_start=3197
+  _globals['_TRACE']._serialized_end=3320
+  _globals['_TRISERVE']._serialized_start=3645
+  _globals['_TRISERVE']._serialized_end=3951
 # @@protoc_insertion_point(module_scope)

@@ -147,7 +147,7 @@ class GetClusterStateRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WorkerState(_message.Message):
-    __slots__ = ("worker_id", "stages", "draining", "epoch", "encode_queued", "waiting", "running", "kv_blocks_total", "kv_blocks_used", "kv_blocks_cached", "embedding_cache_entries", "prefix_cache_blocks")
+    __slots__ = ("worker_id", "stages", "draining", "epoch", "encode_queued", "waiting", "running", "kv_blocks_total", "kv_blocks_used", "kv_blocks_cached", "embedding_cache_entries", "prefix_cache_blocks", "cost_model")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     STAGES_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +160,7 @@ class WorkerState(_message.Message):
     KV_BLOCKS_CACHED_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_CACHE_ENTRIES_FIELD_NUMBER: _ClassVar[int]
     PREFIX_CACHE_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    COST_MODEL_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     stages: str
     draining: bool
@@ -172,7 +173,48 @@ class WorkerState(_message.Message):
     kv_blocks_cached: int
     embedding_cache_entries: int
     prefix_cache_blocks: int
-    def __init__(self, worker_id: _Optional[str] = ..., stages: _Optional[str] = ..., draining: _Optional[bool] = ..., epoch: _Optional[int] = ..., encode_queued: _Optional[int] = ..., waiting: _Optional[int] = ..., running: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., kv_blocks_used: _Optional[int] = ..., kv_blocks_cached: _Optional[int] = ..., embedding_cache_entries: _Optional[int] = ..., prefix_cache_blocks: _Optional[int] = ...) -> None: ...
+    cost_model: WorkerCostModel
+    def __init__(self, worker_id: _Optional[str] = ..., stages: _Optional[str] = ..., draining: _Optional[bool] = ..., epoch: _Optional[int] = ..., encode_queued: _Optional[int] = ..., waiting: _Optional[int] = ..., running: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., kv_blocks_used: _Optional[int] = ..., kv_blocks_cached: _Optional[int] = ..., embedding_cache_entries: _Optional[int] = ..., prefix_cache_blocks: _Optional[int] = ..., cost_model: _Optional[_Union[WorkerCostModel, _Mapping]] = ...) -> None: ...
+
+class WorkerCostModel(_message.Message):
+    __slots__ = ("encode_base_ms", "encode_ms_per_image_token", "prefill_base_ms", "prefill_ms_per_token", "decode_base_ms", "decode_ms_per_seq", "decode_ms_per_context_token", "corrections", "num_observations", "max_num_batched_tokens", "max_encode_images")
+    class CorrectionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class NumObservationsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ENCODE_BASE_MS_FIELD_NUMBER: _ClassVar[int]
+    ENCODE_MS_PER_IMAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_BASE_MS_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_MS_PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    DECODE_BASE_MS_FIELD_NUMBER: _ClassVar[int]
+    DECODE_MS_PER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    DECODE_MS_PER_CONTEXT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CORRECTIONS_FIELD_NUMBER: _ClassVar[int]
+    NUM_OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_NUM_BATCHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ENCODE_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    encode_base_ms: float
+    encode_ms_per_image_token: float
+    prefill_base_ms: float
+    prefill_ms_per_token: float
+    decode_base_ms: float
+    decode_ms_per_seq: float
+    decode_ms_per_context_token: float
+    corrections: _containers.ScalarMap[str, float]
+    num_observations: _containers.ScalarMap[str, int]
+    max_num_batched_tokens: int
+    max_encode_images: int
+    def __init__(self, encode_base_ms: _Optional[float] = ..., encode_ms_per_image_token: _Optional[float] = ..., prefill_base_ms: _Optional[float] = ..., prefill_ms_per_token: _Optional[float] = ..., decode_base_ms: _Optional[float] = ..., decode_ms_per_seq: _Optional[float] = ..., decode_ms_per_context_token: _Optional[float] = ..., corrections: _Optional[_Mapping[str, float]] = ..., num_observations: _Optional[_Mapping[str, int]] = ..., max_num_batched_tokens: _Optional[int] = ..., max_encode_images: _Optional[int] = ...) -> None: ...
 
 class PoolState(_message.Message):
     __slots__ = ("name", "stages", "model", "target_workers", "workers")
@@ -188,9 +230,34 @@ class PoolState(_message.Message):
     workers: _containers.RepeatedCompositeFieldContainer[WorkerState]
     def __init__(self, name: _Optional[str] = ..., stages: _Optional[str] = ..., model: _Optional[str] = ..., target_workers: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerState, _Mapping]]] = ...) -> None: ...
 
+class RequestClassState(_message.Message):
+    __slots__ = ("request_class", "finished", "attained", "rejected", "degraded", "best_effort", "failed")
+    REQUEST_CLASS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    ATTAINED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    BEST_EFFORT_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    request_class: str
+    finished: int
+    attained: int
+    rejected: int
+    degraded: int
+    best_effort: int
+    failed: int
+    def __init__(self, request_class: _Optional[str] = ..., finished: _Optional[int] = ..., attained: _Optional[int] = ..., rejected: _Optional[int] = ..., degraded: _Optional[int] = ..., best_effort: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
+
 class ClusterState(_message.Message):
-    __slots__ = ("pools", "requests_in_flight", "requests_by_state")
+    __slots__ = ("pools", "requests_in_flight", "requests_by_state", "queued_by_stage", "classes", "prefix_hit_rate", "embedding_hit_rate")
     class RequestsByStateEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class QueuedByStageEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -200,10 +267,18 @@ class ClusterState(_message.Message):
     POOLS_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_BY_STATE_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_BY_STAGE_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_HIT_RATE_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_HIT_RATE_FIELD_NUMBER: _ClassVar[int]
     pools: _containers.RepeatedCompositeFieldContainer[PoolState]
     requests_in_flight: int
     requests_by_state: _containers.ScalarMap[str, int]
-    def __init__(self, pools: _Optional[_Iterable[_Union[PoolState, _Mapping]]] = ..., requests_in_flight: _Optional[int] = ..., requests_by_state: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    queued_by_stage: _containers.ScalarMap[str, int]
+    classes: _containers.RepeatedCompositeFieldContainer[RequestClassState]
+    prefix_hit_rate: float
+    embedding_hit_rate: float
+    def __init__(self, pools: _Optional[_Iterable[_Union[PoolState, _Mapping]]] = ..., requests_in_flight: _Optional[int] = ..., requests_by_state: _Optional[_Mapping[str, int]] = ..., queued_by_stage: _Optional[_Mapping[str, int]] = ..., classes: _Optional[_Iterable[_Union[RequestClassState, _Mapping]]] = ..., prefix_hit_rate: _Optional[float] = ..., embedding_hit_rate: _Optional[float] = ...) -> None: ...
 
 class ScalePoolRequest(_message.Message):
     __slots__ = ("pool", "workers")

@@ -68,7 +68,8 @@ class TriserveServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetClusterState(self, request, context):
-        """Pools, workers, queues, KV usage and cache sizes.
+        """Pools, workers, queues, KV usage, cache sizes, the scheduler's cost model of each worker,
+        and SLO outcomes per request class.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
