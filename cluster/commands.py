@@ -58,12 +58,15 @@ def _generate_remote(args: argparse.Namespace) -> int:
                 request_id=args.request_id, max_tokens=args.max_tokens,
                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                 seed=args.seed, stop=args.stop, ignore_eos=args.ignore_eos,
+                ttft_ms=args.ttft_ms, tpot_ms=args.tpot_ms, priority=args.priority,
+                admission=args.admission,
             ):  # fmt: skip
                 done.add(chunk)
                 if not args.json:
                     print(chunk.text, end="", flush=True)
     except TriserveError as e:
-        return _error(f"{e.code.name}: {e.details}")
+        hint = f" (retry after {e.retry_after_ms:.0f} ms)" if e.retry_after_ms else ""
+        return _error(f"{e.code.name}: {e.details}{hint}")
     if args.json:
         _print_answer(args, done.token_ids, done.text, done.request_id)
     else:
