@@ -25,6 +25,9 @@ values raise `ConfigError` naming the key. `deploy/cluster.example.yaml` shows a
         embedding_cache_size: 128      # images whose embeddings a worker keeps (LRU)
         torch_threads: null            # torch threads per worker process; null: torch's default
         max_restarts: 3                # restarts of a crashed worker actor; -1: unlimited
+        profile_at_start: true         # measure encode/prefill/decode times at start-up
+                                       # (CPU: 0.2 s tiny, a few s small) and size each engine
+                                       # step to the strictest scheduler.*_tpot_ms
     host: 127.0.0.1         # address the ingress listens on
     port: 50051             # gRPC port (0: any free port)
     api_token: null         # bearer token clients must send; "env:NAME" reads $NAME
@@ -82,6 +85,7 @@ class PoolConfig:
     embedding_cache_size: int = 128
     torch_threads: int | None = None
     max_restarts: int = 3
+    profile_at_start: bool = True
 
     def __post_init__(self) -> None:
         where = f"pool {self.name!r}"
@@ -110,12 +114,16 @@ class PoolConfig:
             embedding_cache_size=self.embedding_cache_size,
         )  # fmt: skip
 
-    def worker_config(self, worker_id: str, model_dir: str | Path):
+    def worker_config(
+        self, worker_id: str, model_dir: str | Path, tpot_target_ms: float | None = None
+    ):
+        """`tpot_target_ms`: what a profiling worker derives its step budgets from."""
         from workers.worker import WorkerConfig
 
         return WorkerConfig(
             worker_id, self.engine_config(model_dir), pool=self.name, model=self.model,
-            torch_threads=self.torch_threads,
+            torch_threads=self.torch_threads, profile_at_start=self.profile_at_start,
+            tpot_target_ms=tpot_target_ms,
         )  # fmt: skip
 
 

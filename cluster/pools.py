@@ -11,7 +11,9 @@ request is cut off:
     await manager.retire("decode-2", force=True)   # kill now; its requests need re-driving
 
 The newest workers of a pool are drained first. Workers are launched by a `WorkerLauncher`:
-`RayWorkerLauncher` makes WorkerActors; tests can pass in-process or fake launchers.
+`RayWorkerLauncher` makes WorkerActors; tests can pass in-process or fake launchers. A worker
+of a pool with `profile_at_start` (the default) measures its engine before it reports ready,
+and sizes its steps to the scheduler's strictest TPOT target (workers/profiler.py).
 """
 
 from __future__ import annotations
@@ -157,11 +159,12 @@ class PoolManager:
 
     async def _launch(self, launches: list[tuple[PoolConfig, int]]) -> list[ManagedWorker]:
         configs = []
+        tpot_ms = self.config.scheduler.strictest_tpot_ms  # workers size their steps to it
         for pool, count in launches:
             model_dir = await asyncio.to_thread(self.config.model_dir, pool.model)
             for _ in range(count):
                 worker_id = f"{pool.name}-{next(self._next_index[pool.name])}"
-                configs.append((pool, pool.worker_config(worker_id, model_dir)))
+                configs.append((pool, pool.worker_config(worker_id, model_dir, tpot_ms)))
         results = await asyncio.gather(
             *(self.launcher.launch(worker, pool) for pool, worker in configs),
             return_exceptions=True,

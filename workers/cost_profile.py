@@ -104,11 +104,13 @@ def derive_budgets(
     reference_context: int,
     token_ceiling: int,
     token_floor: int,
+    image_ceiling: int,
 ) -> StepBudgets:
     """Budgets that keep one turn (a decode step of `reference_batch` requests of
     `reference_context` tokens each, plus its prefill chunk or its encodes) within the TPOT
-    target. The token budget stays in [token_floor, token_ceiling]; at least one image is
-    encoded per turn, so encodes always make progress."""
+    target. The token budget stays in [token_floor, token_ceiling] and the image budget in
+    [1, image_ceiling]: at least one image is encoded per turn, so encodes always make
+    progress, and a cost fitted as free (slope 0) still gives a finite budget."""
     decode_ms = (
         decode.predict(reference_batch, reference_batch * reference_context) if decode else 0
     )
@@ -118,7 +120,7 @@ def derive_budgets(
         tokens = int(min(token_ceiling, prefill.max_units_within(room_ms)))
     images = 1
     if encode is not None and image_tokens_per_image > 0:
-        images = int(encode.max_units_within(room_ms) // image_tokens_per_image)
+        images = int(min(image_ceiling, encode.max_units_within(room_ms) / image_tokens_per_image))
     return StepBudgets(max(token_floor, tokens), max(1, images))
 
 

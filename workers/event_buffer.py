@@ -3,12 +3,15 @@
 The engine thread fills one per turn; the worker merges turns into the buffer the next poll
 takes. A poller that falls behind thus gets several steps in one message: `num_steps` says how
 many, and each request's token deltas are merged into one, their step counts and times summed.
+Cache deltas merge net (engine/cache_delta.py): an entry gained in one turn and lost in a later
+one of the same message is in neither list, so a message covering several turns stays exact.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from workers.engine.cache_delta import CacheDelta
 from workers.protocol import (
     EncodeDone,
     PrefillDone,
@@ -31,6 +34,8 @@ class EventBuffer:
     failures: list[StageFailed] = field(default_factory=list)
     step_ms: float = 0.0  # engine.step time only; encode time is in each EncodeDone
     num_steps: int = 0
+    prefix_blocks: CacheDelta[str] = field(default_factory=CacheDelta)  # hex block hashes
+    embeddings: CacheDelta[str] = field(default_factory=CacheDelta)  # image hashes
 
     def add_tokens(self, delta: TokenDelta) -> None:
         earlier = self.tokens.get(delta.request_id)
@@ -47,14 +52,21 @@ class EventBuffer:
         self.failures += later.failures
         self.step_ms += later.step_ms
         self.num_steps += later.num_steps
+        self.prefix_blocks.merge(later.prefix_blocks)
+        self.embeddings.merge(later.embeddings)
 
     def is_empty(self) -> bool:
-        return not (self.tokens or self.encodes or self.prefills or self.consumed or self.failures)
+        has_events = self.tokens or self.encodes or self.prefills or self.consumed or self.failures
+        return not has_events and self.prefix_blocks.is_empty() and self.embeddings.is_empty()
 
     def to_message(self, worker_id: str, epoch: int, load: WorkerLoad) -> WorkerEvents:
         return WorkerEvents(
             worker_id, epoch, list(self.tokens.values()), self.encodes, self.prefills,
             self.consumed, self.failures, self.step_ms, load, self.num_steps,
+            prefix_blocks_added=list(self.prefix_blocks.added),
+            prefix_blocks_removed=list(self.prefix_blocks.removed),
+            embeddings_added=list(self.embeddings.added),
+            embeddings_removed=list(self.embeddings.removed),
         )  # fmt: skip
 
 

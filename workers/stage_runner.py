@@ -5,38 +5,35 @@ Single-threaded and synchronous: `WorkerCore` calls it from its engine thread on
     start_prefill / start_decode / queue_encode / abort   (the commands that arrived; the jobs'
                                                            arrays already fetched: job_inputs.py)
     turn():  engine.step()      -> TokenDelta per request, or PrefillDone + KV into the transport
-             one encode job     -> EncodeDone, embeddings in the transport (or only in the cache)
-    take_events()               -> everything of this turn, in one EventBuffer
+                                   (decodes first, then prefill chunks under the token budget)
+             encodes            -> at most `max_encode_images` images (encode_queue.py); each
+                                   finished job: EncodeDone, embeddings in the transport (or
+                                   only in the cache)
+    take_events()               -> everything of this turn, in one EventBuffer, with what the
+                                   prefix and embedding caches gained and lost
 
 Each job is timed from its arrival (see stage_timer.py): prefill until its first token, then
-decode. A job's own failure becomes a `StageFailed` for that request: retriable for a transfer
-that is missing, stale or corrupt (re-drive from the last good stage), invalid input for input
-the engine refuses, and neither for a job no worker could run. A reason is one short line and
-never an exception's text ("internal error", "engine step failed"): the exception is logged.
+decode. A job's own failure becomes a `StageFailed` for that request only (job_failures.py); a
+failed engine step fails its whole batch retriably ("engine step failed").
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import replace
 
+from workers.encode_queue import DEFAULT_MAX_ENCODE_IMAGES, EncodePiece, EncodeQueue
 from workers.engine.engine import Engine
 from workers.engine.errors import InvalidRequestError
 from workers.engine.image_processor import decode_image
 from workers.engine.messages import ImageEmbedding, PrefillResult, PromptKV, StepOutput
 from workers.event_buffer import EventBuffer
-from workers.job_inputs import (
-    FetchedEmbeddings,
-    FetchedKV,
-    InputFetcher,
-    KVLayout,
-    UnrunnableJobError,
-)
+from workers.job_failures import failures_of
+from workers.job_inputs import FetchedEmbeddings, FetchedKV, InputFetcher, KVLayout
 from workers.protocol import (
     DecodeJob,
     EmbeddingInput,
@@ -62,21 +59,25 @@ class StageRunner:
         engine: Engine,
         transport: Transport,
         clock: Callable[[], float] = time.perf_counter,  # seconds; job arrivals use it too
+        max_encode_images: int = DEFAULT_MAX_ENCODE_IMAGES,  # per turn (the profiled budget)
     ) -> None:
+        if max_encode_images < 1:
+            raise ValueError(f"max_encode_images must be >= 1, got {max_encode_images}")
         self.worker_id = worker_id
         self.epoch = epoch
         self.engine = engine
         self.transport = transport
         self.clock = clock
         self.fetcher = InputFetcher(worker_id, epoch, transport, kv_layout(engine), clock)
-        self.encode_queue: deque[tuple[EncodeJob, float]] = deque()  # with their arrival
+        self.max_encode_images = max_encode_images
+        self.encode_queue = EncodeQueue()
         self._jobs: dict[str, EngineJob] = {}  # by request id, while the engine has it
         self._events = EventBuffer()
 
     # ----------------------------------------------------------------- commands
     # `arrival`: when the job reached the worker (clock seconds); None: now.
     def queue_encode(self, job: EncodeJob, arrival: float | None = None) -> None:
-        self.encode_queue.append((job, self.clock() if arrival is None else arrival))
+        self.encode_queue.append(job, self.clock() if arrival is None else arrival)
 
     # `inputs`: the job's arrays, fetched and verified off the engine thread (see job_inputs.py),
     # or the error that fetching raised; None: fetch them here.
@@ -127,7 +128,7 @@ class StageRunner:
             self._events.consumed.append(fetched.consumed)
 
     def abort(self, request_id: str) -> None:
-        self.encode_queue = deque(q for q in self.encode_queue if q[0].request_id != request_id)
+        self.encode_queue.abort(request_id)
         self.engine.abort(request_id)  # its "abort" TokenDelta comes out of the next step
 
     # ----------------------------------------------------------------- one turn
@@ -135,34 +136,35 @@ class StageRunner:
         return bool(self.encode_queue) or self.engine.has_unfinished_requests()
 
     def turn(self) -> None:
-        """One engine step (decodes first, so images do not stretch TPOT), then one encode."""
+        """One engine step (decodes first, so images do not stretch TPOT), then the encodes
+        the image budget allows."""
         if self.engine.has_unfinished_requests():
             self._step()
-        if self.encode_queue:
-            self._encode(*self.encode_queue.popleft())
+        for piece in self.encode_queue.take(self.max_encode_images):
+            self._encode(piece)
 
     def take_events(self) -> EventBuffer:
+        """This turn's events (the commands' too), with the caches' changes since the last
+        take: O(changes), never a listing of the caches."""
         events, self._events = self._events, EventBuffer()
+        engine = self.engine
+        events.embeddings.merge(engine.embedding_cache.cache_delta.take())
+        if engine.batcher is not None:
+            events.prefix_blocks.merge(engine.block_pool.cache_delta.take().mapped(bytes.hex))
         return events
-
-    @property
-    def num_encode_images_queued(self) -> int:
-        return sum(len(job.images) for job, _ in self.encode_queue)
 
     def measure_load(self) -> WorkerLoad:
         """The load after a turn, with cache sizes but not their entries: it runs every turn
         and rides every poll (the entries: WorkerCore.load)."""
         stats, engine = self.engine.stats(), self.engine
-        # BlockPool counts its hashed blocks only by listing them: a copy of the dict's keys,
-        # no hashing or hexing (about 0.4 ms for 50k blocks).
         num_prefix_blocks = engine.block_pool.num_hashed_blocks if engine.batcher else 0
         return WorkerLoad(
             worker_id=self.worker_id, epoch=self.epoch, stages=engine.config.stages,
-            is_draining=False, num_encode_queued=self.num_encode_images_queued,
+            is_draining=False, num_encode_queued=self.encode_queue.num_images_queued,
             num_waiting=stats.num_waiting, num_running=stats.num_running,
             num_kv_blocks=stats.num_kv_blocks, num_kv_blocks_used=stats.num_used_blocks,
             num_kv_blocks_cached=stats.num_cached_blocks,
-            num_embedding_cache_entries=len(engine.embedding_cache.keys()),
+            num_embedding_cache_entries=len(engine.embedding_cache),
             num_prefix_cache_blocks=num_prefix_blocks,
         )  # fmt: skip
 
@@ -176,7 +178,8 @@ class StageRunner:
             logger.exception("engine step failed on %s", self.worker_id)
             for request_id, job in self._jobs.items():
                 self.engine.abort(request_id)
-                self._fail(request_id, job.stage, "engine step failed", retriable=True)
+                failure = StageFailed(request_id, job.stage, "engine step failed", True)
+                self._events.failures.append(failure)
             self._jobs.clear()
             return
         end = self.clock()
@@ -231,25 +234,36 @@ class StageRunner:
                 )
             )  # fmt: skip
 
-    def _encode(self, job: EncodeJob, arrival: float) -> None:
-        refs: list[EmbeddingInput] = []
+    def _encode(self, piece: EncodePiece) -> None:
+        """Encode one piece of a job; the job's last piece reports the whole job."""
+        progress, job = piece.progress, piece.progress.job
+        is_failed = True
         with self._failures_of(job.request_id, "encode"):
             start = self.clock()
-            embeddings = self.engine.encode([decode_image(image.data) for image in job.images])
+            embeddings = self.engine.encode([decode_image(image.data) for image in piece.images])
             compute_ms = (self.clock() - start) * 1e3
-            for image, embedding in zip(job.images, embeddings, strict=True):
+            for image, embedding in zip(piece.images, embeddings, strict=True):
                 if image.image_hash != embedding.image_hash:
                     raise InvalidRequestError(
                         f"image hash {image.image_hash} is not the decoded pixels' "
                         f"{embedding.image_hash} (see image_processor.image_hash)"
                     )
-            cached = set(self.engine.embedding_cache.keys())
-            if not job.export and all(e.image_hash in cached for e in embeddings):
-                refs = [EmbeddingInput(embedding.image_hash, None) for embedding in embeddings]
-            else:  # exported, also when the cache is too small to keep them all until prefill
-                refs = self._export(embeddings)
-            queue_ms = (start - arrival) * 1e3
-            self._events.encodes.append(EncodeDone(job.request_id, refs, compute_ms, queue_ms))
+            progress.record(start, embeddings, compute_ms)
+            if progress.is_done:
+                refs = self._embedding_refs(job, progress.embeddings)
+                done = EncodeDone(job.request_id, refs, progress.compute_ms, progress.queue_ms)
+                self._events.encodes.append(done)
+            is_failed = False
+        if is_failed or progress.is_done:  # a failed piece fails the whole job
+            self.encode_queue.remove(progress)
+
+    def _embedding_refs(
+        self, job: EncodeJob, embeddings: list[ImageEmbedding]
+    ) -> list[EmbeddingInput]:
+        cached = set(self.engine.embedding_cache.keys())
+        if not job.export and all(e.image_hash in cached for e in embeddings):
+            return [EmbeddingInput(embedding.image_hash, None) for embedding in embeddings]
+        return self._export(embeddings)  # also when the cache cannot keep them all until prefill
 
     def _export(self, embeddings: list[ImageEmbedding]) -> list[EmbeddingInput]:
         refs: list[EmbeddingInput] = []
@@ -264,26 +278,9 @@ class StageRunner:
         return refs
 
     # ----------------------------------------------------------------- failures
-    def _fail(
-        self, request_id: str, stage: str, reason: str, retriable: bool, is_invalid_input=False
-    ) -> None:
-        failure = StageFailed(request_id, stage, reason, retriable, is_invalid_input)
-        self._events.failures.append(failure)
-
-    @contextmanager
-    def _failures_of(self, request_id: str, stage: str) -> Iterator[None]:
-        """One job's error fails that job only: a transfer error retriably, bad input not."""
-        try:
-            yield
-        except TransferError as e:
-            self._fail(request_id, stage, str(e), retriable=True)
-        except InvalidRequestError as e:  # its subclasses too: bad images, too-long prompts
-            self._fail(request_id, stage, str(e), retriable=False, is_invalid_input=True)
-        except UnrunnableJobError as e:
-            self._fail(request_id, stage, str(e), retriable=False)
-        except Exception:  # its text may hold paths and addresses: the log only
-            logger.exception("%s of %s failed on %s", stage, request_id, self.worker_id)
-            self._fail(request_id, stage, "internal error", retriable=False)
+    def _failures_of(self, request_id: str, stage: str) -> AbstractContextManager[None]:
+        """One job's error fails that job only (see job_failures.py)."""
+        return failures_of(self._events.failures, self.worker_id, request_id, stage)
 
 
 def kv_layout(engine: Engine) -> KVLayout | None:

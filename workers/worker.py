@@ -1,8 +1,11 @@
 """WorkerCore: one engine on one engine thread, speaking the worker side of `protocol.py`.
 
+    __init__: load the engine; with `profile_at_start`, measure it (profiler.py) and run with
+              the step budgets derived from that; then start the engine thread
+
     caller threads                          engine thread (the only one touching the engine)
     submit_* / abort --> command queue --> apply the ready commands (StageRunner: add, abort)
-         |                  ^              runner.turn()        (one step, then one encode)
+         |                  ^              runner.turn()    (one step, then encodes: budgets)
          v                  |              publish events + load snapshot, under one lock
     fetch threads: a job's arrays fetched and verified (job_inputs.py), so that running
                    decodes never wait on a transfer; the command is ready once they are in
@@ -29,9 +32,11 @@ from typing import Any
 import torch
 
 from workers.command_queue import Command, CommandQueue
+from workers.cost_profile import WorkerProfile
 from workers.engine.config import EngineConfig
 from workers.engine.engine import Engine
 from workers.event_buffer import EventBuffer
+from workers.profiler import profile_worker, untargeted_budgets
 from workers.protocol import DecodeJob, EncodeJob, PrefillJob, StageFailed, WorkerEvents, WorkerLoad
 from workers.stage_runner import StageRunner
 from workers.transport import Transport
@@ -48,6 +53,13 @@ class WorkerConfig:
     model: str = ""  # the model's name in the cluster config
     torch_threads: int | None = None  # torch intra-op threads (process-wide); None: default
     num_fetch_threads: int = 2  # fetch and verify the arrays of this many jobs at once
+    # Measure encode, prefill and decode times before taking jobs (a second or a few): the
+    # scheduler's cost model starts from them, and they set the step budgets. False: budgets
+    # from the engine config, and `load().profile` is None.
+    profile_at_start: bool = False
+    # The TPOT the step budgets keep a turn within (profile_at_start only); None: the config's
+    # token budget and whole encode jobs per turn, whatever they cost.
+    tpot_target_ms: float | None = None
 
     @property
     def stages(self) -> str:
@@ -64,7 +76,17 @@ class WorkerCore:
         self.epoch = time.time_ns() if epoch is None else epoch  # larger after every restart
         self.transport = transport
         self.engine = Engine(config.engine)
-        self._runner = StageRunner(self.worker_id, self.epoch, self.engine, transport)
+        self.profile: WorkerProfile | None = None  # measured before the engine thread starts
+        self.budgets = untargeted_budgets(config.engine)  # what each turn may take on
+        if config.profile_at_start:
+            self.profile = profile_worker(self.engine, config.tpot_target_ms)
+            self.budgets = self.profile.budgets
+        if self.engine.batcher is not None:
+            self.engine.set_token_budget(self.budgets.max_num_batched_tokens)
+        self._runner = StageRunner(
+            self.worker_id, self.epoch, self.engine, transport,
+            max_encode_images=self.budgets.max_encode_images,
+        )  # fmt: skip
         self.is_draining = False
         self._is_closed = False
         self._failure: BaseException | None = None  # what stopped the engine thread, if any
@@ -137,13 +159,15 @@ class WorkerCore:
 
     def load(self) -> WorkerLoad:
         """The load, with every embedding cache key and prefix block hash: O(cache size), so
-        only here. The load each poll carries has their counts only."""
+        only here (each poll carries their counts, and what changed), and the start-up
+        profile."""
         with self._lock:
             load = self._load_locked()
         keys, hashes = self._cache_contents()
         return replace(
             load, num_embedding_cache_entries=len(keys), num_prefix_cache_blocks=len(hashes),
             embedding_cache_keys=keys, prefix_block_hashes=[h.hex() for h in hashes],
+            profile=self.profile,
         )  # fmt: skip
 
     def drain(self) -> None:

@@ -17,13 +17,13 @@ def transport() -> InProcessTransport:
 
 @pytest.fixture
 def start_worker(tiny_model_dir, transport):
-    """start_worker(worker_id, stages, **engine_options) -> a running WorkerCore."""
+    """start_worker(worker_id, stages, **engine_options) -> a running WorkerCore (32 KV blocks
+    unless the options say otherwise)."""
     started: list[WorkerCore] = []
 
     def start(worker_id: str, stages: str, **engine_options) -> WorkerCore:
-        engine = EngineConfig(
-            str(tiny_model_dir), stages=stages, num_kv_blocks=32, **engine_options
-        )
+        options = {"num_kv_blocks": 32, **engine_options}
+        engine = EngineConfig(str(tiny_model_dir), stages=stages, **options)
         started.append(WorkerCore(WorkerConfig(worker_id, engine), transport))
         return started[-1]
 

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from tests.support import make_image
 from workers.engine.image_processor import image_hash
 from workers.engine.model_config import ModelConfig
@@ -30,11 +32,21 @@ class ImageRequest:
 
 def image_request(model_dir: Path, seed: int = 1, text: str = "What is it?") -> ImageRequest:
     image = make_image(seed)
-    png = io.BytesIO()
-    image.save(png, format="PNG")
     builder = PromptBuilder(model_dir, ModelConfig.from_pretrained(model_dir))
     prompt = builder.build(f"USER: <image>\n{text} ASSISTANT:", [image])
-    return ImageRequest(prompt.token_ids, ImageInput(image_hash(image), png.getvalue()))
+    return ImageRequest(prompt.token_ids, image_input(image))
+
+
+def image_input(image: Image.Image) -> ImageInput:
+    """What the ingress sends a worker: PNG bytes and the decoded pixels' hash."""
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    return ImageInput(image_hash(image), png.getvalue())
+
+
+def distinct_images(count: int, first_seed: int = 100) -> list[ImageInput]:
+    """`count` different random images (none equal to another, so no cache hits among them)."""
+    return [image_input(make_image(seed)) for seed in range(first_seed, first_seed + count)]
 
 
 def poll_until(

@@ -34,3 +34,22 @@ def test_three_missed_steps_arrive_as_one_delta_per_request_with_summed_steps():
         ),
         TokenDelta("b", [3], None),
     ]  # fmt: skip
+
+
+def test_cache_changes_of_several_missed_turns_arrive_net():
+    first, second = EventBuffer(num_steps=1), EventBuffer(num_steps=1)
+    first.prefix_blocks.add("aa")
+    first.prefix_blocks.add("bb")
+    first.prefix_blocks.remove("cc")
+    first.embeddings.add("img-1")
+    second.prefix_blocks.remove("bb")  # gained and lost since the last poll: in neither list
+    second.prefix_blocks.add("cc")  # lost and regained: the poller's copy is right as it is
+    second.embeddings.remove("img-0")
+    published = EventBuffer()
+    published.merge(first)
+    published.merge(second)
+    message = published.to_message("pd-0", 1, LOAD)
+
+    assert (message.prefix_blocks_added, message.prefix_blocks_removed) == (["aa"], [])
+    assert (message.embeddings_added, message.embeddings_removed) == (["img-1"], ["img-0"])
+    assert not published.is_empty()  # cache changes alone wake a poller

@@ -34,9 +34,11 @@ class FakeWorker:
 class FakeLauncher:
     def __init__(self, fail_pool: str | None = None) -> None:
         self.launched: list[FakeWorker] = []
+        self.configs: list[WorkerConfig] = []
         self.fail_pool = fail_pool
 
     async def launch(self, worker: WorkerConfig, pool: PoolConfig) -> FakeWorker:
+        self.configs.append(worker)
         self.launched.append(FakeWorker(worker.worker_id, worker.pool, worker.stages))
         if pool.name == self.fail_pool:
             raise RuntimeError(f"cannot start {worker.worker_id}")
@@ -112,3 +114,22 @@ def test_unknown_pools_and_negative_sizes_are_refused(manager):
         run(manager.scale("x", 1))
     with pytest.raises(ValueError, match="num_workers must be >= 0"):
         run(manager.scale("d", -1))
+
+
+def test_workers_profile_at_start_for_the_strictest_tpot_unless_their_pool_opts_out(
+    tiny_model_dir,
+):
+    config = ClusterConfig.from_dict(
+        {
+            "pools": [
+                {"name": "ep", "stages": "EP"},
+                {"name": "d", "stages": "D", "profile_at_start": False},
+            ],
+            "scheduler": {"rock_tpot_ms": 150.0},
+        }
+    )
+    launcher = FakeLauncher()
+    run(PoolManager(config, launcher).start())
+    assert [(c.worker_id, c.profile_at_start, c.tpot_target_ms) for c in launcher.configs] == [
+        ("ep-0", True, 150.0), ("d-0", False, 150.0),
+    ]  # fmt: skip

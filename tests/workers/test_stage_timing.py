@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.workers.support import GREEDY
+from tests.workers.support import GREEDY, distinct_images
 from workers.engine.config import EngineConfig
 from workers.engine.engine import Engine
 from workers.event_buffer import EventBuffer
-from workers.protocol import DecodeJob, PrefillJob
+from workers.protocol import DecodeJob, EncodeJob, PrefillJob
 from workers.stage_runner import StageRunner
 
 STEP_MS = 15.625
@@ -37,14 +37,17 @@ def clock() -> Clock:
 
 @pytest.fixture
 def make_runner(tiny_model_dir, transport, clock, monkeypatch):
-    """make_runner(worker_id, stages, **engine_options) -> a StageRunner on the test's clock."""
+    """make_runner(worker_id, stages, max_encode_images=..., **engine_options) -> a StageRunner
+    on the test's clock."""
 
-    def make(worker_id: str, stages: str, **engine_options) -> StageRunner:
+    def make(
+        worker_id: str, stages: str, max_encode_images: int = 64, **engine_options
+    ) -> StageRunner:
         config = EngineConfig(str(tiny_model_dir), stages, num_kv_blocks=32, **engine_options)
         engine = Engine(config)
         for name in ("step", "encode"):
             monkeypatch.setattr(engine, name, _taking(STEP_MS, getattr(engine, name), clock))
-        return StageRunner(worker_id, 1, engine, transport, clock)
+        return StageRunner(worker_id, 1, engine, transport, clock, max_encode_images)
 
     monkeypatch.setattr(transport, "fetch", _taking(FETCH_MS, transport.fetch, clock))
     return make
@@ -99,6 +102,17 @@ def test_encode_queue_runs_from_arrival_to_the_start_of_its_encode(make_runner, 
     [done] = run_until_idle(encoder).encodes
 
     assert (done.queue_ms, done.compute_ms) == (31.25, STEP_MS)
+
+
+def test_a_job_split_by_the_image_budget_is_charged_every_piece_and_queued_until_the_first(
+    make_runner, clock
+):
+    encoder = make_runner("e-0", "E", max_encode_images=2)
+    encoder.queue_encode(EncodeJob("r1", distinct_images(5)), arrival=clock())
+    clock.advance_ms(31.25)
+    [done] = run_until_idle(encoder).encodes
+
+    assert (done.queue_ms, done.compute_ms) == (31.25, 3 * STEP_MS)  # 2 + 2 + 1 images
 
 
 def test_handed_off_request_reports_prefill_and_decode_times_without_the_fetches(

@@ -3,9 +3,11 @@
 Each engine step is `schedule() -> run the model -> postprocess()`:
 
 1. Running requests are served first, decodes before prefill chunks, under the step's token
-   budget (`max_num_batched_tokens`). A request that needs a block when none is left preempts the
-   most recently admitted running request (preempt by recompute: its blocks are freed, its
-   counter goes back to 0 and it returns to the head of the waiting queue).
+   budget (`token_budget`: the config's `max_num_batched_tokens`, or what the worker derived
+   from its profile and a TPOT target, see workers/profiler.py). A request that needs a block
+   when none is left preempts the most recently admitted running request (preempt by
+   recompute: its blocks are freed, its counter goes back to 0 and it returns to the head of
+   the waiting queue).
 2. Waiting requests are admitted first-come-first-served while tokens, sequence slots and blocks
    last. On first admission a request takes its prefix-cache hits, or its imported KV.
 3. After the forward pass, each request that caught up with its tokens gets the sampled token,
@@ -73,6 +75,7 @@ class Batcher:
         self.block_pool = block_pool
         self.eos_token_ids = tuple(eos_token_ids)
         self.detokenize = detokenize
+        self.token_budget = config.max_num_batched_tokens  # prompt + decode tokens per step
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []  # in admission order; the last is preempted first
         self.num_preemptions = 0
@@ -84,6 +87,17 @@ class Batcher:
     def block_size(self) -> int:
         return self.block_pool.block_size
 
+    def set_token_budget(self, num_tokens: int) -> None:
+        """Prompt and decode tokens per step from the next `schedule` on."""
+        if num_tokens < 1:
+            raise ValueError(f"the token budget must be >= 1, got {num_tokens}")
+        self.token_budget = num_tokens
+
+    def reset_counters(self) -> None:
+        self.num_preemptions = 0
+        self.num_prompt_tokens_admitted = 0
+        self.num_prefix_hit_tokens = 0
+
     def add(self, request: Request) -> None:
         self.waiting.append(request)
 
@@ -93,7 +107,7 @@ class Batcher:
     # ----------------------------------------------------------------- schedule
     def schedule(self) -> BatchPlan:
         plan = BatchPlan()
-        budget = self.config.max_num_batched_tokens
+        budget = self.token_budget
         decode_first = sorted(self.running, key=lambda r: r.num_uncomputed_tokens > 1)
         for req in decode_first:
             if budget == 0:

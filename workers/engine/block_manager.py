@@ -12,6 +12,8 @@ Every block is in exactly one of three states, which gives the invariant
     used    ref_count  > 0            owned by one or more requests (may also be hashed)
 
 All operations are O(1) per block: `_free` is a deque and `_evictable` an insertion-ordered dict.
+`cache_delta` records, also in O(1), which hashes became hittable and which stopped being since
+the worker last reported them (see cache_delta.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from workers.engine.block_hash import BlockHash
+from workers.engine.cache_delta import CacheDelta
 
 
 @dataclass
@@ -42,6 +45,7 @@ class BlockPool:
         self._free: deque[int] = deque(range(num_blocks))
         self._evictable: OrderedDict[int, None] = OrderedDict()
         self._cached: dict[BlockHash, int] = {}
+        self.cache_delta: CacheDelta[BlockHash] = CacheDelta()  # keys of `_cached`, net
 
     # ----------------------------------------------------------------- accounting
     @property
@@ -91,6 +95,7 @@ class BlockPool:
     def _evict(self, block: Block) -> None:
         if self._cached.get(block.block_hash) == block.block_id:
             del self._cached[block.block_hash]
+            self.cache_delta.remove(block.block_hash)
         block.block_hash = None
         block.token_ids = ()
 
@@ -140,6 +145,17 @@ class BlockPool:
         block.block_hash = block_hash
         block.token_ids = tuple(token_ids)
         self._cached[block_hash] = block_id
+        self.cache_delta.add(block_hash)
+
+    def reset(self) -> None:
+        """Forget every cached block and hand blocks out in id order again, as a new pool
+        does. Every block must be free or evictable (no request holds one)."""
+        if self.num_used:
+            raise RuntimeError(f"{self.num_used} blocks are still in use")
+        for block_id in self._evictable:
+            self._evict(self.blocks[block_id])
+        self._evictable.clear()
+        self._free = deque(range(self.num_blocks))
 
     def check_invariants(self) -> None:
         """Raise if the bookkeeping is inconsistent. Cheap enough for tests, not for every step."""

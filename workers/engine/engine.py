@@ -227,6 +227,22 @@ class Engine:
     def has_unfinished_requests(self) -> bool:
         return bool(self.batcher and (self.batcher.has_unfinished() or self._pending_outputs))
 
+    def set_token_budget(self, num_tokens: int) -> None:
+        """Prompt and decode tokens per step from now on: a budget the worker measured (the
+        config, frozen, keeps `max_num_batched_tokens` as the ceiling)."""
+        self._require("P", "D")
+        self.batcher.set_token_budget(num_tokens)
+
+    def reset_caches(self) -> None:
+        """Back to as loaded, once idle: no prefix-cache blocks, no cached embeddings, counters
+        at 0 (after profiling). KV values of freed blocks stay; nothing reads them unwritten."""
+        if self.has_unfinished_requests():
+            raise RuntimeError("requests are still running; reset the caches once idle")
+        self.embedding_cache.clear()
+        if self.batcher:
+            self.block_pool.reset()
+            self.batcher.reset_counters()
+
     def detokenize(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 

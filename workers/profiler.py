@@ -1,0 +1,198 @@
+"""Start-up profiling: how long this worker's engine takes to encode, prefill and decode, and
+the step budgets that keep one turn within a TPOT target (workers/cost_profile.py).
+
+    encode   calls of 1, 2, 4 fresh random images       -> ms against image tokens
+    prefill  one step of 16, 64, 256 and the configured  -> ms against prompt tokens
+             max_num_batched_tokens random text tokens
+    decode   steps of 1, 4, 16 requests of 32 and 256    -> ms against batch size and summed
+             context tokens, on imported zero KV            context tokens
+
+Only the stages the engine runs are measured. Decode starts from imported KV (as a D worker's
+requests do), so a D-only engine can measure it and no prefill is paid for. Sizes shrink to
+what the engine's KV blocks, context length and batch limits allow. Each kind is warmed up once
+(a first call pays one-off costs), and short measurements are taken twice, keeping the faster:
+noise on a shared machine only ever adds time. Each engine call returns host values (tokens,
+numpy embeddings), so the device work is done when the clock stops.
+
+Workers on one machine profile one at a time (a lock file): side by side, each would measure
+the others' work too, and derive budgets too tight for the rest of its life. Afterwards the
+engine is as loaded (Engine.reset_caches): no requests, no cached prefix blocks or embeddings,
+counters at 0. The measured budgets are returned; the config stays as it is.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from workers.cost_profile import DecodeCost, LinearCost, StepBudgets, WorkerProfile, derive_budgets
+from workers.encode_queue import DEFAULT_MAX_ENCODE_IMAGES
+from workers.engine.config import EngineConfig
+from workers.engine.engine import Engine
+from workers.engine.messages import PrefillResult, PromptKV
+from workers.engine.sampling_params import SamplingParams
+from workers.job_inputs import KV_NUMPY_DTYPES
+
+ENCODE_IMAGES = (1, 2, 4)  # images per encode call
+PREFILL_TOKENS = (16, 64, 256)  # prompt tokens per step, plus the config's max_num_batched_tokens
+DECODE_BATCHES = (1, 4, 16)  # requests per decode step...
+DECODE_CONTEXTS = (32, 256)  # ...each with this many tokens of context
+DECODE_TIMED_STEPS = 2  # per (batch, context), after the step that imports the KV
+# The decode step a turn's budgets leave room for (derive_budgets).
+REFERENCE_BATCH, REFERENCE_CONTEXT = 8, 256
+REPEAT_BELOW_MS = 100.0  # a measurement shorter than this is taken again
+PROFILING_LOCK = Path(tempfile.gettempdir()) / "triserve-profiling.lock"  # one per machine
+
+
+def profile_worker(
+    engine: Engine,
+    tpot_target_ms: float | None,
+    clock: Callable[[], float] = time.perf_counter,  # seconds; tests pass a fake one
+) -> WorkerProfile:
+    """Measure a fresh, idle engine and leave it as fresh. Without a TPOT target the budgets
+    are the untargeted ones (`untargeted_budgets`)."""
+    config, model = engine.config, engine.model_config
+    with _one_profile_at_a_time():
+        start = clock()
+        measure = _Measurements(engine, clock)
+        encode = measure.encode() if config.has_encode else None
+        prefill = measure.prefill() if "P" in config.stages else None
+        decode = measure.decode() if "D" in config.stages else None
+        engine.reset_caches()
+        profile_ms = (clock() - start) * 1e3
+    image_tokens = model.num_image_tokens if config.has_encode else 0
+    budgets = untargeted_budgets(config)
+    if tpot_target_ms is not None:
+        ceiling = config.max_num_batched_tokens
+        budgets = derive_budgets(
+            prefill, decode, encode, tpot_target_ms, image_tokens, REFERENCE_BATCH,
+            REFERENCE_CONTEXT, token_ceiling=ceiling, token_floor=min(config.block_size, ceiling),
+            image_ceiling=DEFAULT_MAX_ENCODE_IMAGES,
+        )  # fmt: skip
+    return WorkerProfile(
+        encode, prefill, decode, budgets, tpot_target_ms, image_tokens, model.image_token_index,
+        config.block_size, profile_ms,
+    )  # fmt: skip
+
+
+def untargeted_budgets(config: EngineConfig) -> StepBudgets:
+    """Budgets with no TPOT target: the configured tokens per step, and encodes of whole jobs
+    in practice."""
+    return StepBudgets(config.max_num_batched_tokens, DEFAULT_MAX_ENCODE_IMAGES)
+
+
+@contextmanager
+def _one_profile_at_a_time() -> Iterator[None]:
+    """Hold this machine's profiling lock (threads and processes alike: an flock belongs to
+    the open file, and closing the file releases it)."""
+    with open(PROFILING_LOCK, "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        yield
+
+
+class _Measurements:
+    """Timed engine calls on random inputs, one method per stage."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], float]) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.rng = np.random.default_rng(0)
+        self._request_ids = itertools.count()
+
+    def encode(self) -> LinearCost:
+        engine = self.engine
+        size, tokens = engine.model_config.vision.image_size, engine.model_config.num_image_tokens
+
+        def encode_ms(num_images: int) -> float:
+            # Fresh random pixels every call, so that the embedding cache never hits.
+            pixels = self.rng.integers(0, 256, (num_images, size, size, 3), dtype=np.uint8)
+            images = [Image.fromarray(image) for image in pixels]
+            return self._ms(lambda: engine.encode(images))
+
+        encode_ms(1)
+        return LinearCost.fit([(n * tokens, _fastest(encode_ms, n)) for n in ENCODE_IMAGES])
+
+    def prefill(self) -> LinearCost:
+        engine, config = self.engine, self.engine.config
+        export = "D" not in config.stages  # a P-only engine hands off: its step exports the KV
+        params = SamplingParams(max_tokens=2 if export else 1, ignore_eos=True, seed=0)
+        capacity = engine.block_pool.num_blocks * config.block_size
+        # One step computes the whole prompt (the token budget), and it fits the engine.
+        longest = min(config.max_num_batched_tokens, engine.max_model_len - 1, capacity - 2)
+        sizes = sorted({min(n, longest) for n in (*PREFILL_TOKENS, config.max_num_batched_tokens)})
+
+        def prefill_ms(num_tokens: int) -> float:
+            prompt = self._text_tokens(num_tokens)
+            engine.add_request(self._request_id(), prompt, params, export_kv=export)
+            ms = self._ms(engine.step)
+            if engine.has_unfinished_requests():
+                raise RuntimeError("a profiling prefill did not finish in one step")
+            return ms
+
+        prefill_ms(sizes[0])
+        return LinearCost.fit([(n, _fastest(prefill_ms, n)) for n in sizes])
+
+    def decode(self) -> DecodeCost:
+        config, pool = self.engine.config, self.engine.block_pool
+        steps = 1 + DECODE_TIMED_STEPS
+        # A request's peak is its context, the first token and one token per step.
+        longest = min(self.engine.max_model_len, pool.num_blocks * pool.block_size) - steps - 2
+        contexts = sorted({max(1, min(context, longest)) for context in DECODE_CONTEXTS})
+        self._decode_point(1, contexts[0], steps)
+        points = []
+        for context in contexts:
+            seqs_that_fit = pool.num_blocks // pool.blocks_needed(context + 1 + steps)
+            limit = min(config.max_num_seqs, config.max_num_batched_tokens, seqs_that_fit)
+            for batch in sorted({min(batch, limit) for batch in DECODE_BATCHES} - {0}):
+                points.append(self._decode_point(batch, context, steps))
+        return DecodeCost.fit(points)
+
+    def _decode_point(self, batch: int, context: int, steps: int) -> tuple[int, int, float]:
+        """(batch, summed context tokens, ms) of the fastest decode step of `batch` requests
+        that start from `context` tokens of imported KV, [layers, 2, context, kv_heads,
+        head_dim] zeros. The first step, which imports, is not timed."""
+        engine = self.engine
+        layers, _, _, _, kv_heads, head_dim = engine.kv_cache.tensor.shape
+        dtype = engine.config.dtype
+        zeros = np.zeros((layers, 2, context, kv_heads, head_dim), KV_NUMPY_DTYPES[dtype])
+        params = SamplingParams(max_tokens=1 + steps, ignore_eos=True, seed=0)
+        request_ids = [self._request_id() for _ in range(batch)]
+        for request_id in request_ids:
+            prompt, [first_token] = self._text_tokens(context), self._text_tokens(1)
+            prefill = PrefillResult(request_id, prompt, first_token, PromptKV(zeros, dtype))
+            engine.add_prefilled(prefill, params)
+        engine.step()
+        # Each request's step reads the KV of all its tokens so far.
+        context_tokens = sum(engine.get_request(r).num_tokens for r in request_ids)
+        fastest = min(self._ms(engine.step) for _ in range(steps - 1))
+        if engine.has_unfinished_requests():
+            raise RuntimeError("profiling decodes did not finish")
+        return batch, context_tokens, fastest
+
+    def _request_id(self) -> str:
+        return f"profile-{next(self._request_ids)}"
+
+    def _text_tokens(self, num_tokens: int) -> list[int]:
+        """Random token ids, never the image placeholder (it would need embeddings)."""
+        image_token = self.engine.model_config.image_token_index
+        ids = self.rng.integers(0, self.engine.model_config.text.vocab_size - 1, num_tokens)
+        ids[ids >= image_token] += 1
+        return ids.tolist()
+
+    def _ms(self, call: Callable[[], object]) -> float:
+        start = self.clock()
+        call()
+        return (self.clock() - start) * 1e3
+
+
+def _fastest(measure: Callable[[int], float], size: int) -> float:
+    ms = measure(size)
+    return min(ms, measure(size)) if ms < REPEAT_BELOW_MS else ms
