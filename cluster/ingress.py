@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import hmac
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -49,6 +50,7 @@ class Ingress:
 
     # ----------------------------------------------------------------- triserve.v1.Triserve
     async def Generate(self, request: pb.GenerateRequest, grpc_context):  # noqa: N802
+        arrival_time = time.time()
         try:
             self._authenticate(grpc_context, self.api_token)
             # Decoding images and tokenising are CPU work: keep them off the event loop that
@@ -56,7 +58,7 @@ class Ingress:
             # must not be used from two threads at once.
             loop = asyncio.get_running_loop()
             spec, model = await loop.run_in_executor(
-                self._build_thread, self.builder.build, request
+                self._build_thread, self.builder.build, request, arrival_time
             )
         except Exception as e:
             self._fail(grpc_context, e)

@@ -75,7 +75,11 @@ class RequestBuilder:
             )
         return self.models[name]
 
-    def build(self, request: pb.GenerateRequest) -> tuple[RequestSpec, ModelFrontend]:
+    def build(
+        self, request: pb.GenerateRequest, arrival_time: float | None = None
+    ) -> tuple[RequestSpec, ModelFrontend]:
+        """`arrival_time`: when the call reached the ingress (time.time()); None: now. The SLO
+        clock starts there, so waiting for the build thread counts against the TTFT."""
         model = self.model_for(request.model)
         text, image_bytes = self._prompt_text(request, model)
         if len(image_bytes) > MAX_IMAGES_PER_REQUEST:
@@ -100,7 +104,7 @@ class RequestBuilder:
             slo_tpot_ms=request.slo.tpot_ms if request.slo.HasField("tpot_ms") else None,
             priority=PRIORITIES.get(request.priority, "interactive"),
             admission=ADMISSIONS.get(request.admission),
-            arrival_time=time.time(),
+            arrival_time=time.time() if arrival_time is None else arrival_time,
         )
         return spec, model
 

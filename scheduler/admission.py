@@ -101,6 +101,10 @@ class Admitted:
     decision: AdmissionDecision
     latest_start_ms: float  # scheduler clock ms (stage_queue.py)
     is_low_priority: bool
+    # The cost model's own predictions, before the learned residuals (cost_model.py) are
+    # added: what the residuals are measured against.
+    model_ttft_ms: float = 0.0
+    model_tpot_ms: float = 0.0
 
 
 class AdmissionControl:
@@ -158,10 +162,13 @@ class AdmissionControl:
             shape, ids[Stage.ENCODE], ids[Stage.PREFILL], ids[Stage.DECODE], ahead
         )
         waited_ms = max(0.0, now_ms - spec.arrival_time * 1000.0)
-        ttft = waited_ms + (forecast.ttft_ms if forecast else 0.0)
-        first_gap = forecast.first_gap_ms if forecast else 0.0
+        model_ttft = waited_ms + (forecast.ttft_ms if forecast else 0.0)
+        model_gap = forecast.first_gap_ms if forecast else 0.0
+        residuals = self.forecaster.costs.residuals
+        ttft = max(model_ttft, model_ttft + residuals.ttft_ms.get(request_class.value, 0.0))
+        first_gap = max(model_gap, model_gap + residuals.tpot_ms.get(request_class.value, 0.0))
         if self.config.policy != "slo":
-            decision = AdmissionDecision(Admission.ADMIT, ttft, first_gap, "")
+            decision = AdmissionDecision(Admission.ADMIT, ttft, first_gap, "", None)
         else:
             policy = spec.admission or self.config.admission
             decision = decide(policy, targets, ttft, first_gap, self._is_queue_full(stages[0]))
@@ -174,7 +181,10 @@ class AdmissionControl:
         if decision.action is Admission.DEGRADE:
             spec = degraded(spec, self.config.degrade_max_tokens)
         is_low = is_low or decision.action is Admission.BEST_EFFORT
-        return Admitted(spec, shape, request_class, targets, decision, latest_start, is_low)
+        return Admitted(
+            spec, shape, request_class, targets, decision, latest_start, is_low, model_ttft,
+            model_gap,
+        )  # fmt: skip
 
 
 def degraded(spec: RequestSpec, max_tokens: int) -> RequestSpec:

@@ -10,6 +10,10 @@ worker that is slower than it profiled (a shared core, a hot GPU) is predicted s
 A worker that did not profile (a test's fake worker) starts from PRIOR_* and is corrected by
 the same rule. Transfers are learned, not profiled: bytes per embedding row, bytes per KV token
 and the fetch bandwidth each come from `TransferConsumed` reports.
+
+What no stage accounts for (the ingress, Ray hops, polling, a host short of cores) is learned
+per request class as the EWMA of measured minus predicted TTFT and TPOT of finished requests,
+and added to later predictions (`LatencyResiduals`).
 """
 
 from __future__ import annotations
@@ -127,10 +131,34 @@ class TransferCosts:
         return value if current is None else (1 - self.alpha) * current + self.alpha * value
 
 
+class LatencyResiduals:
+    """Per request class: measured minus predicted TTFT and TPOT, EWMA (ms; 0 until seen)."""
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
+        self.ttft_ms: dict[str, float] = {}
+        self.tpot_ms: dict[str, float] = {}
+
+    def observe(
+        self, request_class: str, predicted_ttft: float, ttft: float,
+        predicted_tpot: float, tpot: float | None,
+    ) -> None:  # fmt: skip
+        self._fold(self.ttft_ms, request_class, ttft - predicted_ttft)
+        if tpot is not None:
+            self._fold(self.tpot_ms, request_class, tpot - predicted_tpot)
+
+    def _fold(self, residuals: dict[str, float], request_class: str, value: float) -> None:
+        current = residuals.get(request_class)
+        residuals[request_class] = (
+            value if current is None else (1 - self.alpha) * current + self.alpha * value
+        )
+
+
 class CostModel:
     def __init__(self, alpha: float) -> None:
         self.alpha = alpha
         self.transfers = TransferCosts(alpha)
+        self.residuals = LatencyResiduals(alpha)
         self._workers: dict[str, WorkerCosts] = {}
 
     def add_worker(self, worker_id: str, profile: WorkerProfile | None) -> None:

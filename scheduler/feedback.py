@@ -95,6 +95,12 @@ class Feedback:
             req.request_id, req.request_class.value, ttft, tpot, e2e, num_tokens, attained
         )
         self.ledger.finished(outcome)
+        classified = req.trace.event("classified")
+        if classified is not None:
+            self.costs.residuals.observe(
+                outcome.request_class, classified.attrs["model_ttft_ms"], ttft,
+                classified.attrs["model_tpot_ms"], tpot,
+            )  # fmt: skip
         req.trace.record(
             "slo", request_class=outcome.request_class, ttft_ms=ttft, tpot_ms=tpot,
             attained=attained,

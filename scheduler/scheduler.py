@@ -208,6 +208,7 @@ class Scheduler:
             predicted_tpot_ms=decision.predicted_tpot_ms,
             ttft_target_ms=admitted.targets.ttft_ms, tpot_target_ms=admitted.targets.tpot_ms,
             image_tokens=admitted.shape.cost.num_image_tokens,
+            model_ttft_ms=admitted.model_ttft_ms, model_tpot_ms=admitted.model_tpot_ms,
         )  # fmt: skip
 
     def _check(self, spec: RequestSpec) -> None:

@@ -252,3 +252,29 @@ def test_fcfs_policy_admits_whatever_the_forecast_and_the_queue():
 
     assert admitted.decision == AdmissionDecision(Admission.ADMIT, 329.0, 3.0, "")
     assert admitted.is_low_priority is False
+
+
+def test_latency_the_stages_do_not_explain_is_learned_per_class_and_added():
+    admitter = Admitter()
+    residuals = admitter.control.forecaster.costs.residuals
+    # Two finished sand requests took 100 ms and 60 ms longer to their first token than the
+    # model predicted, and their tokens came 10 ms slower: EWMA with alpha 0.25.
+    residuals.observe("sand", 59.0, 159.0, 3.0, 13.0)
+    residuals.observe("sand", 59.0, 119.0, 3.0, 13.0)
+
+    admitted = admitter.admit(text())
+
+    assert residuals.ttft_ms["sand"] == 0.75 * 100.0 + 0.25 * 60.0
+    assert admitted.model_ttft_ms == 5.0 + 24.0
+    assert admitted.decision.predicted_ttft_ms == 5.0 + 24.0 + 90.0
+    assert admitted.decision.predicted_tpot_ms == 3.0 + 10.0
+    assert "pebble" not in residuals.ttft_ms  # other classes keep their own
+
+
+def test_a_model_that_overestimates_never_predicts_below_its_own_stages():
+    admitter = Admitter()
+    admitter.control.forecaster.costs.residuals.observe("sand", 500.0, 100.0, 50.0, 5.0)
+
+    admitted = admitter.admit(text())
+
+    assert admitted.decision.predicted_ttft_ms == admitted.model_ttft_ms == 5.0 + 24.0
