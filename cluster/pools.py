@@ -159,7 +159,10 @@ class PoolManager:
 
     async def _launch(self, launches: list[tuple[PoolConfig, int]]) -> list[ManagedWorker]:
         configs = []
-        tpot_ms = self.config.scheduler.strictest_tpot_ms  # workers size their steps to it
+        # Under policy "slo" workers size their steps to the strictest TPOT target; the "fcfs"
+        # baseline keeps the configured max_num_batched_tokens (they still profile).
+        scheduler = self.config.scheduler
+        tpot_ms = scheduler.strictest_tpot_ms if scheduler.policy == "slo" else None
         for pool, count in launches:
             model_dir = await asyncio.to_thread(self.config.model_dir, pool.model)
             for _ in range(count):

@@ -110,7 +110,10 @@ def derive_budgets(
     `reference_context` tokens each, plus its prefill chunk or its encodes) within the TPOT
     target. The token budget stays in [token_floor, token_ceiling] and the image budget in
     [1, image_ceiling]: at least one image is encoded per turn, so encodes always make
-    progress, and a cost fitted as free (slope 0) still gives a finite budget."""
+    progress, and a cost fitted as free (slope 0) still gives a finite budget. A worker that
+    does not decode has no TPOT to protect: it runs with the ceilings."""
+    if decode is None:
+        return StepBudgets(token_ceiling, image_ceiling)
     decode_ms = (
         decode.predict(reference_batch, reference_batch * reference_context) if decode else 0
     )

@@ -55,7 +55,10 @@ def test_a_loose_tpot_gives_the_ceilings():
 
 def test_an_encoder_fitted_as_free_gets_the_image_ceiling():
     free = LinearCost(base_ms=0.0, per_unit_ms=0.0)
-    assert derive_budgets(None, None, free, 10.0, 16, 8, 256, 512, 16, 64) == StepBudgets(512, 64)
+    # The reference decode step (26 ms) leaves 74 of 100 ms: any number of free images fits.
+    assert derive_budgets(None, DECODE, free, 100.0, 16, 8, 256, 512, 16, 64) == StepBudgets(
+        512, 64
+    )
 
 
 def test_budgets_fill_what_the_reference_decode_step_leaves_of_the_tpot():
@@ -65,7 +68,8 @@ def test_budgets_fill_what_the_reference_decode_step_leaves_of_the_tpot():
     assert budgets(100.0) == StepBudgets(max_num_batched_tokens=288, max_encode_images=32)
 
 
-def test_a_worker_without_prefill_or_decode_keeps_the_ceiling():
+def test_a_worker_that_does_not_decode_has_no_tpot_to_protect_and_keeps_the_ceilings():
     only_encode = derive_budgets(None, None, ENCODE, 42.0, 16, 8, 256, 512, 16, 64)
-    # 42 ms: (42 - 10) / 0.125 = 256 image tokens = 16 images.
-    assert only_encode == StepBudgets(512, 16)
+    encode_and_prefill = derive_budgets(PREFILL, None, ENCODE, 42.0, 16, 8, 256, 512, 16, 64)
+
+    assert only_encode == encode_and_prefill == StepBudgets(512, 64)
