@@ -45,6 +45,10 @@ class ActiveRequest:
         # Arrays produced for this request and not yet released, by transfer id.
         self.transfers: dict[str, PendingTransfer] = {}
 
+    def prefill_priority(self, by_slack: bool) -> float:
+        """Its PrefillJob.priority: the latest start under policy "slo", else 0 (FCFS)."""
+        return self.latest_start_ms if by_slack else 0.0
+
     @property
     def request_id(self) -> str:
         return self.spec.request_id

@@ -158,8 +158,9 @@ class AdmissionControl:
         remaining = sum(f.compute_ms + f.transfer_ms for f in work.stages[:-1]) if work else 0.0
         latest_start = deadline_ms - remaining
         ahead = {stage: self._work_ahead_ms(stage, latest_start, is_low) for stage in stages}
+        priority = latest_start if self.config.policy == "slo" else None
         forecast = self.forecaster.first_token(
-            shape, ids[Stage.ENCODE], ids[Stage.PREFILL], ids[Stage.DECODE], ahead
+            shape, ids[Stage.ENCODE], ids[Stage.PREFILL], ids[Stage.DECODE], ahead, priority
         )
         waited_ms = max(0.0, now_ms - spec.arrival_time * 1000.0)
         model_ttft = waited_ms + (forecast.ttft_ms if forecast else 0.0)

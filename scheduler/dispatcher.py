@@ -100,8 +100,12 @@ class Dispatcher:
         probe.seq = 1 << 62  # after every job already queued with the same key
         return self.queues[stage].work_ahead_ms(probe, now)
 
-    def has_room(self, view: WorkerView) -> bool:
-        return not self.holds_jobs or view.backlog_ms < self.horizon_ms
+    def has_room(self, view: WorkerView, req: ActiveRequest, stage: Stage) -> bool:
+        """Whether the work the worker would run before this job fits the horizon."""
+        if not self.holds_jobs:
+            return True
+        priority = req.prefill_priority(True) if stage is Stage.PREFILL else None
+        return self.workers[view.worker_id].backlog_ms(self.clock_ms(), priority) < self.horizon_ms
 
     async def dispatch(self) -> None:
         if self._is_dispatching:
@@ -120,12 +124,12 @@ class Dispatcher:
         """Place the first queued job some worker has room for; False when none can go."""
         now = self.clock_ms()
         views = self.workers.views(now)
-        with_room = [view for view in views if self.has_room(view)]
         for stage in HELD_STAGES:
             queue = self.queues[stage]
             for job in queue.in_order(now):
                 req = self._requests[job.request_id]
                 placement = self._placement(req, stage)
+                with_room = [view for view in views if self.has_room(view, req, stage)]
                 worker_id = self.policy.place(placement, with_room)
                 if worker_id is None:
                     if candidates_for(placement, views):
@@ -150,7 +154,8 @@ class Dispatcher:
     def _placement(self, req: ActiveRequest, stage: Stage) -> PlacementRequest:
         previous = req.encode_worker if stage is Stage.PREFILL else None
         allowed = self._allowed.get((req.request_id, stage))
-        return PlacementRequest(req.spec, stage, previous, req.shape, allowed)
+        priority = req.prefill_priority(self.holds_jobs) if stage is Stage.PREFILL else None
+        return PlacementRequest(req.spec, stage, previous, req.shape, allowed, priority)
 
     def _take(self, req: ActiveRequest, stage: Stage) -> None:
         self.queues[stage].remove(req.request_id)
@@ -163,6 +168,7 @@ class Dispatcher:
         if placement.shape is None:
             return 0.0
         forecast = self.forecaster.stage(
-            placement.stage, placement.shape, slot.worker_id, placement.previous_worker_id
-        )
+            placement.stage, placement.shape, slot.worker_id, placement.previous_worker_id,
+            placement.priority,
+        )  # fmt: skip
         return forecast.compute_ms

@@ -178,6 +178,7 @@ class RequestDriver:
         job = PrefillJob(
             req.job_id, list(req.spec.prompt_token_ids), req.spec.sampling_params, images,
             req.decode_here, self.workers.epochs_of(images),
+            req.prefill_priority(self.dispatcher.holds_jobs),
         )  # fmt: skip
         await self._submit(req, slot, job, Stage.PREFILL, predicted_ms)
         await self.workers.release(unrouted)

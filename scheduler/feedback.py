@@ -23,7 +23,14 @@ from workers.protocol import WorkerEvents
 
 
 class Feedback:
-    def __init__(self, costs: CostModel, ledger: SloLedger, clock_ms: Callable[[], float]):
+    def __init__(
+        self,
+        costs: CostModel,
+        ledger: SloLedger,
+        clock_ms: Callable[[], float],
+        by_slack: bool,  # policy "slo": prefills carry their latest start as priority
+    ) -> None:
+        self.by_slack = by_slack
         self.costs = costs
         self.ledger = ledger
         self.clock_ms = clock_ms
@@ -34,7 +41,8 @@ class Feedback:
         if stage is Stage.DECODE:
             slot.decoding[req.job_id] = len(req.spec.prompt_token_ids)
         else:
-            job = OutstandingJob(stage, predicted_ms, self.clock_ms())
+            priority = req.prefill_priority(self.by_slack) if stage is Stage.PREFILL else 0.0
+            job = OutstandingJob(stage, predicted_ms, self.clock_ms(), priority)
             slot.outstanding[(req.job_id, stage)] = job
         if stage is Stage.PREFILL and req.decode_here:
             slot.decoding[req.job_id] = len(req.spec.prompt_token_ids)

@@ -64,8 +64,14 @@ class FirstTokenForecast:
 
 
 class Forecaster:
+    """`loads(worker_id, prefill_priority)`: the worker's load as a job sees it; for a prefill
+    of a given priority, only the work the worker will run before it (None: all of it)."""
+
     def __init__(
-        self, costs: CostModel, caches: CacheDirectory, loads: Callable[[str], WorkerLoadView]
+        self,
+        costs: CostModel,
+        caches: CacheDirectory,
+        loads: Callable[[str, float | None], WorkerLoadView],
     ) -> None:
         self.costs = costs
         self.caches = caches
@@ -75,7 +81,7 @@ class Forecaster:
         held = [self.caches.holds_embeddings(worker_id, [h]) for h in shape.image_hashes]
         tokens = sum(n for n, is_held in zip(shape.image_tokens, held, strict=True) if not is_held)
         compute = self.costs[worker_id].encode_ms(tokens)
-        start = max(self._load(worker_id).backlog_ms, ready_ms)
+        start = max(self._load(worker_id, None).backlog_ms, ready_ms)
         return StageForecast(Stage.ENCODE, worker_id, start + compute, compute, 0.0, sum(held))
 
     def prefill(
@@ -84,21 +90,22 @@ class Forecaster:
         worker_id: str,
         encode_worker: str | None = None,
         ready_ms: float = 0.0,
+        priority: float | None = None,
     ) -> StageForecast:
         """`encode_worker`: where the embeddings are (None: no images, or already here);
-        `ready_ms`: when they will be there."""
+        `ready_ms`: when they will be there; `priority`: the PrefillJob's."""
         num_prompt = shape.cost.num_prompt_tokens
         matched = self.caches.num_matching_blocks(worker_id, shape.block_hashes)
         cached = min(matched * shape.block_size, max(0, num_prompt - 1))
         compute = self.costs[worker_id].prefill_ms(num_prompt - cached)
         moves = encode_worker is not None and encode_worker != worker_id
         transfer = self.costs.transfers.embedding_ms(shape.cost.num_image_tokens) if moves else 0.0
-        start = max(self._load(worker_id).backlog_ms, ready_ms + transfer)
+        start = max(self._load(worker_id, priority).backlog_ms, ready_ms + transfer)
         return StageForecast(Stage.PREFILL, worker_id, start + compute, compute, transfer, cached)
 
     def decode(self, shape: RequestShape, worker_id: str, prefill_worker: str | None):
         """The first decode step of this request on `worker_id`, joining its batch."""
-        load = self._load(worker_id)
+        load = self._load(worker_id, None)
         context = load.decode_context_tokens + shape.cost.num_prompt_tokens
         step = self.costs[worker_id].decode_step_ms(load.num_decoding + 1, context)
         moves = prefill_worker is not None and prefill_worker != worker_id
@@ -106,13 +113,18 @@ class Forecaster:
         return StageForecast(Stage.DECODE, worker_id, transfer + step, step, transfer, 0)
 
     def stage(
-        self, stage: Stage, shape: RequestShape, worker_id: str, previous: str | None
+        self,
+        stage: Stage,
+        shape: RequestShape,
+        worker_id: str,
+        previous: str | None,
+        priority: float | None = None,
     ) -> StageForecast:
         """`stage` on `worker_id`, its inputs coming from `previous` (None: no transfer)."""
         if stage is Stage.ENCODE:
             return self.encode(shape, worker_id)
         if stage is Stage.PREFILL:
-            return self.prefill(shape, worker_id, previous)
+            return self.prefill(shape, worker_id, previous, priority=priority)
         return self.decode(shape, worker_id, previous)
 
     def first_token(
@@ -122,9 +134,11 @@ class Forecaster:
         prefillers: Sequence[str],
         decoders: Sequence[str],
         work_ahead_ms: dict[Stage, float],
+        priority: float | None = None,
     ) -> FirstTokenForecast | None:
         """The best plan over the given workers (None when a needed stage has none).
-        `work_ahead_ms`: queued work that would run before this request, per stage."""
+        `work_ahead_ms`: queued work that would run before this request, per stage;
+        `priority`: its PrefillJob's (None: every prefill on a worker is ahead of it)."""
         if not prefillers or not decoders or (shape.image_hashes and not encoders):
             return None
         stages: list[StageForecast] = []
@@ -140,7 +154,10 @@ class Forecaster:
         encode_worker = encode.worker_id if encode else None
         ready = encode.completion_ms if encode else 0.0
         prefill = min(
-            (self.prefill(shape, w, encode_worker, max(ready, ahead)) for w in prefillers),
+            (
+                self.prefill(shape, w, encode_worker, max(ready, ahead), priority)
+                for w in prefillers
+            ),
             key=lambda f: (f.completion_ms, f.worker_id),
         )
         stages.append(prefill)

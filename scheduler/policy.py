@@ -48,6 +48,7 @@ class PlacementRequest:
     # Only these workers may run the stage (None: any): embeddings kept in one worker's cache
     # only can be prefilled there alone.
     allowed: frozenset[str] | None = None
+    priority: float | None = None  # a prefill's PrefillJob.priority (None: all work is ahead)
 
 
 class PlacementPolicy(Protocol):
@@ -105,7 +106,11 @@ class EarliestCompletionPolicy:
             raise ValueError("EarliestCompletionPolicy needs the request's shape")
         return [
             self.forecaster.stage(
-                request.stage, request.shape, w.worker_id, request.previous_worker_id
-            )
+                request.stage,
+                request.shape,
+                w.worker_id,
+                request.previous_worker_id,
+                request.priority,
+            )  # fmt: skip
             for w in candidates_for(request, workers)
         ]

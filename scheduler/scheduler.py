@@ -81,7 +81,7 @@ class Scheduler:
         dispatcher = Dispatcher(
             self.config, self._workers, self.policy, self.forecaster, self._clock_ms
         )
-        feedback = Feedback(self.costs, self.ledger, self._clock_ms)
+        feedback = Feedback(self.costs, self.ledger, self._clock_ms, dispatcher.holds_jobs)
         self.admission = AdmissionControl(
             self.config, self.forecaster, dispatcher.work_ahead_ms, dispatcher.is_full
         )
@@ -159,10 +159,10 @@ class Scheduler:
     def _clock_ms(self) -> float:
         return self._clock() * 1000.0
 
-    def _load_view(self, worker_id: str) -> WorkerLoadView:
+    def _load_view(self, worker_id: str, prefill_priority: float | None) -> WorkerLoadView:
         slot = self._workers[worker_id]
         return WorkerLoadView(
-            worker_id, slot.backlog_ms(self._clock_ms()), len(slot.decoding),
+            worker_id, slot.backlog_ms(self._clock_ms(), prefill_priority), len(slot.decoding),
             sum(slot.decoding.values()),
         )  # fmt: skip
 

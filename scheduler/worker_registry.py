@@ -34,6 +34,7 @@ class OutstandingJob:
     stage: Stage
     predicted_ms: float  # its compute, as the cost model predicted at dispatch
     dispatched_ms: float  # scheduler clock, ms
+    priority: float = 0.0  # the PrefillJob's priority (its latest start); 0 for encodes
 
 
 @dataclass
@@ -49,14 +50,23 @@ class WorkerSlot:
     # Requests decoding here (decode_here prefills included) -> their prompt length.
     decoding: dict[str, int] = field(default_factory=dict)
 
-    def backlog_ms(self, now_ms: float) -> float:
-        """Predicted work still ahead of a new job: all outstanding jobs, less what the oldest
-        has presumably done since it was dispatched (the worker runs one at a time)."""
-        if not self.outstanding:
+    def backlog_ms(self, now_ms: float, prefill_priority: float | None = None) -> float:
+        """Predicted work still ahead of a new job, less what the oldest job has presumably
+        done since it was dispatched (the worker runs one at a time). For a prefill of
+        `prefill_priority`, prefills of a later priority are not ahead: the worker gives it
+        the step's budget first (batcher.py). None: all outstanding work."""
+        ahead = [
+            job
+            for job in self.outstanding.values()
+            if prefill_priority is None
+            or job.stage is not Stage.PREFILL
+            or job.priority <= prefill_priority
+        ]
+        if not ahead:
             return 0.0
-        oldest = min(self.outstanding.values(), key=lambda job: job.dispatched_ms)
+        oldest = min(ahead, key=lambda job: job.dispatched_ms)
         done = min(oldest.predicted_ms, max(0.0, now_ms - oldest.dispatched_ms))
-        return sum(job.predicted_ms for job in self.outstanding.values()) - done
+        return sum(job.predicted_ms for job in ahead) - done
 
     @property
     def worker_id(self) -> str:

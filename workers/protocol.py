@@ -85,6 +85,9 @@ class PrefillJob:
     images: list[EmbeddingInput]  # in placeholder order
     decode_here: bool  # True: keep decoding on this worker; False: hand the KV off
     expected_epochs: dict[str, int] = field(default_factory=dict)  # producer id -> epoch
+    # Order among the prompts this worker prefills, lower first (the scheduler's latest start
+    # time, ms, under policy "slo"; 0 for all under "fcfs": arrival order). See batcher.py.
+    priority: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,7 @@ class StageRunner:
                 images.append(image)
             self.engine.add_request(
                 job.request_id, job.prompt_token_ids, job.sampling_params, images,
-                export_kv=not job.decode_here,
+                export_kv=not job.decode_here, priority=job.priority,
             )  # fmt: skip
             for image in fetched.images:  # a later turn with the same image skips the transfer
                 if image is not None:

@@ -64,7 +64,7 @@ class Admitter:
         costs.add_worker("e1", E_PROFILE)
         costs.add_worker("p1", PD_PROFILE)
         costs.add_worker("p2", PD_PROFILE)
-        forecaster = Forecaster(costs, CacheDirectory(), lambda w: WorkerLoadView(w, 0.0, 0, 0))
+        forecaster = Forecaster(costs, CacheDirectory(), lambda w, _: WorkerLoadView(w, 0.0, 0, 0))
         self.control = AdmissionControl(
             self.config, forecaster, self._work_ahead_ms, self._is_queue_full
         )

@@ -38,7 +38,7 @@ def forecaster(loads):
     for load in loads:
         costs.add_worker(load.worker_id, PROFILE)
     by_id = {load.worker_id: load for load in loads}
-    return Forecaster(costs, CacheDirectory(), by_id.__getitem__)
+    return Forecaster(costs, CacheDirectory(), lambda worker_id, _: by_id[worker_id])
 
 
 def idle(worker_id, backlog_ms=0.0):

@@ -36,7 +36,9 @@ class Cluster:
         self.loads = {w: WorkerLoadView(w, ms, 0, 0) for w, ms in backlogs_ms.items()}
         for worker_id in backlogs_ms:
             self.costs.add_worker(worker_id, PROFILE)
-        self.policy = EarliestCompletionPolicy(Forecaster(self.costs, self.caches, self.loads.get))
+        self.policy = EarliestCompletionPolicy(
+            Forecaster(self.costs, self.caches, lambda w, _: self.loads[w])
+        )
 
     def place(self, stage, shape, workers, previous=None, allowed=None):
         request = PlacementRequest(spec(), stage, previous, shape, allowed)

@@ -9,7 +9,11 @@ exact, and the assertions are on what the scheduler recorded (its predictions, t
 which jobs left its queues, the order the worker received them), never on wall-clock time.
 
     fcfs: p receives rock0 rock1 rock2 rock3 text   text predicted TTFT = 4 x 440 + 120 ms
-    slo:  p receives rock0 text rock1 rock2 rock3   text predicted TTFT =     440 + 120 ms
+    slo:  p receives rock0 text rock1 rock2 rock3   text predicted TTFT =           120 ms
+
+Under "slo" the text's PrefillJob carries an earlier priority than rock0's, so the worker gives
+it the step's budget before rock0's remaining chunks (workers/engine/batcher.py): none of the
+rocks' work is predicted ahead of it, and it is dispatched although p already holds rock0.
 """
 
 from __future__ import annotations
@@ -93,7 +97,9 @@ def test_text_request_not_blocked_by_a_burst_of_rocks():
         sand_ttft_ms = SchedulerConfig().sand_ttft_ms
 
         assert order == ["rock0", "text", "rock1", "rock2", "rock3"]
-        assert predicted_ttft_ms(c, "text") == ROCK_PREFILL_MS + TEXT_PREFILL_MS
+        assert predicted_ttft_ms(c, "text") == TEXT_PREFILL_MS
+        prefill_jobs = {job.request_id: job for job in c["p"].jobs}
+        assert prefill_jobs["text"].priority < prefill_jobs["rock0"].priority
         assert predicted_ttft_ms(c, "text") <= sand_ttft_ms
         assert all(prefill_order(c, "text") < prefill_order(c, f"rock{i}") for i in (1, 2, 3))
         trace = c.scheduler.trace("text")
@@ -111,5 +117,6 @@ def test_first_come_first_served_traps_the_text_request_behind_the_rocks():
         assert order == ["rock0", "rock1", "rock2", "rock3", "text"]
         assert predicted_ttft_ms(c, "text") == NUM_ROCKS * ROCK_PREFILL_MS + TEXT_PREFILL_MS
         assert predicted_ttft_ms(c, "text") > sand_ttft_ms
+        assert {job.priority for job in c["p"].jobs} == {0.0}  # the worker keeps arrival order
 
     run(body)

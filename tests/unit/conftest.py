@@ -58,11 +58,12 @@ class FakeEngine:
         prompt: Sequence[int],
         max_tokens: int = 4,
         image_spans: Sequence[ImageSpan] = (),
+        priority: float = 0.0,
         **params,
     ) -> Request:
         request = Request(
             request_id, list(prompt), SamplingParams(max_tokens=max_tokens, **params),
-            image_spans=list(image_spans),
+            image_spans=list(image_spans), priority=priority,
         )  # fmt: skip
         self.batcher.add(request)
         return request

@@ -8,8 +8,14 @@ Each engine step is `schedule() -> run the model -> postprocess()`:
    when none is left preempts the most recently admitted running request (preempt by
    recompute: its blocks are freed, its counter goes back to 0 and it returns to the head of
    the waiting queue).
-2. Waiting requests are admitted first-come-first-served while tokens, sequence slots and blocks
-   last. On first admission a request takes its prefix-cache hits, or its imported KV.
+2. Waiting requests are admitted in priority order (lower first; equal priorities first come,
+   first served) while tokens, sequence slots and blocks last. On first admission a request
+   takes its prefix-cache hits, or its imported KV. A running prompt of a lower priority than
+   the first waiting one gets only what the admissions leave of the budget, so an urgent short
+   prompt never waits behind the chunks of a long one (with every priority 0 the order is the
+   plain first-come-first-served one):
+
+       decodes | prefill chunks with priority <= the first waiting one's | admissions | the rest
 3. After the forward pass, each request that caught up with its tokens gets the sampled token,
    is checked for stop conditions, and leaves the batch when done.
 """
@@ -99,7 +105,11 @@ class Batcher:
         self.num_prefix_hit_tokens = 0
 
     def add(self, request: Request) -> None:
-        self.waiting.append(request)
+        """Queue behind every waiting request of the same or a lower priority value."""
+        index = len(self.waiting)
+        while index > 0 and self.waiting[index - 1].priority > request.priority:
+            index -= 1
+        self.waiting.insert(index, request)
 
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
@@ -108,8 +118,14 @@ class Batcher:
     def schedule(self) -> BatchPlan:
         plan = BatchPlan()
         budget = self.token_budget
-        decode_first = sorted(self.running, key=lambda r: r.num_uncomputed_tokens > 1)
-        for req in decode_first:
+        first_waiting = self.waiting[0].priority if self.waiting else float("inf")
+        decodes = [r for r in self.running if r.num_uncomputed_tokens <= 1]
+        prefills = sorted(
+            (r for r in self.running if r.num_uncomputed_tokens > 1), key=lambda r: r.priority
+        )
+        urgent = [r for r in prefills if r.priority <= first_waiting]
+        deferred = [r for r in prefills if r.priority > first_waiting]
+        for req in decodes + urgent:
             if budget == 0:
                 break
             if req.status is not RequestStatus.RUNNING:
@@ -138,6 +154,14 @@ class Batcher:
             if is_import:
                 plan.kv_imports.append(req)
             if num_new:
+                plan.scheduled.append(ScheduledRequest(req, num_new))
+                budget -= num_new
+        # What the admissions left: no preemption for these, they just wait a step.
+        for req in deferred:
+            num_new = min(req.num_uncomputed_tokens, budget)
+            if budget == 0 or plan.preempted:
+                break
+            if self._reserve(req, req.num_computed_tokens + num_new):
                 plan.scheduled.append(ScheduledRequest(req, num_new))
                 budget -= num_new
         return plan

@@ -138,9 +138,11 @@ class Engine:
         sampling_params: SamplingParams | None = None,
         images: Sequence[ImageEmbedding] = (),
         export_kv: bool = False,
+        priority: float = 0.0,
     ) -> None:
         """Queue a prompt (with image placeholders) for prefill, then decode here unless
-        `export_kv`, in which case it leaves with a PrefillResult after its first token."""
+        `export_kv`, in which case it leaves with a PrefillResult after its first token.
+        `priority`: lower prompts get the step's token budget first (see batcher.py)."""
         self._require("P")
         if not export_kv and "D" not in self.config.stages:
             raise InvalidRequestError("a prefill-only engine must export the KV (export_kv=True)")
@@ -154,7 +156,7 @@ class Engine:
         rows = np.concatenate([i.embeddings for i in images]) if images else None
         request = Request(
             request_id, prompt, params, image_spans=spans, image_embeddings=rows,
-            export_kv=export_kv,
+            export_kv=export_kv, priority=priority,
         )  # fmt: skip
         self._enqueue(request)
 

@@ -40,6 +40,9 @@ class Request:
     # request can be re-imported instead of re-encoded (a decoder has no vision tower).
     prompt_kv: Any = None
     export_kv: bool = False
+    # Order among prompts being prefilled on this worker, lower first (the global scheduler's
+    # latest start time); equal priorities keep arrival order (all 0: first come, first served).
+    priority: float = 0.0
 
     token_ids: list[int] = field(init=False)
     status: RequestStatus = RequestStatus.WAITING
