@@ -31,6 +31,9 @@ class AdmissionRejectedError(SchedulerError):
         super().__init__(message)
         self.retry_after_ms = retry_after_ms
 
+    def __reduce__(self):  # it crosses Ray (control plane -> ingress) with its hint
+        return type(self), (self.args[0], self.retry_after_ms)
+
 
 class RequestFailedError(SchedulerError):
     """The request was admitted but cannot complete: a stage failed for good, its re-drives ran

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 from scheduler.admission import Admission, AdmissionDecision, decide
+from scheduler.errors import AdmissionRejectedError
 from scheduler.slo import SloTargets
 
 TARGETS = SloTargets(ttft_ms=1_000.0, tpot_ms=50.0)
@@ -76,3 +79,9 @@ def test_full_queue_hints_the_ttft_excess_when_it_is_larger_than_the_minimum():
 
     assert decision.action is Admission.REJECT
     assert decision.retry_after_ms == 400.0
+
+
+def test_a_rejection_survives_pickling_with_its_retry_after_hint():
+    error = pickle.loads(pickle.dumps(AdmissionRejectedError("queue full", 250.0)))
+
+    assert (str(error), error.retry_after_ms) == ("queue full", 250.0)

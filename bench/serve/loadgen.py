@@ -1,0 +1,174 @@
+"""Send one sweep point's requests to a running cluster at their arrival times, through the
+public async client SDK, and record what comes back: chunk times, usage, error statuses, then
+each request's trace.
+
+Open loop: a request is sent at its arrival time whether or not earlier ones have finished. When
+the last one has been sent, the point waits `drain_timeout_s` for the rest; those still open are
+cancelled (the server aborts them) and recorded as `timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass, replace
+
+import grpc
+
+from bench.serve.progress import Progress
+from bench.serve.record import RequestRecord
+from bench.serve.trace_stats import DONE_STATES, trace_stats
+from bench.serve.workload import BenchRequest
+from cluster.client import AsyncTriserveClient, TriserveError
+
+RETRY_AFTER_KEY = "retry-after-ms"
+_RETRY_AFTER_TEXT = re.compile(r"retry[-_ ]after(?:[-_ ]ms)?\D{0,3}([0-9]+(?:\.[0-9]+)?)", re.I)
+TRACE_WAIT_S = 10.0  # the last chunk can reach the client just before the trace ends
+TRACE_CONCURRENCY = 16
+
+
+@dataclass(frozen=True)
+class PointPlan:
+    layout: str
+    point: str  # "rate=2" or "overload=12"
+    rate: float
+    requests: list[BenchRequest]
+    prompt_format: str = "raw"
+    ttft_ms: float | None = None  # sent with every request when given
+    tpot_ms: float | None = None
+    request_timeout_s: float = 300.0
+    drain_timeout_s: float = 60.0
+    run_id: str = ""  # keeps request ids unique across runs against one server
+
+
+def retry_after_ms(error: TriserveError) -> float | None:
+    """The server's hint: the SDK's `retry_after_ms` (trailing metadata `retry-after-ms`),
+    else the metadata of the gRPC error it was raised from, else 'retry after N ms' in the
+    details."""
+    hint = getattr(error, "retry_after_ms", None)
+    if hint is not None:
+        return float(hint)
+    rpc_error = error.__context__
+    if isinstance(rpc_error, grpc.RpcError) and hasattr(rpc_error, "trailing_metadata"):
+        try:
+            for key, value in rpc_error.trailing_metadata() or ():
+                if key.lower() == RETRY_AFTER_KEY:
+                    return float(value)
+        except (TypeError, ValueError):
+            pass
+    match = _RETRY_AFTER_TEXT.search(error.details or "")
+    return float(match.group(1)) if match else None
+
+
+async def _send(
+    client: AsyncTriserveClient, plan: PointPlan, request: BenchRequest, start: float,
+    progress: Progress,
+) -> RequestRecord:  # fmt: skip
+    await asyncio.sleep(max(0.0, start + request.arrival_s - time.perf_counter()))
+    sent = time.perf_counter()
+    progress.sent()
+    record = RequestRecord(
+        request_id=f"{plan.layout}-{plan.point}-{request.index}-{plan.run_id}",
+        layout=plan.layout, point=plan.point, rate=plan.rate, index=request.index,
+        kind=request.kind, slo_class=request.slo_class,
+        ttft_target_ms=request.targets.ttft_ms, tpot_target_ms=request.targets.tpot_ms,
+        arrival_s=request.arrival_s, send_lag_ms=(sent - start - request.arrival_s) * 1e3,
+        status="ok", num_images=len(request.images), max_image_pixels=request.max_image_pixels,
+        max_tokens=request.max_tokens, reuse_of=request.reuse_of, extra=request.extra,
+    )  # fmt: skip
+    chunk_ms, chunk_tokens, usage, finish = [], [], None, None
+    kwargs = request.generate_kwargs(plan.prompt_format, plan.ttft_ms, plan.tpot_ms)
+    stream = client.generate(request_id=record.request_id, **kwargs)
+    try:
+        async for chunk in stream:
+            if chunk.token_ids:
+                chunk_ms.append(round((time.perf_counter() - sent) * 1e3, 2))
+                chunk_tokens.append(len(chunk.token_ids))
+            usage = chunk.usage or usage
+            finish = chunk.finish_reason or finish
+    except TriserveError as e:
+        elapsed_ms = (time.perf_counter() - sent) * 1e3
+        is_rejected = e.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        record = replace(
+            record, status="rejected" if is_rejected else "failed", error_code=e.code.name,
+            error_details=e.details, reject_ms=elapsed_ms if is_rejected else None,
+            retry_after_ms=retry_after_ms(e) if is_rejected else None,
+        )  # fmt: skip
+    except asyncio.CancelledError:
+        record = replace(record, status="timeout", error_details="cancelled at the drain deadline")
+    finally:
+        await stream.aclose()
+    if record.status == "ok" and finish is None:
+        record = replace(record, status="failed", error_details="the stream ended unfinished")
+    record = replace(
+        record, chunk_ms=chunk_ms, chunk_tokens=chunk_tokens, finish_reason=finish,
+        prompt_tokens=usage.prompt_tokens if usage else None,
+        cached_prompt_tokens=usage.cached_prompt_tokens if usage else None,
+    )  # fmt: skip
+    progress.done(record.status)
+    return record
+
+
+async def _with_trace(
+    client: AsyncTriserveClient, record: RequestRecord, limit: asyncio.Semaphore
+) -> RequestRecord:
+    deadline = time.monotonic() + TRACE_WAIT_S
+    async with limit:
+        while True:
+            try:
+                trace = await client.trace(record.request_id)
+            except TriserveError:  # NOT_FOUND: rejected before the scheduler kept a trace
+                return record
+            if trace.state in DONE_STATES or time.monotonic() > deadline:
+                stats = trace_stats(trace.state, trace.events)
+                return replace(record, trace=stats.as_dict())
+            await asyncio.sleep(0.02)
+
+
+async def _as_is(record: RequestRecord) -> RequestRecord:
+    return record
+
+
+async def run_point(address: str, plan: PointPlan, progress: Progress) -> tuple[list, float]:
+    """Every request of the point, sent on time and then traced; returns (records, wall_s),
+    wall_s from the first send to the last response (or the drain deadline)."""
+    async with AsyncTriserveClient(address, timeout_s=plan.request_timeout_s) as client:
+        start = time.perf_counter()
+        tasks = [
+            asyncio.create_task(_send(client, plan, request, start, progress))
+            for request in plan.requests
+        ]
+        last_arrival = max((r.arrival_s for r in plan.requests), default=0.0)
+        deadline = start + last_arrival + plan.drain_timeout_s
+        _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.perf_counter()))
+        for task in pending:
+            task.cancel()
+        records = list(await asyncio.gather(*tasks))
+        wall_s = time.perf_counter() - start
+        limit = asyncio.Semaphore(TRACE_CONCURRENCY)
+        records = await asyncio.gather(
+            *(_with_trace(client, r, limit) for r in records if r.status != "rejected"),
+            *(_as_is(r) for r in records if r.status == "rejected"),  # no trace is kept
+        )
+    progress.close()
+    return sorted(records, key=lambda r: r.index), wall_s
+
+
+async def wait_until_idle(address: str, timeout_s: float = 30.0) -> bool:
+    """Until the cluster reports no request in flight (cancelled ones take a moment)."""
+    async with AsyncTriserveClient(address, timeout_s=10.0) as client:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if (await client.cluster_state()).requests_in_flight == 0:
+                return True
+            await asyncio.sleep(0.1)
+    return False
+
+
+async def warm_up(address: str, requests: list[BenchRequest], prompt_format: str) -> None:
+    """One request after another, results discarded: loads every code path once."""
+    async with AsyncTriserveClient(address, timeout_s=300.0) as client:
+        for request in requests:
+            kwargs = request.generate_kwargs(prompt_format)
+            await client.complete(**{**kwargs, "max_tokens": min(4, request.max_tokens)})
