@@ -12,8 +12,8 @@ the same rule. Transfers are learned, not profiled: bytes per embedding row, byt
 and the fetch bandwidth each come from `TransferConsumed` reports.
 
 What no stage accounts for (the ingress, Ray hops, polling, a host short of cores) is learned
-per request class as the EWMA of measured minus predicted TTFT and TPOT of finished requests,
-and added to later predictions (`LatencyResiduals`).
+per request class as the EWMA of measured minus predicted TTFT (at each first token) and TPOT
+(at each end), and added to later predictions (`LatencyResiduals`).
 """
 
 from __future__ import annotations
@@ -139,13 +139,12 @@ class LatencyResiduals:
         self.ttft_ms: dict[str, float] = {}
         self.tpot_ms: dict[str, float] = {}
 
-    def observe(
-        self, request_class: str, predicted_ttft: float, ttft: float,
-        predicted_tpot: float, tpot: float | None,
-    ) -> None:  # fmt: skip
-        self._fold(self.ttft_ms, request_class, ttft - predicted_ttft)
-        if tpot is not None:
-            self._fold(self.tpot_ms, request_class, tpot - predicted_tpot)
+    def observe_ttft(self, request_class: str, predicted_ms: float, measured_ms: float) -> None:
+        """At the first token, not the end: under a load that grows, the sooner the better."""
+        self._fold(self.ttft_ms, request_class, measured_ms - predicted_ms)
+
+    def observe_tpot(self, request_class: str, predicted_ms: float, measured_ms: float) -> None:
+        self._fold(self.tpot_ms, request_class, measured_ms - predicted_ms)
 
     def _fold(self, residuals: dict[str, float], request_class: str, value: float) -> None:
         current = residuals.get(request_class)

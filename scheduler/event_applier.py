@@ -106,6 +106,7 @@ class EventApplier:
             "first_token", worker=slot.worker_id, compute_ms=done.compute_ms,
             queue_ms=done.queue_ms,
         )  # fmt: skip
+        self.driver.feedback.first_token(req)
         if not await self._stream(req, [done.first_token_id], done.finish_reason):
             return
         if done.kv is None:
@@ -134,6 +135,7 @@ class EventApplier:
                 "first_token", worker=slot.worker_id, compute_ms=delta.prefill_compute_ms,
                 queue_ms=delta.prefill_queue_ms,
             )  # fmt: skip
+            self.driver.feedback.first_token(req)
             if delta.finish_reason is None:
                 req.lifecycle.advance(_S.DECODING, worker=slot.worker_id)
         req.trace.add_decode_steps(

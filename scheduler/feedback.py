@@ -87,6 +87,17 @@ class Feedback:
             for stage in (Stage.ENCODE, Stage.PREFILL):
                 slot.outstanding.pop((job_id, stage), None)
 
+    def first_token(self, req: ActiveRequest) -> None:
+        """The request's first token went to the client: how far off was its TTFT forecast?"""
+        first_tokens = [e for e in req.trace.events if e.name == "first_token"]
+        classified = req.trace.event("classified")
+        if len(first_tokens) != 1 or classified is None:
+            return  # a re-drive's first token, or an unclassified request
+        predicted = classified.attrs["model_ttft_ms"]
+        self.costs.residuals.observe_ttft(
+            req.request_class.value, predicted, first_tokens[0].time_ms
+        )
+
     def ended(self, req: ActiveRequest, state: RequestState) -> RequestOutcome | None:
         """Record how the request did; the outcome of a finished one, else None."""
         counts = self.ledger.classes[req.request_class.value]
@@ -104,11 +115,9 @@ class Feedback:
         )
         self.ledger.finished(outcome)
         classified = req.trace.event("classified")
-        if classified is not None:
-            self.costs.residuals.observe(
-                outcome.request_class, classified.attrs["model_ttft_ms"], ttft,
-                classified.attrs["model_tpot_ms"], tpot,
-            )  # fmt: skip
+        if classified is not None and tpot is not None:
+            predicted = classified.attrs["model_tpot_ms"]
+            self.costs.residuals.observe_tpot(outcome.request_class, predicted, tpot)
         req.trace.record(
             "slo", request_class=outcome.request_class, ttft_ms=ttft, tpot_ms=tpot,
             attained=attained,

@@ -259,8 +259,9 @@ def test_latency_the_stages_do_not_explain_is_learned_per_class_and_added():
     residuals = admitter.control.forecaster.costs.residuals
     # Two finished sand requests took 100 ms and 60 ms longer to their first token than the
     # model predicted, and their tokens came 10 ms slower: EWMA with alpha 0.25.
-    residuals.observe("sand", 59.0, 159.0, 3.0, 13.0)
-    residuals.observe("sand", 59.0, 119.0, 3.0, 13.0)
+    residuals.observe_ttft("sand", 59.0, 159.0)
+    residuals.observe_ttft("sand", 59.0, 119.0)
+    residuals.observe_tpot("sand", 3.0, 13.0)
 
     admitted = admitter.admit(text())
 
@@ -273,7 +274,9 @@ def test_latency_the_stages_do_not_explain_is_learned_per_class_and_added():
 
 def test_a_model_that_overestimates_never_predicts_below_its_own_stages():
     admitter = Admitter()
-    admitter.control.forecaster.costs.residuals.observe("sand", 500.0, 100.0, 50.0, 5.0)
+    residuals = admitter.control.forecaster.costs.residuals
+    residuals.observe_ttft("sand", 500.0, 100.0)
+    residuals.observe_tpot("sand", 50.0, 5.0)
 
     admitted = admitter.admit(text())
 

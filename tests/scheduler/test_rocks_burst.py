@@ -104,6 +104,9 @@ def test_text_request_not_blocked_by_a_burst_of_rocks():
         assert all(prefill_order(c, "text") < prefill_order(c, f"rock{i}") for i in (1, 2, 3))
         trace = c.scheduler.trace("text")
         assert trace.event("classified").attrs["request_class"] == "sand"
+        # Each first token and each end taught the cost model what its stages missed.
+        residuals = c.scheduler.costs.residuals
+        assert set(residuals.ttft_ms) == set(residuals.tpot_ms) == {"sand", "rock"}
         assert c.scheduler.trace("rock0").event("classified").attrs["request_class"] == "rock"
 
     run(body)
