@@ -117,7 +117,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     if not ray.is_initialized():
         os.environ["RAY_AUTH_MODE"] = "disabled"  # a private, local cluster: no token file
     config = ClusterConfig(
-        models={args.preset: args.preset}, pools=parse_pools(POOLS, args.preset), port=0,
+        models={args.preset: args.preset},
+        pools=parse_pools(POOLS, args.preset),
+        port=0,
         metrics_port=None,
     )
     workload = WorkloadConfig(seed=args.seed)

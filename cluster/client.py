@@ -10,6 +10,7 @@ The CLI, the tests and the benchmarks all talk to the server through this module
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -25,6 +26,10 @@ FINISH_REASONS = {
     pb.FINISH_REASON_LENGTH: "length",
     pb.FINISH_REASON_CANCELLED: "cancelled",
 }
+# A rejection's details end with "retry after <N> ms". Ray Serve's gRPC proxy drops trailing
+# metadata when a call fails, so the "retry-after-ms" trailer reaches only clients of a server
+# that keeps it; the details always arrive.
+RETRY_AFTER_IN_DETAILS = re.compile(r"retry after (\d+(?:\.\d+)?) ms")
 
 
 class TriserveError(Exception):
@@ -43,8 +48,12 @@ class TriserveError(Exception):
         trailing = (
             dict(error.trailing_metadata() or ()) if hasattr(error, "trailing_metadata") else {}
         )
+        details = error.details() or ""
         hint = trailing.get("retry-after-ms")
-        return cls(error.code(), error.details() or "", float(hint) if hint else None)
+        if hint is None and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            match = RETRY_AFTER_IN_DETAILS.search(details)
+            hint = match.group(1) if match else None
+        return cls(error.code(), details, float(hint) if hint else None)
 
 
 @dataclass

@@ -150,7 +150,7 @@ class Ingress:
             logger.exception("internal error", exc_info=error)
         retry_after = retry_after_ms(error)
         if retry_after is not None:
-            grpc_context.set_trailing_metadata((("retry-after-ms", str(round(retry_after))),))
+            grpc_context.set_trailing_metadata([("retry-after-ms", str(round(retry_after)))])
         grpc_context.set_code(code)
         grpc_context.set_details(message)
         raise RuntimeError(message) from None

@@ -13,7 +13,6 @@ import re
 import time
 from types import SimpleNamespace
 
-import grpc
 import numpy as np
 import pytest
 
@@ -25,7 +24,6 @@ from bench.serve.arrivals import (
     scaled_trace_arrivals,
 )
 from bench.serve.comparison import overload_check, text_ttft
-from bench.serve.loadgen import retry_after_ms
 from bench.serve.metrics import (
     admitted_attainment,
     attainment,
@@ -40,7 +38,6 @@ from bench.serve.record import RequestRecord
 from bench.serve.settings import from_values
 from bench.serve.trace_files import TraceFormatError, load_trace, parse_azure, parse_mooncake
 from bench.serve.trace_stats import trace_stats
-from cluster.client import TriserveError
 from scheduler.config import SchedulerConfig
 
 
@@ -248,21 +245,6 @@ def test_trace_stats_add_repeated_events_and_read_the_class():
     assert (stats.num_decode_steps, stats.num_encode_skipped_images) == (7, 2)
     assert (stats.num_redrives, stats.server_class, stats.server_e2e_ms) == (1, "rock", 91.0)
     assert (stats.admission, stats.predicted_ttft_ms) == ("admit", 80.0)
-
-
-class _RpcErrorWithMetadata(grpc.RpcError):
-    def trailing_metadata(self):
-        return (("retry-after-ms", "250"),)
-
-
-def test_retry_after_hint_from_the_sdk_trailing_metadata_or_details():
-    exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert retry_after_ms(TriserveError(exhausted, "queue full", retry_after_ms=120.0)) == 120.0
-    error = TriserveError(exhausted, "queue full")
-    assert retry_after_ms(error) is None
-    error.__context__ = _RpcErrorWithMetadata()
-    assert retry_after_ms(error) == 250.0
-    assert retry_after_ms(TriserveError(exhausted, "busy; retry after 40 ms")) == 40.0
 
 
 # ------------------------------------------------------------------ comparisons

@@ -10,7 +10,6 @@ cancelled (the server aborts them) and recorded as `timeout`.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from dataclasses import dataclass, replace
 
@@ -22,8 +21,6 @@ from bench.serve.trace_stats import DONE_STATES, trace_stats
 from bench.serve.workload import BenchRequest
 from cluster.client import AsyncTriserveClient, TriserveError
 
-RETRY_AFTER_KEY = "retry-after-ms"
-_RETRY_AFTER_TEXT = re.compile(r"retry[-_ ]after(?:[-_ ]ms)?\D{0,3}([0-9]+(?:\.[0-9]+)?)", re.I)
 TRACE_WAIT_S = 10.0  # the last chunk can reach the client just before the trace ends
 TRACE_CONCURRENCY = 16
 
@@ -40,25 +37,6 @@ class PointPlan:
     request_timeout_s: float = 300.0
     drain_timeout_s: float = 60.0
     run_id: str = ""  # keeps request ids unique across runs against one server
-
-
-def retry_after_ms(error: TriserveError) -> float | None:
-    """The server's hint: the SDK's `retry_after_ms` (trailing metadata `retry-after-ms`),
-    else the metadata of the gRPC error it was raised from, else 'retry after N ms' in the
-    details."""
-    hint = getattr(error, "retry_after_ms", None)
-    if hint is not None:
-        return float(hint)
-    rpc_error = error.__context__
-    if isinstance(rpc_error, grpc.RpcError) and hasattr(rpc_error, "trailing_metadata"):
-        try:
-            for key, value in rpc_error.trailing_metadata() or ():
-                if key.lower() == RETRY_AFTER_KEY:
-                    return float(value)
-        except (TypeError, ValueError):
-            pass
-    match = _RETRY_AFTER_TEXT.search(error.details or "")
-    return float(match.group(1)) if match else None
 
 
 async def _send(
@@ -93,7 +71,7 @@ async def _send(
         record = replace(
             record, status="rejected" if is_rejected else "failed", error_code=e.code.name,
             error_details=e.details, reject_ms=elapsed_ms if is_rejected else None,
-            retry_after_ms=retry_after_ms(e) if is_rejected else None,
+            retry_after_ms=e.retry_after_ms if is_rejected else None,
         )  # fmt: skip
     except asyncio.CancelledError:
         record = replace(record, status="timeout", error_details="cancelled at the drain deadline")

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cluster.client import TriserveClient, TriserveError
+from scheduler.config import SchedulerConfig
 from tests.cluster.conftest import ADMIN_TOKEN, API_TOKEN
 from tests.support import make_image
 from workers.engine.config import EngineConfig
@@ -230,6 +231,24 @@ def test_bad_input_gets_invalid_argument_and_the_server_keeps_serving(client, ca
     assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "Traceback" not in error.value.details
     assert client.complete(prompt="still there?", model="coloc", max_tokens=2).token_ids
+
+
+def test_request_that_cannot_make_its_slo_is_refused_at_once_with_a_retry_hint(client):
+    with pytest.raises(TriserveError) as error:
+        client.complete(prompt="hurry", model="coloc", max_tokens=2, ttft_ms=0.001)
+    assert error.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "predicted TTFT" in error.value.details
+    assert error.value.retry_after_ms is not None and error.value.retry_after_ms >= 100
+    degraded = client.complete(
+        prompt="hurry", model="coloc", max_tokens=64, ttft_ms=0.001, admission="degrade",
+        ignore_eos=True,
+    )  # fmt: skip
+    assert len(degraded.token_ids) == SchedulerConfig().degrade_max_tokens
+    best_effort = client.complete(
+        prompt="hurry", model="coloc", max_tokens=3, ttft_ms=0.001, admission="best_effort",
+        ignore_eos=True,
+    )  # fmt: skip
+    assert len(best_effort.token_ids) == 3
 
 
 def test_scaling_an_unknown_pool_is_invalid_argument(client):
