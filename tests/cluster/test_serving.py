@@ -124,12 +124,16 @@ def test_scaling_a_pool_up_and_down_under_load_loses_no_request(cluster, client,
 
 def test_cancelling_a_stream_frees_its_blocks_everywhere(client):
     text, images = REQUESTS["one_image"]
+    # Nearly the whole context (1024 tokens): the cancel has seconds to arrive mid-decode even
+    # on a loaded machine.
+    sent = time.monotonic()
     stream = client.generate(
-        prompt=text, images=images, model="disagg", max_tokens=600, ignore_eos=True,
+        prompt=text, images=images, model="disagg", max_tokens=960, ignore_eos=True,
         request_id="to-cancel",
     )  # fmt: skip
     first = next(stream)
     assert first.token_ids
+    closed_ms = (time.monotonic() - sent) * 1e3
     stream.close()  # the client goes away mid-decode
 
     def back_to_baseline():
@@ -138,7 +142,11 @@ def test_cancelling_a_stream_frees_its_blocks_everywhere(client):
         return state.requests_in_flight == 0 and all(w.kv_blocks_used == 0 for w in workers)
 
     wait_until(back_to_baseline)
-    assert client.trace("to-cancel").state == "cancelled"
+    trace = client.trace("to-cancel")
+    assert trace.state == "cancelled", (
+        f"{trace.state} at {trace.events[-1].time_ms:.0f} ms; the client closed its stream at "
+        f"about {closed_ms:.0f} ms"
+    )
 
 
 def test_trace_shows_every_stage_and_transfer(client):
