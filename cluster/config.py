@@ -24,6 +24,9 @@ values raise `ConfigError` naming the key. `deploy/cluster.example.yaml` shows a
         enable_prefix_caching: true
         embedding_cache_size: 128      # images whose embeddings a worker keeps (LRU)
         torch_threads: null            # torch threads per worker process; null: torch's default
+        nice: 10                       # added to the worker processes' nice value (0-19), so
+                                       # that the ingress, the control plane and Serve's proxy,
+                                       # on every request's path, get shared cores first
         max_restarts: 3                # restarts of a crashed worker actor; -1: unlimited
         profile_at_start: true         # measure encode/prefill/decode times at start-up
                                        # (CPU: 0.2 s tiny, a few s small) and size each engine
@@ -84,6 +87,7 @@ class PoolConfig:
     enable_prefix_caching: bool = True
     embedding_cache_size: int = 128
     torch_threads: int | None = None
+    nice: int = 10
     max_restarts: int = 3
     profile_at_start: bool = True
 
@@ -96,6 +100,7 @@ class PoolConfig:
         _require(self.num_workers >= 0, f"{where}: num_workers must be >= 0")
         _require(self.num_gpus >= 0 and self.num_cpus >= 0, f"{where}: num_gpus/num_cpus < 0")
         _require(self.max_restarts >= -1, f"{where}: max_restarts must be >= -1")
+        _require(0 <= self.nice <= 19, f"{where}: nice must be in 0..19")
         for key in ("num_kv_blocks", "block_size", "max_num_seqs", "max_num_batched_tokens",
                     "max_model_len", "torch_threads", "kv_cache_memory_bytes"):  # fmt: skip
             value = getattr(self, key)
@@ -122,8 +127,8 @@ class PoolConfig:
 
         return WorkerConfig(
             worker_id, self.engine_config(model_dir), pool=self.name, model=self.model,
-            torch_threads=self.torch_threads, profile_at_start=self.profile_at_start,
-            tpot_target_ms=tpot_target_ms,
+            torch_threads=self.torch_threads, nice=self.nice,
+            profile_at_start=self.profile_at_start, tpot_target_ms=tpot_target_ms,
         )  # fmt: skip
 
 

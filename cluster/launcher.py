@@ -44,6 +44,16 @@ class RunningCluster:
                 ray.shutdown()
 
 
+def set_local_ray_defaults() -> None:
+    """Environment defaults for a Ray that Triserve starts on this machine (set before
+    ray.init; a value already set wins): no usage stats, no auth token file, and Ray's actor
+    processes at normal CPU priority (Ray's default nice is 15), so that engines, niced further
+    by `PoolConfig.nice`, yield shared cores to the ingress, the control plane and the proxy."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_worker_niceness", "0")
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -63,7 +73,7 @@ def start_cluster(config: ClusterConfig, ray_init_kwargs: dict | None = None) ->
     started_ray = not ray.is_initialized()
     if started_ray:
         if config.ray_address is None:
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, local cluster
+            set_local_ray_defaults()  # a private, local cluster
         ray.init(
             address=config.ray_address,
             namespace=NAMESPACE,

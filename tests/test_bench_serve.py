@@ -228,7 +228,9 @@ def test_trace_stats_add_repeated_events_and_read_the_class():
         return SimpleNamespace(event=name, time_ms=time_ms, values=values, detail=detail)
 
     events = [
+        event("queued", 2.0),
         event("classified", detail="admission=admit, request_class=rock", predicted_ttft_ms=80.0),
+        event("encode_start", 4.0),
         event("encode_skipped", num_images=2.0),
         event("encode_done", 10.0, queue_ms=1.0, compute_ms=5.0),
         event("embedding_transfer", 12.0, ms=2.0, bytes=4096.0),
@@ -245,6 +247,11 @@ def test_trace_stats_add_repeated_events_and_read_the_class():
     assert (stats.num_decode_steps, stats.num_encode_skipped_images) == (7, 2)
     assert (stats.num_redrives, stats.server_class, stats.server_e2e_ms) == (1, "rock", 91.0)
     assert (stats.admission, stats.predicted_ttft_ms) == ("admit", 80.0)
+    assert (stats.scheduler_arrival_ms, stats.first_dispatch_ms, stats.server_ttft_ms) == (
+        2.0,
+        4.0,
+        40.0,
+    )
 
 
 # ------------------------------------------------------------------ comparisons

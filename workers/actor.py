@@ -3,10 +3,13 @@
 A threaded actor (`max_concurrency`), so that a blocking `poll` never stalls submits. The
 WorkerCore is thread-safe and keeps the engine on its own thread. A restart (`max_restarts`)
 re-runs `__init__`, which gives the worker a new, larger epoch: the scheduler sees it in the
-next WorkerEvents and re-drives what the old incarnation held.
+next WorkerEvents and re-drives what the old incarnation held. `WorkerConfig.nice` lowers the
+process's CPU priority (a restart is a new process, so it is applied once per incarnation).
 """
 
 from __future__ import annotations
+
+import os
 
 import ray
 
@@ -19,6 +22,10 @@ MAX_CONCURRENCY = 16  # one blocking poll plus submits, aborts, releases and loa
 
 class WorkerActor:
     def __init__(self, config: WorkerConfig, fetch_timeout_s: float = 30.0) -> None:
+        # Engines are throughput work; the ingress, the control plane and Ray Serve's proxy are
+        # on every request's path. Threads inherit the value, so set it before any start.
+        if config.nice:
+            os.nice(config.nice)
         self.core = WorkerCore(config, ObjectStoreTransport(fetch_timeout_s))
 
     def ready(self) -> tuple[str, int]:

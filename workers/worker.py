@@ -52,6 +52,9 @@ class WorkerConfig:
     pool: str = ""  # the pool this worker belongs to
     model: str = ""  # the model's name in the cluster config
     torch_threads: int | None = None  # torch intra-op threads (process-wide); None: default
+    # Added to the nice value of the process hosting the worker (the Ray actor shell applies
+    # it before the engine's threads start; an in-process worker ignores it).
+    nice: int = 0
     num_fetch_threads: int = 2  # fetch and verify the arrays of this many jobs at once
     # Measure encode, prefill and decode times before taking jobs (a second or a few): the
     # scheduler's cost model starts from them, and they set the step budgets. False: budgets

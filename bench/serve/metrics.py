@@ -56,10 +56,17 @@ def embedding_cache_hit_rate(records: Sequence[RequestRecord]) -> float | None:
     return ratio(skipped, sum(r.num_images for r in traced))
 
 
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
 def _stage_split(records: Sequence[RequestRecord]) -> dict:
     """Mean ms per stage over the requests whose trace shows that stage (a text request has no
-    encode), and mean transfer ms and bytes over the requests that transferred."""
+    encode), mean transfer ms and bytes over the requests that transferred, and mean TTFT as
+    the client and as the server saw it."""
     traced = [r.trace for r in records if r.trace is not None]
+    both = [r for r in records if r.trace is not None and r.trace.get("server_ttft_ms") is not None]
 
     def mean_of(key: str, name: str) -> float | None:
         values = [t[key][name] for t in traced if name in t[key]]
@@ -67,6 +74,15 @@ def _stage_split(records: Sequence[RequestRecord]) -> dict:
 
     return {
         "num_traced": len(traced),
+        # TTFT from the client's send, and the milestones to the first token from the
+        # ingress's arrival, over the same requests (trace_stats.py).
+        "ttft_ms": {
+            "client": float(np.mean([r.ttft_ms for r in both])) if both else None,
+            **{
+                name: _mean([r.trace.get(f"{name}_ms") for r in both])
+                for name in ("scheduler_arrival", "first_dispatch", "server_ttft")
+            },
+        },
         "queue_ms": {s: mean_of("queue_ms", s) for s in STAGE_EVENTS},
         "compute_ms": {s: mean_of("compute_ms", s) for s in STAGE_EVENTS},
         "transfer_ms": {k: mean_of("transfer_ms", k) for k in TRANSFER_EVENTS},

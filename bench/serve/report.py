@@ -199,14 +199,19 @@ def point_table(point: dict) -> list[str]:
 
 def stage_table(layout: dict) -> list[str]:
     lines = [
-        _row(["Point (mean ms)", "encode queue / compute", "prefill queue / compute",
-              "decode queue / compute", "embedding transfer ms / KiB", "KV transfer ms / KiB"]),
-        _row(["---"] * 6),
+        _row(["Point (mean ms)", "TTFT: client / at scheduler / dispatched / first token",
+              "encode queue / compute",
+              "prefill queue / compute", "decode queue / compute", "embedding transfer ms / KiB",
+              "KV transfer ms / KiB"]),
+        _row(["---"] * 7),
     ]  # fmt: skip
     for point in layout["sweep"] + ([layout["overload"]] if layout["overload"] else []):
         st = point["summary"]["stages"]
-        cells = [f"{_ms(st['queue_ms'][s])} / {_ms(st['compute_ms'][s])}"
-                 for s in ("encode", "prefill", "decode")]  # fmt: skip
+        ttft = st.get("ttft_ms", {})
+        milestones = ("client", "scheduler_arrival", "first_dispatch", "server_ttft")
+        cells = [" / ".join(_ms(ttft.get(name)) for name in milestones)]
+        cells += [f"{_ms(st['queue_ms'][s])} / {_ms(st['compute_ms'][s])}"
+                  for s in ("encode", "prefill", "decode")]  # fmt: skip
         for kind in ("embedding", "kv"):
             nbytes = st["transfer_bytes"][kind]
             kib = "-" if nbytes is None else f"{nbytes / 1024:,.0f}"
@@ -238,6 +243,11 @@ NOTES = [
     "class targets; rejected, failed and timed-out requests count as not attained.",
     "- Prefix hit: cached / prompt tokens (final usage). Embedding hit: images whose encode the "
     "trace marks skipped (`encode_skipped`) / images sent; 0 where the server records none.",
+    "- TTFT: the client's (from its send), then from the ingress's arrival (trace events) until "
+    "the scheduler took the request (`queued`: the ingress's build and the hop), until its first "
+    "stage was dispatched to a worker (the scheduler's queue) and until its first token; means "
+    "over the same requests. Client minus server TTFT: the gRPC proxy, the ingress's wait to "
+    "start and the stream back.",
     "- Every layout gets the same requests at the same times; layouts run one after another on "
     "the same machine, and the client shares its CPUs (see the send lag).",
 ]

@@ -9,7 +9,6 @@ A layout that fails to start or breaks mid-run is recorded with its error; the o
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 import traceback
@@ -38,12 +37,11 @@ def _init_ray(settings: BenchSettings) -> bool:
     """Start a private local Ray (as cluster/launcher does) unless one is up; True if started."""
     import ray
 
-    from cluster.launcher import NAMESPACE
+    from cluster.launcher import NAMESPACE, set_local_ray_defaults
 
     if ray.is_initialized():
         return False
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    set_local_ray_defaults()
     ray.init(
         namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
         object_store_memory=settings.object_store_mb * 2**20,

@@ -9,6 +9,10 @@ transfers, cache skips and the class the scheduler gave it.
     encode_skipped       num_images                   -> images whose embeddings were cached
     classified           request_class, admission     -> the scheduler's class and admission
                          (strings), predicted_ttft_ms    decision (admit, degrade, best_effort)
+    queued               its time                     -> ingress arrival -> in the scheduler
+    encode_start or      the first one's time         -> ... -> its first stage dispatched
+    prefill_start
+    first_token          its time                     -> ... -> first token (server TTFT)
     redrive                                           -> re-drives
 
 Events that repeat (after a re-drive) add up; absent ones count as 0 (the class as None).
@@ -39,7 +43,11 @@ class TraceStats:
     server_class: str | None  # the "classified" event's request_class, when recorded
     admission: str | None  # its admission decision: admit, degrade or best_effort
     predicted_ttft_ms: float | None  # what the scheduler predicted when it admitted it
-    server_e2e_ms: float  # the last event's time: scheduler arrival -> end
+    # Milestones to the first token, in ms from the ingress's arrival (None: not reached).
+    scheduler_arrival_ms: float | None  # "queued": the ingress built it, the scheduler took it
+    first_dispatch_ms: float | None  # its first stage left the scheduler's queue for a worker
+    server_ttft_ms: float | None  # "first_token"
+    server_e2e_ms: float  # the last event's time: ingress arrival -> end
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -87,5 +95,12 @@ def trace_stats(state: str, events: Iterable) -> TraceStats:
         server_class=fields.get("request_class"),
         admission=fields.get("admission"),
         predicted_ttft_ms=float(predicted) if predicted is not None else None,
+        scheduler_arrival_ms=_first_time(events, ("queued",)),
+        first_dispatch_ms=_first_time(events, ("encode_start", "prefill_start")),
+        server_ttft_ms=_first_time(events, ("first_token",)),
         server_e2e_ms=max((e.time_ms for e in events), default=0.0),
     )
+
+
+def _first_time(events: list, names: tuple[str, ...]) -> float | None:
+    return next((e.time_ms for e in events if e.event in names), None)

@@ -20,18 +20,53 @@ def drain(stream: OutputStream) -> list[RequestOutput]:
 
 def test_tokens_replayed_by_a_redrive_reach_the_client_once():
     stream = OutputStream("r1", num_prompt_tokens=5)
-    stream.push([7])
-    stream.restart()
-    replayed = stream.push([7])
-    new = stream.push([8])
-    stream.push([9], "length")
 
-    assert (replayed, new) == ([], [8])
-    assert drain(stream) == [
+    async def run() -> tuple[list, list[RequestOutput]]:
+        read = []
+        stream.push([7])
+        read.append(await anext(stream))
+        stream.restart()
+        pushed = [stream.push([7])]
+        pushed.append(stream.push([8]))
+        read.append(await anext(stream))
+        stream.push([9], "length")
+        read += [output async for output in stream]
+        return pushed, read
+
+    pushed, read = asyncio.run(run())
+    assert pushed == [[], [8]]
+    assert read == [
         RequestOutput("r1", [7]),
         RequestOutput("r1", [8]),
         RequestOutput("r1", [9], "length", Usage(5, 3, 0)),
     ]
+
+
+def test_outputs_queued_while_the_reader_is_busy_leave_as_one():
+    stream = OutputStream("r1", num_prompt_tokens=5)
+    stream.push([7])
+    stream.push([8, 9])
+    stream.push([10], "stop")
+
+    assert drain(stream) == [RequestOutput("r1", [7, 8, 9, 10], "stop", Usage(5, 4, 0))]
+
+
+def test_tokens_queued_before_an_error_reach_the_client_before_it():
+    stream = OutputStream("r1", num_prompt_tokens=5)
+    stream.push([7])
+    stream.push([8])
+    stream.fail(RequestFailedError("worker lost"))
+
+    async def read() -> tuple[RequestOutput, BaseException]:
+        first = await anext(stream)
+        with pytest.raises(RequestFailedError) as error:
+            await anext(stream)
+        return first, error.value
+
+    first, error = asyncio.run(read())
+    assert first == RequestOutput("r1", [7, 8])
+    assert str(error) == "worker lost"
+    assert drain(stream) == []  # nothing after the error
 
 
 def test_a_replayed_token_that_differs_fails_instead_of_reaching_the_client():
@@ -51,7 +86,4 @@ def test_cancelled_stream_ends_with_abort_and_its_usage():
     stream.end("abort")
     stream.push([5])  # too late: the stream is closed
 
-    assert drain(stream) == [
-        RequestOutput("r1", [4]),
-        RequestOutput("r1", [], "abort", Usage(2, 1, 1)),
-    ]
+    assert drain(stream) == [RequestOutput("r1", [4], "abort", Usage(2, 1, 1))]
