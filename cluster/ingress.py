@@ -18,7 +18,7 @@ from ray import serve
 
 from cluster.detokenizer import IncrementalDetokenizer
 from cluster.errors import TraceNotFoundError, UnauthenticatedError, retry_after_ms, status_for
-from cluster.request_builder import ModelFrontend, RequestBuilder
+from cluster.request_builder import ModelFrontend, RequestBuilder, has_images
 from cluster.state_messages import cluster_state_message, pool_state_message, trace_message
 from proto.triserve.v1 import triserve_pb2 as pb
 from scheduler.errors import DuplicateRequestError
@@ -29,6 +29,12 @@ FINISH_REASONS = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENG
 SCHEDULER_CALL_TIMEOUT_S = 30.0
 SCALE_TIMEOUT_S = 900.0  # starting workers loads their models
 MAX_WORKERS_PER_POOL = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildLane:
+    builder: RequestBuilder
+    thread: ThreadPoolExecutor
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=10_000)
@@ -42,11 +48,19 @@ class Ingress:
         admin_token: str | None = None,
     ) -> None:
         self.scheduler = ray.get_actor(scheduler_name, namespace=namespace)
-        self.builder = RequestBuilder(
-            {name: ModelFrontend.load(name, path) for name, path in model_dirs.items()}
-        )
         self.api_token, self.admin_token = api_token, admin_token
-        self._build_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="build")
+        # Two build lanes, so that a text request never waits behind the image decoding of a
+        # rock. One thread each, with its own tokenizers: a Rust tokenizer must not be used
+        # from two threads at once.
+        self._lanes = {
+            has_images: BuildLane(
+                RequestBuilder(
+                    {name: ModelFrontend.load(name, path) for name, path in model_dirs.items()}
+                ),
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"build-{lane}"),
+            )
+            for has_images, lane in ((False, "text"), (True, "images"))
+        }
 
     # ----------------------------------------------------------------- triserve.v1.Triserve
     async def Generate(self, request: pb.GenerateRequest, grpc_context):  # noqa: N802
@@ -54,11 +68,11 @@ class Ingress:
         try:
             self._authenticate(grpc_context, self.api_token)
             # Decoding images and tokenising are CPU work: keep them off the event loop that
-            # streams every other request's tokens. One build thread, because a Rust tokenizer
-            # must not be used from two threads at once.
+            # streams every other request's tokens.
+            lane = self._lanes[has_images(request)]
             loop = asyncio.get_running_loop()
             spec, model = await loop.run_in_executor(
-                self._build_thread, self.builder.build, request, arrival_time
+                lane.thread, lane.builder.build, request, arrival_time
             )
         except Exception as e:
             self._fail(grpc_context, e)

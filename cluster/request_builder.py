@@ -136,6 +136,17 @@ class RequestBuilder:
         return text, images
 
 
+def has_images(request: pb.GenerateRequest) -> bool:
+    """Whether the request carries an image (decided before any decoding)."""
+    if request.WhichOneof("prompt") == "raw":
+        return len(request.raw.images) > 0
+    return any(
+        part.WhichOneof("part") == "image"
+        for message in request.conversation.messages
+        for part in message.content
+    )
+
+
 def sampling_params(sampling: pb.SamplingParams) -> SamplingParams:
     """Protobuf sampling fields -> SamplingParams (InvalidSamplingParamsError when invalid)."""
     return SamplingParams(

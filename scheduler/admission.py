@@ -165,9 +165,9 @@ class AdmissionControl:
         waited_ms = max(0.0, now_ms - spec.arrival_time * 1000.0)
         model_ttft = waited_ms + (forecast.ttft_ms if forecast else 0.0)
         model_gap = forecast.first_gap_ms if forecast else 0.0
-        residuals = self.forecaster.costs.residuals
-        ttft = max(model_ttft, model_ttft + residuals.ttft_ms.get(request_class.value, 0.0))
-        first_gap = max(model_gap, model_gap + residuals.tpot_ms.get(request_class.value, 0.0))
+        residuals, k = self.forecaster.costs.residuals, self.config.admission_margin_deviations
+        ttft = max(model_ttft, model_ttft + residuals.ttft_margin_ms(request_class.value, k))
+        first_gap = max(model_gap, model_gap + residuals.tpot_margin_ms(request_class.value, k))
         if self.config.policy != "slo":
             decision = AdmissionDecision(Admission.ADMIT, ttft, first_gap, "", None)
         else:

@@ -13,7 +13,9 @@ and the fetch bandwidth each come from `TransferConsumed` reports.
 
 What no stage accounts for (the ingress, Ray hops, polling, a host short of cores) is learned
 per request class as the EWMA of measured minus predicted TTFT (at each first token) and TPOT
-(at each end), and added to later predictions (`LatencyResiduals`).
+(at each end), with the EWMA of its deviation; admission adds the mean plus
+`SchedulerConfig.admission_margin_deviations` deviations to later forecasts
+(`LatencyResiduals`).
 """
 
 from __future__ import annotations
@@ -132,25 +134,47 @@ class TransferCosts:
 
 
 class LatencyResiduals:
-    """Per request class: measured minus predicted TTFT and TPOT, EWMA (ms; 0 until seen)."""
+    """Per request class: measured minus predicted TTFT and TPOT (ms; 0 until seen), as an EWMA
+    of the error and an EWMA of its absolute deviation from that mean (as TCP estimates its
+    round-trip time and variance): admission pads a forecast by the mean error plus a few
+    deviations, so that a request it admits makes its target even when its error is a bad one.
+    """
 
     def __init__(self, alpha: float) -> None:
         self.alpha = alpha
         self.ttft_ms: dict[str, float] = {}
         self.tpot_ms: dict[str, float] = {}
+        self.ttft_dev_ms: dict[str, float] = {}
+        self.tpot_dev_ms: dict[str, float] = {}
 
     def observe_ttft(self, request_class: str, predicted_ms: float, measured_ms: float) -> None:
         """At the first token, not the end: under a load that grows, the sooner the better."""
-        self._fold(self.ttft_ms, request_class, measured_ms - predicted_ms)
+        self._fold(self.ttft_ms, self.ttft_dev_ms, request_class, measured_ms - predicted_ms)
 
     def observe_tpot(self, request_class: str, predicted_ms: float, measured_ms: float) -> None:
-        self._fold(self.tpot_ms, request_class, measured_ms - predicted_ms)
+        self._fold(self.tpot_ms, self.tpot_dev_ms, request_class, measured_ms - predicted_ms)
 
-    def _fold(self, residuals: dict[str, float], request_class: str, value: float) -> None:
-        current = residuals.get(request_class)
-        residuals[request_class] = (
-            value if current is None else (1 - self.alpha) * current + self.alpha * value
+    def ttft_margin_ms(self, request_class: str, num_deviations: float) -> float:
+        return self.ttft_ms.get(request_class, 0.0) + num_deviations * self.ttft_dev_ms.get(
+            request_class, 0.0
         )
+
+    def tpot_margin_ms(self, request_class: str, num_deviations: float) -> float:
+        return self.tpot_ms.get(request_class, 0.0) + num_deviations * self.tpot_dev_ms.get(
+            request_class, 0.0
+        )
+
+    def _fold(
+        self, means: dict[str, float], deviations: dict[str, float], request_class: str,
+        error: float,
+    ) -> None:  # fmt: skip
+        mean = means.get(request_class)
+        if mean is None:  # the first error: its size is all we know of the spread
+            means[request_class], deviations[request_class] = error, abs(error) / 2
+            return
+        a = self.alpha
+        deviations[request_class] = (1 - a) * deviations[request_class] + a * abs(error - mean)
+        means[request_class] = (1 - a) * mean + a * error
 
 
 class CostModel:

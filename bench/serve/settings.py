@@ -38,8 +38,9 @@ class BenchSettings:
     object_store_mb: int = 512  # Ray's object store, when the benchmark starts Ray
     scheduler: dict = field(default_factory=dict)  # SchedulerConfig fields, e.g. sand_ttft_ms
     # ---- load
-    # The tiny preset on 2 CPU cores saturates between 8 and 16 req/s.
-    rates: tuple[float, ...] = (4.0, 6.0, 8.0, 10.0, 12.0, 16.0)  # req/s, one point each
+    # The tiny preset on 2 CPU cores (engines niced, PoolConfig.nice) saturates between 20 and
+    # 32 req/s.
+    rates: tuple[float, ...] = (8.0, 12.0, 16.0, 20.0, 24.0)  # req/s, one point each
     duration_s: float = 15.0  # per point: rate x duration requests ...
     num_requests: int | None = None  # ... unless this fixes the count per point
     arrival: str = "poisson"  # poisson, gamma or trace

@@ -254,7 +254,7 @@ def test_fcfs_policy_admits_whatever_the_forecast_and_the_queue():
     assert admitted.is_low_priority is False
 
 
-def test_latency_the_stages_do_not_explain_is_learned_per_class_and_added():
+def test_latency_the_stages_do_not_explain_is_learned_per_class_and_added_with_a_margin():
     admitter = Admitter()
     residuals = admitter.control.forecaster.costs.residuals
     # Two finished sand requests took 100 ms and 60 ms longer to their first token than the
@@ -265,11 +265,27 @@ def test_latency_the_stages_do_not_explain_is_learned_per_class_and_added():
 
     admitted = admitter.admit(text())
 
-    assert residuals.ttft_ms["sand"] == 0.75 * 100.0 + 0.25 * 60.0
+    assert residuals.ttft_ms["sand"] == 0.75 * 100.0 + 0.25 * 60.0  # 90
+    # The deviation starts at half the first error, then folds in |60 - 100|.
+    assert residuals.ttft_dev_ms["sand"] == 0.75 * 50.0 + 0.25 * 40.0  # 47.5
     assert admitted.model_ttft_ms == 5.0 + 24.0
-    assert admitted.decision.predicted_ttft_ms == 5.0 + 24.0 + 90.0
-    assert admitted.decision.predicted_tpot_ms == 3.0 + 10.0
+    # The mean error plus admission_margin_deviations (1 by default) deviations.
+    assert admitted.decision.predicted_ttft_ms == 5.0 + 24.0 + 90.0 + 47.5
+    assert admitted.decision.predicted_tpot_ms == 3.0 + 10.0 + 5.0
     assert "pebble" not in residuals.ttft_ms  # other classes keep their own
+
+
+def test_a_forecast_that_fits_only_without_the_margin_is_rejected():
+    def admitter(num_deviations: float) -> Admitter:
+        config = SchedulerConfig(sand_ttft_ms=150.0, admission_margin_deviations=num_deviations)
+        admitter = Admitter(config)
+        # One sand request came 100 ms late: mean error 100, deviation 50.
+        admitter.control.forecaster.costs.residuals.observe_ttft("sand", 59.0, 159.0)
+        return admitter
+
+    assert admitter(0.0).admit(text()).decision.action is Admission.ADMIT  # 29 + 100 <= 150
+    with pytest.raises(AdmissionRejectedError, match="predicted TTFT 229 ms > target 150"):
+        admitter(2.0).admit(text())  # 29 + 100 + 2 * 50
 
 
 def test_a_model_that_overestimates_never_predicts_below_its_own_stages():
