@@ -53,7 +53,9 @@ class Dispatcher:
         self.forecaster = forecaster
         self.clock_ms = clock_ms
         self.queues = {
-            stage: StageQueue(stage, self.holds_jobs, config.best_effort_max_wait_ms)
+            stage: StageQueue(
+                stage, self.holds_jobs, config.best_effort_max_wait_ms, config.arrival_window_ms
+            )
             for stage in HELD_STAGES
         }
         self.max_queued = config.max_queued_per_stage

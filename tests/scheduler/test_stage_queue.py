@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from scheduler.stage import Stage
-from scheduler.stage_queue import QueuedJob, StageQueue
+from scheduler.stage_queue import QueuedJob, StageQueue, wait_with_overtaking
 
 MAX_WAIT_MS = 1_000.0
 
 
-def queue(by_slack=True, max_wait_ms=MAX_WAIT_MS):
-    return StageQueue(Stage.PREFILL, by_slack, max_wait_ms)
+def queue(by_slack=True, max_wait_ms=MAX_WAIT_MS, arrival_window_ms=0.0):
+    """By default the queue forecasts no overtaking (see the tests at the end for that)."""
+    return StageQueue(Stage.PREFILL, by_slack, max_wait_ms, arrival_window_ms)
 
 
 def job(request_id, latest_start_ms, enqueued_ms=0.0, predicted_ms=10.0, is_low_priority=False):
@@ -175,3 +176,48 @@ def test_request_removed_can_be_queued_again_and_goes_behind_equal_keys():
     q.push(job("r1", latest_start_ms=100.0))
 
     assert order(q, now_ms=0.0) == ["r2", "r1"]
+
+
+# ------------------------------------------------------------------ overtaking
+def test_wait_with_overtaking_solves_the_fixed_point_exactly():
+    # Two flows of 0.1 ms of work per ms, open for 2 s: W = 100 + 0.2 W.
+    assert wait_with_overtaking(100.0, [(0.1, 2_000.0), (0.1, 2_000.0)]) == pytest.approx(125.0)
+    # Over one ms per ms: the first flow runs to the end of its window, then W = 1300 + 0.6 W
+    # would pass the second's window too, so all of both windows get ahead.
+    assert wait_with_overtaking(1_000.0, [(0.6, 3_000.0), (0.6, 500.0)]) == 3_100.0
+    assert wait_with_overtaking(40.0, []) == 40.0
+
+
+def test_a_pebble_queued_now_counts_the_sand_that_will_arrive_and_overtake_it():
+    q = queue(arrival_window_ms=1_000.0)
+    # Sand must start 500 ms after it arrives; one came at 100 ms (already dispatched), one at
+    # 900 ms is still queued: a flow of 2 x 100 ms of prefill per second.
+    q.push(job("sand0", latest_start_ms=600.0, enqueued_ms=100.0, predicted_ms=100.0))
+    q.remove("sand0")
+    q.push(job("sand1", latest_start_ms=1_400.0, enqueued_ms=900.0, predicted_ms=100.0))
+    pebble = job("pebble", latest_start_ms=3_500.0, enqueued_ms=1_000.0)
+    pebble.seq = 1 << 62
+
+    # sand1 is ahead (100 ms); sand arriving before 3500 - 500 overtakes: W = 100 + 0.2 W.
+    assert q.work_ahead_ms(pebble, now_ms=1_000.0) == pytest.approx(125.0)
+    # 2 s later both samples have left the window: only what is queued counts.
+    assert q.work_ahead_ms(pebble, now_ms=3_000.0) == 100.0
+
+
+def test_a_flow_is_not_extrapolated_further_ahead_than_the_window_it_was_measured_in():
+    q = queue(arrival_window_ms=1_000.0)
+    q.push(job("sand", latest_start_ms=900.0, enqueued_ms=400.0, predicted_ms=2_000.0))
+    rock = job("rock", latest_start_ms=15_000.0, enqueued_ms=500.0)
+    rock.seq = 1 << 62
+
+    # 2 ms of work per ms for 14 s would be 28 s ahead; for 1 s (the window) it is 2 s.
+    assert q.work_ahead_ms(rock, now_ms=500.0) == 2_000.0 + 2.0 * 1_000.0
+
+
+def test_nothing_overtakes_an_urgent_job_or_a_job_in_a_fcfs_queue():
+    for q in (queue(arrival_window_ms=1_000.0), queue(by_slack=False, arrival_window_ms=1_000.0)):
+        q.push(job("sand", latest_start_ms=600.0, enqueued_ms=100.0, predicted_ms=100.0))
+        urgent = job("urgent", latest_start_ms=550.0, enqueued_ms=500.0)
+        urgent.seq = 1 << 62
+        # Slack order: sand sorts after it and later sand starts later still; FCFS: the queue.
+        assert q.work_ahead_ms(urgent, now_ms=500.0) == (0.0 if q.by_slack else 100.0)
