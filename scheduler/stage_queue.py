@@ -127,7 +127,7 @@ class StageQueue:
             self._arrivals.popleft()
         flows = []
         for arrival in self._arrivals:
-            # No further ahead than the queue looked back: the rate is that long's.
+            # No further ahead than the queue looked back, all the rate was measured over.
             window = min(latest_start_ms - arrival.lead_ms - now_ms, self.arrival_window_ms)
             if window > 0:
                 flows.append((arrival.predicted_ms / self.arrival_window_ms, window))
