@@ -79,15 +79,9 @@ class SchedulerConfig:
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"scheduler.{name} must be > 0, got {value}")
-        if self.arrival_window_ms < 0:
-            raise ValueError(
-                f"scheduler.arrival_window_ms must be >= 0, got {self.arrival_window_ms}"
-            )
-        if self.admission_margin_deviations < 0:
-            raise ValueError(
-                "scheduler.admission_margin_deviations must be >= 0, got "
-                f"{self.admission_margin_deviations}"
-            )
+        for name in ("arrival_window_ms", "admission_margin_deviations"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"scheduler.{name} must be >= 0, got {getattr(self, name)}")
         if self.max_queued_per_stage < 1 or self.degrade_max_tokens < 1:
             raise ValueError("scheduler.max_queued_per_stage and degrade_max_tokens must be >= 1")
         if not 0 < self.cost_ewma_alpha <= 1:

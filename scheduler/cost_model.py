@@ -155,14 +155,10 @@ class LatencyResiduals:
         self._fold(self.tpot_ms, self.tpot_dev_ms, request_class, measured_ms - predicted_ms)
 
     def ttft_margin_ms(self, request_class: str, num_deviations: float) -> float:
-        return self.ttft_ms.get(request_class, 0.0) + num_deviations * self.ttft_dev_ms.get(
-            request_class, 0.0
-        )
+        return _margin(self.ttft_ms, self.ttft_dev_ms, request_class, num_deviations)
 
     def tpot_margin_ms(self, request_class: str, num_deviations: float) -> float:
-        return self.tpot_ms.get(request_class, 0.0) + num_deviations * self.tpot_dev_ms.get(
-            request_class, 0.0
-        )
+        return _margin(self.tpot_ms, self.tpot_dev_ms, request_class, num_deviations)
 
     def _fold(
         self, means: dict[str, float], deviations: dict[str, float], request_class: str,
@@ -175,6 +171,12 @@ class LatencyResiduals:
         a = self.alpha
         deviations[request_class] = (1 - a) * deviations[request_class] + a * abs(error - mean)
         means[request_class] = (1 - a) * mean + a * error
+
+
+def _margin(
+    means: dict[str, float], deviations: dict[str, float], request_class: str, k: float
+) -> float:
+    return means.get(request_class, 0.0) + k * deviations.get(request_class, 0.0)
 
 
 class CostModel:

@@ -94,10 +94,11 @@ class OutputStream:
         if isinstance(item, BaseException):
             self._is_drained = True
             raise item
-        while self._queue and not isinstance(self._queue[0], BaseException):
-            later = self._queue.popleft()  # an error stays queued: the tokens go out first
-            item = RequestOutput(
-                self.request_id, item.token_ids + later.token_ids, later.finish_reason, later.usage
-            )
+        if self._queue and not isinstance(self._queue[0], BaseException):
+            token_ids = list(item.token_ids)
+            while self._queue and not isinstance(self._queue[0], BaseException):
+                item = self._queue.popleft()  # an error stays queued: the tokens go out first
+                token_ids += item.token_ids
+            item = RequestOutput(self.request_id, token_ids, item.finish_reason, item.usage)
         self._is_drained = item.finish_reason is not None
         return item

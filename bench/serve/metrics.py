@@ -77,7 +77,7 @@ def _stage_split(records: Sequence[RequestRecord]) -> dict:
         # TTFT from the client's send, and the milestones to the first token from the
         # ingress's arrival, over the same requests (trace_stats.py).
         "ttft_ms": {
-            "client": float(np.mean([r.ttft_ms for r in both])) if both else None,
+            "client": _mean([r.ttft_ms for r in both]),
             **{
                 name: _mean([r.trace.get(f"{name}_ms") for r in both])
                 for name in ("scheduler_arrival", "first_dispatch", "server_ttft")

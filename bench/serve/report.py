@@ -200,9 +200,8 @@ def point_table(point: dict) -> list[str]:
 def stage_table(layout: dict) -> list[str]:
     lines = [
         _row(["Point (mean ms)", "TTFT: client / at scheduler / dispatched / first token",
-              "encode queue / compute",
-              "prefill queue / compute", "decode queue / compute", "embedding transfer ms / KiB",
-              "KV transfer ms / KiB"]),
+              "encode queue / compute", "prefill queue / compute", "decode queue / compute",
+              "embedding transfer ms / KiB", "KV transfer ms / KiB"]),
         _row(["---"] * 7),
     ]  # fmt: skip
     for point in layout["sweep"] + ([layout["overload"]] if layout["overload"] else []):
