@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # pulls several GB of CUDA packages.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 
-.PHONY: install test lint format proto serve bench-engine bench-serve clean
+.PHONY: install test lint format proto serve bench-engine bench-overhead bench-serve clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ proto: install
 
 bench-engine: install
 	$(BIN)/python -m bench.engine --preset small
+
+bench-overhead: install
+	RAY_AUTH_MODE=disabled $(BIN)/python -m bench.overhead --preset small
 
 bench-serve: install
 	RAY_AUTH_MODE=disabled $(BIN)/python -m bench.serve

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from workers.engine.model_writer import PRESETS
+from workers.engine.model_presets import PRESETS
 
 DEFAULT_SERVER = "localhost:50051"
 

@@ -30,7 +30,7 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def _generate_local(args: argparse.Namespace) -> int:
-    from workers.engine.errors import InvalidRequestError
+    from workers.contract.errors import InvalidRequestError
     from workers.engine.local import generate_local
     from workers.engine.model_writer import ensure_model
 

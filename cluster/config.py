@@ -57,9 +57,9 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.config import SchedulerConfig
+from workers.contract.engine_config import DTYPES, STAGES, EngineConfig
+from workers.contract.worker_config import WorkerConfig
 
-STAGES = ("E", "P", "D", "EP", "PD", "EPD")  # as workers.engine.config.STAGES (no torch here)
-DTYPES = ("float32", "bfloat16", "float16")
 PRESETS = ("tiny", "small")
 STAGE_NAMES = {"encode": "E", "prefill": "P", "decode": "D", "colocated": "EPD"}
 
@@ -106,10 +106,8 @@ class PoolConfig:
             value = getattr(self, key)
             _require(value is None or value >= 1, f"{where}: {key} must be >= 1")
 
-    def engine_config(self, model_dir: str | Path):
-        """The EngineConfig of each worker of this pool (imports torch)."""
-        from workers.engine.config import EngineConfig
-
+    def engine_config(self, model_dir: str | Path) -> EngineConfig:
+        """The EngineConfig of each worker of this pool."""
         return EngineConfig(
             model_dir=str(model_dir), stages=self.stages, device=self.device, dtype=self.dtype,
             block_size=self.block_size, num_kv_blocks=self.num_kv_blocks,
@@ -121,13 +119,11 @@ class PoolConfig:
 
     def worker_config(
         self, worker_id: str, model_dir: str | Path, tpot_target_ms: float | None = None
-    ):
+    ) -> WorkerConfig:
         """`tpot_target_ms`: what a profiling worker derives its step budgets from."""
-        from workers.worker import WorkerConfig
-
         return WorkerConfig(
-            worker_id, self.engine_config(model_dir), pool=self.name, model=self.model,
-            torch_threads=self.torch_threads, nice=self.nice,
+            worker_id=worker_id, engine=self.engine_config(model_dir), pool=self.name,
+            model=self.model, torch_threads=self.torch_threads, nice=self.nice,
             profile_at_start=self.profile_at_start, tpot_target_ms=tpot_target_ms,
         )  # fmt: skip
 

@@ -6,7 +6,7 @@ import grpc
 
 from scheduler.errors import AdmissionRejectedError, DuplicateRequestError
 from scheduler.request import NoWorkerAvailableError, RequestFailedError, UnknownModelError
-from workers.engine.errors import InvalidRequestError
+from workers.contract.errors import InvalidRequestError
 
 
 class UnauthenticatedError(Exception):

@@ -22,7 +22,7 @@ from cluster.request_builder import ModelFrontend, RequestBuilder, has_images
 from cluster.state_messages import cluster_state_message, pool_state_message, trace_message
 from proto.triserve.v1 import triserve_pb2 as pb
 from scheduler.errors import DuplicateRequestError
-from workers.engine.errors import InvalidRequestError
+from workers.contract.errors import InvalidRequestError
 
 logger = logging.getLogger("triserve.ingress")
 FINISH_REASONS = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH}

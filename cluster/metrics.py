@@ -9,7 +9,7 @@ Two sources, two ways of updating:
                           the scheduler's loop; its state is not thread-safe) and the pool sizes
                           hit rates, attainment, stage queues, pool sizes, cost corrections
 
-Stage times come from the ended request's trace (scheduler/lifecycle.py lists the events):
+Stage times come from the ended request's trace, read by scheduler/trace_breakdown.py:
 "scheduler_queue" is the wait in the scheduler's stage queue (`dispatched` waited_ms),
 "queue" the wait on the worker (queue_ms), "compute" its engine time (compute_ms), "transfer"
 the fetch of the stage's input (embeddings for prefill, KV for decode). A request's attempts
@@ -38,6 +38,13 @@ from scheduler.slo_ledger import EndedRequest
 from scheduler.snapshot import SchedulerSnapshot
 from scheduler.stage import Stage
 from scheduler.trace import Trace
+from scheduler.trace_breakdown import (
+    CONSUMER_STAGE,
+    TRANSFER_KINDS,
+    TraceBreakdown,
+    trace_breakdown,
+)
+from scheduler.trace_events import EventName
 
 logger = logging.getLogger("triserve.metrics")
 T = TypeVar("T")
@@ -46,20 +53,11 @@ REQUEST_CLASSES = tuple(c.value for c in RequestClass)
 OUTCOMES = ("attained", "missed", "rejected", "failed", "cancelled")
 STAGES = tuple(s.value for s in Stage)
 TIME_KINDS = ("scheduler_queue", "queue", "compute", "transfer")
-TRANSFER_KINDS = ("embedding", "kv")
 # Bucket bounds (s) include the default SLO targets (TTFT 1, 3, 15 s; TPOT 0.2 s).
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 30.0, 60.0)
 TPOT_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5)
 E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0, 120.0, 300.0)
 STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-# trace event -> (stage, {attr: kind}) for the times workers measured
-STAGE_EVENTS = {
-    "encode_done": ("encode", {"queue_ms": "queue", "compute_ms": "compute"}),
-    "first_token": ("prefill", {"queue_ms": "queue", "compute_ms": "compute"}),
-    "decode_steps": ("decode", {"queue_ms": "queue", "compute_ms": "compute"}),
-}
-# transfer event -> (the stage that waits for it, transfer kind)
-TRANSFER_EVENTS = {"embedding_transfer": ("prefill", "embedding"), "kv_transfer": ("decode", "kv")}
 SCRAPE_TIMEOUT_S = 5.0  # how long a scrape waits for the scheduler's loop
 
 
@@ -121,9 +119,10 @@ class ServingMetrics:
             label = ended.state if ended.state in OUTCOMES else "failed"
         self.requests.labels(ended.request_class, label).inc()
         if ended.trace is not None:
-            for (stage, kind), ms in stage_times_ms(ended.trace).items():
+            split = trace_breakdown(ended.trace.events)
+            for (stage, kind), ms in stage_times_ms(ended.trace, split).items():
                 self.stage_time.labels(stage, kind).observe(ms / 1000.0)
-            for kind, nbytes in transfer_bytes(ended.trace).items():
+            for kind, nbytes in split.transfer_bytes.items():
                 self.transfer_bytes.labels(kind).inc(nbytes)
 
     def watch(self, read: Callable[[], ClusterReadings]) -> None:
@@ -131,34 +130,24 @@ class ServingMetrics:
         self.registry.register(SchedulerGauges(read))
 
 
-def stage_times_ms(trace: Trace) -> dict[tuple[str, str], float]:
-    """(stage, kind) -> ms the request spent there, summed over its attempts."""
+def stage_times_ms(trace: Trace, split: TraceBreakdown) -> dict[tuple[str, str], float]:
+    """(stage, kind) -> ms the request spent there, summed over its attempts (`split`: the
+    breakdown of `trace`)."""
     times: dict[tuple[str, str], float] = defaultdict(float)
-    for event in trace.events:
-        attrs = event.attrs
-        if event.name == "dispatched" and "stage" in attrs:
-            times[attrs["stage"], "scheduler_queue"] += float(attrs.get("waited_ms") or 0.0)
-        elif event.name in STAGE_EVENTS:
-            stage, kinds = STAGE_EVENTS[event.name]
-            for attr, kind in kinds.items():
-                times[stage, kind] += float(attrs.get(attr) or 0.0)
-        elif event.name in TRANSFER_EVENTS:
-            stage, _ = TRANSFER_EVENTS[event.name]
-            times[stage, "transfer"] += float(attrs.get("ms") or 0.0)
+    for kind, by_stage in (
+        ("scheduler_queue", split.scheduler_queue_ms),
+        ("queue", split.queue_ms),
+        ("compute", split.compute_ms),
+    ):
+        for stage, ms in by_stage.items():
+            times[stage, kind] += ms
+    for transfer_kind, ms in split.transfer_ms.items():
+        times[CONSUMER_STAGE[transfer_kind], "transfer"] += ms
     # Observers hear of an end before the lifecycle writes its decode_steps event.
-    if trace.num_decode_steps and trace.event("decode_steps") is None:
+    if trace.num_decode_steps and trace.event(EventName.DECODE_STEPS) is None:
         times["decode", "queue"] += trace.decode_queue_ms
         times["decode", "compute"] += trace.decode_compute_ms
     return dict(times)
-
-
-def transfer_bytes(trace: Trace) -> dict[str, int]:
-    """Transfer kind -> bytes this request's transfers moved."""
-    totals: dict[str, int] = defaultdict(int)
-    for event in trace.events:
-        if event.name in TRANSFER_EVENTS:
-            totals[TRANSFER_EVENTS[event.name][1]] += int(event.attrs.get("bytes") or 0)
-    return dict(totals)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from cluster.config import ClusterConfig, PoolConfig
-from workers.worker import WorkerConfig
+from workers.contract.worker_config import WorkerConfig
 
 
 class ManagedWorker(Protocol):
@@ -65,8 +65,8 @@ class RayWorkerLauncher:
         self.cluster_id = uuid.uuid4().hex[:8]  # actor names stay unique across clusters
 
     async def launch(self, worker: WorkerConfig, pool: PoolConfig) -> ManagedWorker:
-        from cluster.worker_client import RayWorkerClient
         from workers.actor import start_worker_actor
+        from workers.ray_client import RayWorkerClient
 
         handle = start_worker_actor(
             worker, num_cpus=pool.num_cpus, num_gpus=pool.num_gpus,
@@ -162,7 +162,7 @@ class PoolManager:
         # Under policy "slo" workers size their steps to the strictest TPOT target; the "fcfs"
         # baseline keeps the configured max_num_batched_tokens (they still profile).
         scheduler = self.config.scheduler
-        tpot_ms = scheduler.strictest_tpot_ms if scheduler.policy == "slo" else None
+        tpot_ms = scheduler.strictest_tpot_ms if scheduler.mode.is_slo_aware else None
         for pool, count in launches:
             model_dir = await asyncio.to_thread(self.config.model_dir, pool.model)
             for _ in range(count):

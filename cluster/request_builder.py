@@ -16,12 +16,12 @@ from jinja2 import TemplateError
 
 from proto.triserve.v1 import triserve_pb2 as pb
 from scheduler.request import RequestSpec, UnknownModelError
-from workers.engine.errors import InvalidRequestError, PromptTooLongError
-from workers.engine.image_processor import decode_image, image_hash
+from workers.contract.errors import InvalidRequestError, PromptTooLongError
+from workers.contract.images import decode_image, image_hash
+from workers.contract.messages import ImageInput
+from workers.contract.sampling_params import SamplingParams
 from workers.engine.model_config import ModelConfig
 from workers.engine.prompt import PromptBuilder, load_tokenizer
-from workers.engine.sampling_params import SamplingParams
-from workers.protocol import ImageInput
 
 MAX_IMAGES_PER_REQUEST = 64
 ADMISSIONS = {

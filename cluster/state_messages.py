@@ -1,15 +1,17 @@
-"""Cluster snapshots and traces -> their protobuf messages."""
+"""Cluster snapshots and traces -> their protobuf messages (and a trace's events back)."""
 
 from __future__ import annotations
 
 from cluster.cluster_state import ClusterSnapshot, PoolSnapshot
 from proto.triserve.v1 import triserve_pb2 as pb
 from scheduler.cost_model import WorkerCostSnapshot
+from scheduler.lifecycle import RequestState
 from scheduler.slo_ledger import SloLedger
 from scheduler.snapshot import WorkerSnapshot
-from scheduler.trace import Trace
+from scheduler.trace import Trace, TraceEvent
 
-ACTIVE_STATES = ("queued", "encoding", "prefilling", "decoding")
+ACTIVE_STATES = tuple(state.value for state in RequestState if not state.is_done)
+DONE_STATES = tuple(state.value for state in RequestState if state.is_done)  # a trace's last
 
 
 def worker_state_message(
@@ -114,3 +116,27 @@ def trace_message(trace: Trace) -> pb.Trace:
             values=numbers,
         )
     return message
+
+
+def trace_events(message: pb.Trace) -> list[TraceEvent]:
+    """The events of a GetTrace response, as the scheduler recorded them, for
+    `scheduler.trace_breakdown`: numeric attributes as numbers, None ones as None, the others
+    as their text in `detail`, the worker as `worker`."""
+    events = []
+    for event in message.events:
+        attrs: dict = detail_fields(event.detail)
+        attrs.update(event.values)
+        if event.worker_id:
+            attrs["worker"] = event.worker_id
+        events.append(TraceEvent(name=event.event, time_ms=event.time_ms, attrs=attrs))
+    return events
+
+
+def detail_fields(detail: str) -> dict[str, str | None]:
+    """'a=1, b=None, request_class=sand' -> {'a': '1', 'b': None, 'request_class': 'sand'}."""
+    fields: dict[str, str | None] = {}
+    for item in detail.split(", "):
+        key, sep, value = item.partition("=")
+        if sep:
+            fields[key.strip()] = None if value.strip() == "None" else value.strip()
+    return fields

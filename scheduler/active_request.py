@@ -12,7 +12,13 @@ from scheduler.request_class import RequestClass
 from scheduler.slo import SloTargets
 from scheduler.trace import Trace
 from scheduler.worker_registry import PendingTransfer
-from workers.protocol import EmbeddingInput
+from workers.contract.messages import (
+    DecodeJob,
+    EmbeddingInput,
+    EncodeJob,
+    PrefillDone,
+    PrefillJob,
+)
 
 
 class ActiveRequest:
@@ -44,10 +50,6 @@ class ActiveRequest:
         self.decode_here = False
         # Arrays produced for this request and not yet released, by transfer id.
         self.transfers: dict[str, PendingTransfer] = {}
-
-    def prefill_priority(self, by_slack: bool) -> float:
-        """Its PrefillJob.priority: the latest start under policy "slo", else 0 (FCFS)."""
-        return self.latest_start_ms if by_slack else 0.0
 
     @property
     def request_id(self) -> str:
@@ -107,6 +109,36 @@ class ActiveRequest:
         """Whether every embedding is still held, unreleased, by its producer."""
         return bool(self.embeddings) and all(
             e.ref is not None and e.ref.transfer_id in self.transfers for e in self.embeddings
+        )
+
+    def encode_job(self, export: bool) -> EncodeJob:
+        return EncodeJob(request_id=self.job_id, images=list(self.spec.images), export=export)
+
+    def prefill_job(
+        self, images: list[EmbeddingInput], expected_epochs: dict[str, int], priority: float
+    ) -> PrefillJob:
+        return PrefillJob(
+            request_id=self.job_id,
+            prompt_token_ids=list(self.spec.prompt_token_ids),
+            sampling_params=self.spec.sampling_params,
+            images=images,
+            decode_here=self.decode_here,
+            expected_epochs=expected_epochs,
+            priority=priority,
+        )
+
+    def decode_job(self, done: PrefillDone, prefill_epoch: int) -> DecodeJob:
+        """Decode after `done`, importing its KV (checked against the prefill's epoch)."""
+        assert done.kv is not None, "the event applier ends a prefill that handed off no KV"
+        return DecodeJob(
+            request_id=self.job_id,
+            prompt_token_ids=list(self.spec.prompt_token_ids),
+            sampling_params=self.spec.sampling_params,
+            first_token_id=done.first_token_id,
+            image_spans=list(done.image_spans),
+            kv=done.kv,
+            kv_dtype=done.kv_dtype,
+            expected_epochs={done.kv.producer_id: prefill_epoch},
         )
 
     def begin_attempt(self) -> None:

@@ -31,7 +31,7 @@ from scheduler.request import RequestSpec
 from scheduler.request_class import RequestClass, classify, estimate_cost, slo_targets
 from scheduler.slo import SloTargets
 from scheduler.stage import Stage, stages_for
-from workers.cost_profile import WorkerProfile
+from workers.contract.cost_profile import WorkerProfile
 
 
 class Admission(Enum):
@@ -76,9 +76,12 @@ def decide(
     reason = "; ".join(misses)
     action = Admission(policy)
     return AdmissionDecision(
-        action, predicted_ttft_ms, predicted_tpot_ms, reason,
-        retry_after if action is Admission.REJECT else None,
-    )  # fmt: skip
+        action=action,
+        predicted_ttft_ms=predicted_ttft_ms,
+        predicted_tpot_ms=predicted_tpot_ms,
+        reason=reason,
+        retry_after_ms=retry_after if action is Admission.REJECT else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,11 @@ class AdmissionControl:
             spec.prompt_token_ids, hashes, info.image_token_id, per_image, info.block_size
         )
         return RequestShape(
-            cost, hashes, (per_image,) * len(hashes), tuple(blocks), info.block_size
+            cost=cost,
+            image_hashes=hashes,
+            image_tokens=(per_image,) * len(hashes),
+            block_hashes=tuple(blocks),
+            block_size=info.block_size,
         )
 
     def admit(self, spec: RequestSpec, workers: Sequence[WorkerView], now_ms: float) -> Admitted:
@@ -153,12 +160,13 @@ class AdmissionControl:
             for stage in Stage
         }
         deadline_ms = spec.arrival_time * 1000.0 + targets.ttft_ms
-        work = self.forecaster.first_token(shape, ids[Stage.ENCODE], ids[Stage.PREFILL],
-                                           ids[Stage.DECODE], {})  # fmt: skip
+        work = self.forecaster.first_token(
+            shape, ids[Stage.ENCODE], ids[Stage.PREFILL], ids[Stage.DECODE], work_ahead_ms={}
+        )
         remaining = sum(f.compute_ms + f.transfer_ms for f in work.stages[:-1]) if work else 0.0
         latest_start = deadline_ms - remaining
         ahead = {stage: self._work_ahead_ms(stage, latest_start, is_low) for stage in stages}
-        priority = latest_start if self.config.policy == "slo" else None
+        priority = latest_start if self.config.mode.is_slo_aware else None
         forecast = self.forecaster.first_token(
             shape, ids[Stage.ENCODE], ids[Stage.PREFILL], ids[Stage.DECODE], ahead, priority
         )
@@ -183,9 +191,16 @@ class AdmissionControl:
             spec = degraded(spec, self.config.degrade_max_tokens)
         is_low = is_low or decision.action is Admission.BEST_EFFORT
         return Admitted(
-            spec, shape, request_class, targets, decision, latest_start, is_low, model_ttft,
-            model_gap,
-        )  # fmt: skip
+            spec=spec,
+            shape=shape,
+            request_class=request_class,
+            targets=targets,
+            decision=decision,
+            latest_start_ms=latest_start,
+            is_low_priority=is_low,
+            model_ttft_ms=model_ttft,
+            model_tpot_ms=model_gap,
+        )
 
 
 def degraded(spec: RequestSpec, max_tokens: int) -> RequestSpec:

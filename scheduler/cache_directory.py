@@ -2,7 +2,7 @@
 
 Built from what workers report: the full lists in the answer to `load()` when a worker joins
 (or restarts), then the entries gained and lost in every `WorkerEvents`. The scheduler hashes a
-request's prompt exactly as the workers do (workers/engine/block_hash.py), so a lookup is a set
+request's prompt exactly as the workers do (workers/contract/block_hash.py), so a lookup is a set
 membership test per block:
 
     prompt:   | block 0 | block 1 | block 2 | partial |      hashes chain: h0 -> h1 -> h2
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from workers.engine.block_hash import ImageSpan, extend_block_hashes
+from workers.contract.block_hash import ImageSpan, extend_block_hashes
 
 
 class CacheDirectory:

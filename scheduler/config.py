@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-POLICIES = ("slo", "fcfs")
+from scheduler.mode import SchedulingMode
+
+POLICIES = tuple(mode.value for mode in SchedulingMode)
 ADMISSION_POLICIES = ("reject", "degrade", "best_effort")
 REQUEST_CLASSES = ("sand", "pebble", "rock")
 
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    # "slo": stage queues ordered by slack, admission control, and placement by predicted
-    # completion with cache affinity. "fcfs": every stage is placed the moment it is ready, on
-    # the least-loaded worker, and workers run jobs in arrival order (the baseline).
+    # "slo" or "fcfs": what each means is in mode.py (read it through `mode`).
     policy: str = "slo"
     poll_timeout_s: float = 0.5  # longest a poll waits for a worker's next step
     max_retries: int = 2  # re-drives per request before it fails
@@ -88,6 +88,10 @@ class SchedulerConfig:
             raise ValueError(
                 f"scheduler.cost_ewma_alpha must be in (0, 1], got {self.cost_ewma_alpha}"
             )
+
+    @property
+    def mode(self) -> SchedulingMode:
+        return SchedulingMode(self.policy)
 
     def slo_for(self, request_class: str) -> tuple[float, float]:
         """The (TTFT, TPOT) targets in ms of a request of this class that sets none."""

@@ -1,6 +1,6 @@
 """The cost model: how long each stage takes on each worker, and how long a transfer takes.
 
-Each worker's start-up profile (workers/cost_profile.py) gives the shape of its costs; the
+Each worker's start-up profile (workers/contract/cost_profile.py) gives the shape of its costs; the
 scheduler then corrects each stage online with an EWMA of observed / predicted time, so that a
 worker that is slower than it profiled (a shared core, a hot GPU) is predicted slower:
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scheduler.stage import Stage
-from workers.cost_profile import DecodeCost, LinearCost, WorkerProfile
+from workers.contract.cost_profile import DecodeCost, LinearCost, WorkerProfile
 
 # Starting points until a worker's profile or first observations say otherwise (CPU-ish).
 PRIOR_ENCODE = LinearCost(base_ms=2.0, per_unit_ms=0.2)  # per image token
@@ -88,12 +88,14 @@ class WorkerCosts:
     def snapshot(self) -> WorkerCostSnapshot:
         budgets = self.profile.budgets if self.profile else None
         return WorkerCostSnapshot(
-            self.encode, self.prefill, self.decode,
-            {stage.value: value for stage, value in self.corrections.items()},
-            {stage.value: count for stage, count in self.num_observations.items()},
-            budgets.max_num_batched_tokens if budgets else None,
-            budgets.max_encode_images if budgets else None,
-        )  # fmt: skip
+            encode=self.encode,
+            prefill=self.prefill,
+            decode=self.decode,
+            corrections={stage.value: value for stage, value in self.corrections.items()},
+            num_observations={stage.value: n for stage, n in self.num_observations.items()},
+            max_num_batched_tokens=budgets.max_num_batched_tokens if budgets else None,
+            max_encode_images=budgets.max_encode_images if budgets else None,
+        )
 
 
 class TransferCosts:
@@ -161,9 +163,12 @@ class LatencyResiduals:
         return _margin(self.tpot_ms, self.tpot_dev_ms, request_class, num_deviations)
 
     def _fold(
-        self, means: dict[str, float], deviations: dict[str, float], request_class: str,
+        self,
+        means: dict[str, float],
+        deviations: dict[str, float],
+        request_class: str,
         error: float,
-    ) -> None:  # fmt: skip
+    ) -> None:
         mean = means.get(request_class)
         if mean is None:  # the first error: its size is all we know of the spread
             means[request_class], deviations[request_class] = error, abs(error) / 2

@@ -1,44 +1,53 @@
-"""The request driver: moves each request through its stages.
+"""The request driver: the one part of the scheduler that acts. It moves each request through
+its stages (lifecycle.py has the states), calls the workers and talks to the client; the other
+parts decide (decisions.py) and the driver carries their decisions out.
 
-start             -> queue encode (dispatcher.py), or straight to prefill when a prefill
-                     worker already holds every image's embeddings (policy "slo")
-dispatch(encode)  -> EncodeJob, with export=False when placement would keep prefill on the
-                     encode worker: its embeddings then never leave its embedding cache
-dispatch(prefill) -> PrefillJob; decode_here when placement keeps decode on the same worker
-                     (unused embedding refs are released)
-first token       -> DecodeJob with the KV ref on a decode worker (start_decode)
-worker events     -> event_applier.py: stage done, tokens, transfers, failures
-worker lost       -> recovery.py: re-drive or fail every request that needed the worker
-end               -> abort on every worker it touched, release its arrays, tell observers
+    start             -> StartStage: queue encode (dispatcher.py), or straight to prefill
+                         when placement finds a prefill worker holding every image's embeddings
+    dispatch()        -> Launch(encode): EncodeJob, with export=False when placement keeps
+                         prefill on the encode worker (its embeddings never leave its cache)
+                         Launch(prefill): PrefillJob, decode_here when placement keeps decode
+                         on the prefill worker (unused embedding refs are released)
+                         NoWorker: recovery.py decides
+    worker events     -> event_applier.py decides, one event at a time: stream, start decode
+                         (StartDecode: DecodeJob with the KV ref), release, end, re-drive
+    worker lost       -> recovery.py decides, per request that needed the worker
+    end               -> abort on every worker it touched, release its arrays, tell observers
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterable
 
 from scheduler.active_request import ActiveRequest
-from scheduler.cache_directory import CacheDirectory
-from scheduler.config import SchedulerConfig
+from scheduler.decisions import (
+    Decision,
+    End,
+    Launch,
+    NoWorker,
+    Redrive,
+    Release,
+    StartDecode,
+    StartStage,
+    Stream,
+)
 from scheduler.dispatcher import Dispatcher
-from scheduler.event_applier import EventApplier
+from scheduler.errors import RequestFailedError
+from scheduler.event_applier import EventApplier, in_causal_order
 from scheduler.feedback import Feedback
+from scheduler.in_flight import InFlight
 from scheduler.lifecycle import RequestState
-from scheduler.policy import PlacementPolicy, PlacementRequest, capable_workers
-from scheduler.recovery import Recovery, StageFailure
+from scheduler.placement import Placement
+from scheduler.recovery import Recovery
 from scheduler.slo_ledger import EndedRequest
 from scheduler.stage import Stage
 from scheduler.trace import TraceStore
+from scheduler.trace_events import EventName
 from scheduler.worker_registry import WorkerRegistry, WorkerSlot
-from workers.engine.errors import InvalidRequestError
-from workers.protocol import (
-    DecodeJob,
-    EmbeddingInput,
-    EncodeJob,
-    PrefillDone,
-    PrefillJob,
-    WorkerEvents,
-)
+from workers.contract.errors import InvalidRequestError
+from workers.contract.messages import DecodeJob, EmbeddingInput, EncodeJob, PrefillJob, WorkerEvents
 
 logger = logging.getLogger(__name__)
 _S = RequestState
@@ -48,85 +57,120 @@ Job = EncodeJob | PrefillJob | DecodeJob
 class RequestDriver:
     def __init__(
         self,
+        requests: InFlight,
         workers: WorkerRegistry,
-        policy: PlacementPolicy,
-        config: SchedulerConfig,
-        lose_worker: Callable[[str, str], Awaitable[None]],  # forget a worker, then fail_over
+        placement: Placement,
         dispatcher: Dispatcher,
         feedback: Feedback,
-        caches: CacheDirectory,
+        recovery: Recovery,
+        traces: TraceStore,  # of ended requests
+        observers: list[Callable[[EndedRequest], None]],  # told when a request ends
     ) -> None:
+        self.requests = requests
         self.workers = workers
-        self.policy = policy
-        self.config = config
-        self._lose_worker = lose_worker
+        self.placement = placement
         self.dispatcher = dispatcher
         self.feedback = feedback
-        self.caches = caches
-        self.observers: list[Callable[[EndedRequest], None]] = []  # told when a request ends
-        dispatcher.launch, dispatcher.no_worker = self._launch, self._no_worker
-        self.events = EventApplier(self)
-        self.requests: dict[str, ActiveRequest] = {}  # by request id
-        self._jobs: dict[str, ActiveRequest] = {}  # by the job id of their current attempt
-        self.traces = TraceStore(config.trace_capacity)  # of ended requests
+        self.recovery = recovery
+        self.events = EventApplier(requests, feedback, recovery)
+        self.traces = traces
+        self.observers = observers
         self.num_ended = {state: 0 for state in RequestState if state.is_done}
-        self.recovery = Recovery(self)
+        self._is_dispatching = False
+        self._dispatch_again = False
 
     async def start(self, req: ActiveRequest) -> None:
-        self.requests[req.request_id] = self._jobs[req.job_id] = req
-        await self.start_stage(req, Stage.ENCODE if req.spec.has_images else Stage.PREFILL)
-
-    async def start_stage(self, req: ActiveRequest, stage: Stage) -> None:
-        """Queue encode or prefill; the dispatcher launches it when a worker has room, and each
-        stage queues the next when it is done."""
-        if stage is Stage.ENCODE and self._skip_encode(req):
-            stage = Stage.PREFILL
-        allowed = None
-        if stage is Stage.PREFILL and req.encode_worker and not req.has_embedding_refs():
-            allowed = frozenset([req.encode_worker])  # its embeddings are in that cache only
-        self.dispatcher.enqueue(req, stage, self._predicted_compute_ms(req, stage), allowed)
-        await self.dispatcher.dispatch()
-
-    def job(self, job_id: str) -> ActiveRequest | None:
-        """The request whose current attempt has this job id (None: ended or superseded)."""
-        return self._jobs.get(job_id)
-
-    def begin_attempt(self, req: ActiveRequest) -> None:
-        """A re-drive: the request's jobs get a new id, so the old attempt's events are stale."""
-        self._jobs.pop(req.job_id, None)
-        self.dispatcher.forget(req)
-        self.feedback.forget(req.job_id, self.workers)
-        req.begin_attempt()
-        self._jobs[req.job_id] = req
+        self.requests.add(req)
+        first = Stage.ENCODE if req.spec.has_images else Stage.PREFILL
+        await self.carry_out([StartStage(req, first)])
 
     async def apply(self, slot: WorkerSlot, events: WorkerEvents) -> None:
-        """One engine step of one worker (event_applier.py), then whatever it made room for."""
-        await self.events.apply(slot, events)
+        """One engine step of one worker, then whatever it made room for."""
+        for event in in_causal_order(events):
+            await self.carry_out(self.events.decide(slot, event))
         self.feedback.decode_steps(slot, events)
-        await self.dispatcher.dispatch()
+        await self.dispatch()
 
-    async def end(
-        self,
-        req: ActiveRequest,
-        state: RequestState,
-        finish_reason: str | None = None,
-        error: Exception | None = None,
-    ) -> None:
+    async def lose_worker(self, worker_id: str, reason: str) -> None:
+        """Stop using a worker that is gone, and fail over what needed it. `reason`: a short
+        phrase ("failed to poll") for the log and the traces."""
+        slot = self.workers.pop(worker_id)
+        if slot is None:
+            return
+        self.feedback.costs.remove_worker(worker_id)
+        self.placement.caches.remove_worker(worker_id)
+        logger.warning("worker %s %s", worker_id, reason)
+        if slot.poll_task is not None and slot.poll_task is not asyncio.current_task():
+            slot.poll_task.cancel()
+        await self.fail_over(worker_id, reason)
+
+    async def fail_over(self, worker_id: str, reason: str) -> None:
+        """Re-drive (or fail) every request that needs what this worker had."""
+        for req in self.requests.depending_on(worker_id):
+            await self.carry_out([self.recovery.worker_lost(req, worker_id, reason)])
+
+    async def dispatch(self) -> None:
+        """Launch the queued jobs that workers have room for. A call made while another is
+        dispatching makes that one go round again."""
+        if self._is_dispatching:
+            self._dispatch_again = True
+            return
+        self._is_dispatching = True
+        try:
+            while True:
+                self._dispatch_again = False
+                launch = self.dispatcher.next_launch()
+                if launch is None and not self._dispatch_again:
+                    return
+                await self.carry_out([launch])
+        finally:
+            self._is_dispatching = False
+
+    async def carry_out(self, decisions: Iterable[Decision | None]) -> None:
+        """Act on decisions in order; those about a request that has ended are dropped."""
+        for decision in decisions:
+            if decision is None:
+                continue
+            if isinstance(decision, Release):
+                await self.workers.release(decision.transfers)
+            elif decision.req.state.is_done:
+                continue
+            elif isinstance(decision, StartStage):
+                await self._start_stage(decision.req, decision.stage)
+            elif isinstance(decision, Launch):
+                await self._launch(decision)
+            elif isinstance(decision, NoWorker):
+                await self.carry_out([self.recovery.no_worker(decision.req, decision.stage)])
+            elif isinstance(decision, StartDecode):
+                await self._start_decode(decision)
+            elif isinstance(decision, Stream):
+                await self._stream(decision)
+            elif isinstance(decision, Redrive):
+                await self._redrive(decision)
+            else:
+                await self.end(decision)
+
+    async def end(self, decision: End) -> None:
+        req, state = decision.req, decision.state
         if req.state.is_done:
             return
         if state is _S.FINISHED:
-            attrs = {"finish_reason": finish_reason, "num_tokens": len(req.stream.token_ids)}
+            num_tokens = len(req.stream.token_ids)
+            attrs = {"finish_reason": decision.finish_reason, "num_tokens": num_tokens}
         else:
-            attrs = {"reason": str(error)} if error is not None else {}
+            attrs = {"reason": str(decision.error)} if decision.error is not None else {}
         outcome = self.feedback.ended(req, state)
         ended = EndedRequest(
-            req.request_id, req.request_class.value, state.value, outcome, req.trace
+            request_id=req.request_id,
+            request_class=req.request_class.value,
+            state=state.value,
+            outcome=outcome,
+            trace=req.trace,
         )
         for observer in self.observers:
             observer(ended)
         req.lifecycle.advance(state, **attrs)
-        self.requests.pop(req.request_id, None)
-        self._jobs.pop(req.job_id, None)
+        self.requests.remove(req)
         self.dispatcher.forget(req)
         self.feedback.forget(req.job_id, self.workers)
         self.traces.put(req.trace)
@@ -136,96 +180,93 @@ class RequestDriver:
             await self.workers.abort(req.touched, req.job_id)
         await self.workers.release(pending)
         # Last, so that a client seeing the end knows every worker was told.
-        if error is not None:
-            req.stream.fail(error)
+        if decision.error is not None:
+            req.stream.fail(decision.error)
         elif state is _S.CANCELLED:
             req.stream.end("abort")
-        await self.dispatcher.dispatch()
+        await self.dispatch()
 
-    # ------------------------------------------------------------------ stages
-    async def _launch(
-        self, req: ActiveRequest, stage: Stage, slot: WorkerSlot, predicted_ms: float
-    ) -> None:
+    # ------------------------------------------------------------------ acting on decisions
+    async def _start_stage(self, req: ActiveRequest, stage: Stage) -> None:
+        """Queue encode or prefill; a Launch starts it when a worker has room."""
         if stage is Stage.ENCODE:
-            await self._start_encode(req, slot, predicted_ms)
-        else:
-            await self._start_prefill(req, slot, predicted_ms)
+            holder = self.placement.embedding_holder(req)
+            if holder is not None:
+                self._skip_encode(req, holder)
+                stage = Stage.PREFILL
+        allowed = self.placement.allowed_workers(req, stage)
+        predicted_ms = self.placement.fastest_compute_ms(req, stage)
+        self.dispatcher.enqueue(req, stage, predicted_ms, allowed)
+        await self.dispatch()
 
-    async def _no_worker(self, req: ActiveRequest, stage: Stage) -> None:
-        if stage is Stage.PREFILL and req.encode_worker and not req.has_embedding_refs():
-            return await self.recovery.stage_failed(req, _embeddings_lost())
-        await self.recovery.fail_no_worker(req, stage)
+    def _skip_encode(self, req: ActiveRequest, holder: str) -> None:
+        """Prefill on `holder` reads every image's embeddings from its own cache."""
+        hashes = req.shape.image_hashes if req.shape is not None else ()
+        req.encode_worker = holder
+        req.embeddings = [EmbeddingInput(image_hash, None) for image_hash in hashes]
+        req.trace.record(EventName.ENCODE_SKIPPED, worker=holder, num_images=len(hashes))
+        self.feedback.ledger.num_images_not_encoded += len(hashes)
 
-    async def _start_encode(self, req: ActiveRequest, slot: WorkerSlot, predicted_ms: float):
-        req.encode_worker = slot.worker_id
-        # Asked ahead, the policy says whether prefill will follow encode onto this worker.
-        export = self._place(req, Stage.PREFILL, slot.worker_id) is not slot
-        req.lifecycle.advance(_S.ENCODING, worker=slot.worker_id)
-        job = EncodeJob(req.job_id, list(req.spec.images), export)
-        await self._submit(req, slot, job, Stage.ENCODE, predicted_ms)
-
-    async def _start_prefill(self, req: ActiveRequest, slot: WorkerSlot, predicted_ms: float):
+    async def _launch(self, launch: Launch) -> None:
+        req, slot = launch.req, launch.slot
+        if launch.stage is Stage.ENCODE:
+            req.encode_worker = slot.worker_id
+            export = self.placement.exports_embeddings(req, slot.worker_id)
+            req.lifecycle.advance(_S.ENCODING, worker=slot.worker_id)
+            job = req.encode_job(export)
+            return await self._submit(req, slot, job, Stage.ENCODE, launch.predicted_ms)
         images = req.embeddings_for(slot.worker_id, self.workers) if req.spec.has_images else []
         if images is None:
-            return await self.recovery.stage_failed(req, _embeddings_lost())
-        decode_slot = self._place(req, Stage.DECODE, slot.worker_id)
-        if decode_slot is None:
-            return await self.recovery.fail_no_worker(req, Stage.DECODE)
-        req.prefill_worker, req.decode_here = slot.worker_id, decode_slot is slot
+            return await self.carry_out([self.recovery.embeddings_unreachable(req)])
+        decode_worker = self.placement.decode_worker(req, slot.worker_id)
+        if decode_worker is None:
+            return await self.carry_out([self.recovery.fail_no_worker(req, Stage.DECODE)])
+        req.prefill_worker, req.decode_here = slot.worker_id, decode_worker == slot.worker_id
         req.decode_worker = slot.worker_id if req.decode_here else None
         unrouted = req.take_transfers("embedding") if slot.worker_id == req.encode_worker else []
         req.lifecycle.advance(_S.PREFILLING, worker=slot.worker_id, decode_here=req.decode_here)
-        job = PrefillJob(
-            req.job_id, list(req.spec.prompt_token_ids), req.spec.sampling_params, images,
-            req.decode_here, self.workers.epochs_of(images),
-            req.prefill_priority(self.dispatcher.holds_jobs),
-        )  # fmt: skip
-        await self._submit(req, slot, job, Stage.PREFILL, predicted_ms)
+        priority = self.placement.mode.prefill_priority(req.latest_start_ms)
+        job = req.prefill_job(images, self.workers.epochs_of(images), priority)
+        await self._submit(req, slot, job, Stage.PREFILL, launch.predicted_ms)
         await self.workers.release(unrouted)
 
-    async def start_decode(self, req: ActiveRequest, prefill: WorkerSlot, done: PrefillDone):
-        slot = self._place(req, Stage.DECODE, prefill.worker_id)
+    async def _start_decode(self, decision: StartDecode) -> None:
+        req, prefill, done = decision.req, decision.prefill, decision.done
+        slot = self.workers.get(self.placement.decode_worker(req, prefill.worker_id))
         if slot is None:
-            return await self.recovery.fail_no_worker(req, Stage.DECODE)
+            return await self.carry_out([self.recovery.fail_no_worker(req, Stage.DECODE)])
         req.decode_worker = slot.worker_id
         req.lifecycle.advance(_S.DECODING, worker=slot.worker_id)
-        job = DecodeJob(
-            req.job_id, list(req.spec.prompt_token_ids), req.spec.sampling_params,
-            done.first_token_id, list(done.image_spans), done.kv, done.kv_dtype,
-            {done.kv.producer_id: prefill.epoch},
-        )  # fmt: skip
-        await self._submit(req, slot, job, Stage.DECODE)
+        await self._submit(req, slot, req.decode_job(done, prefill.epoch), Stage.DECODE)
 
-    def _place(self, req: ActiveRequest, stage: Stage, previous: str | None) -> WorkerSlot | None:
-        placement = PlacementRequest(req.spec, stage, previous, req.shape)
-        views = self.workers.views(self.dispatcher.clock_ms())
-        return self.workers.get(self.policy.place(placement, views))
+    async def _stream(self, stream: Stream) -> None:
+        req = stream.req
+        try:
+            req.stream.push(stream.token_ids, stream.finish_reason)
+        except RequestFailedError as error:
+            return await self.end(End(req, _S.FAILED, error=error))
+        if stream.finish_reason is not None:
+            await self.end(End(req, _S.FINISHED, finish_reason=stream.finish_reason))
 
-    def _predicted_compute_ms(self, req: ActiveRequest, stage: Stage) -> float:
-        """The stage's compute on the fastest capable worker, for the work-ahead of others."""
-        if req.shape is None:
-            return 0.0
-        views = capable_workers(self.workers.views(), req.spec.model, stage)
-        forecasts = [
-            self.dispatcher.forecaster.stage(stage, req.shape, v.worker_id, None) for v in views
-        ]
-        return min((f.compute_ms for f in forecasts), default=0.0)
-
-    def _skip_encode(self, req: ActiveRequest) -> bool:
-        """Embedding affinity (policy "slo", first attempt): a prefill worker that already
-        holds every image's embeddings prefills from its own cache, and encode never runs."""
-        if not self.dispatcher.holds_jobs or req.attempt or req.shape is None:
-            return False
-        hashes = req.shape.image_hashes
-        views = capable_workers(self.workers.views(), req.spec.model, Stage.PREFILL)
-        holders = [v.worker_id for v in views if self.caches.holds_embeddings(v.worker_id, hashes)]
-        if not holders:
-            return False
-        req.encode_worker = min(holders, key=lambda w: (self.workers[w].backlog_ms(0), w))
-        req.embeddings = [EmbeddingInput(image_hash, None) for image_hash in hashes]
-        req.trace.record("encode_skipped", worker=req.encode_worker, num_images=len(hashes))
-        self.feedback.ledger.num_images_not_encoded += len(hashes)
-        return True
+    async def _redrive(self, redrive: Redrive) -> None:
+        req, stage = redrive.req, redrive.stage
+        old_job, old_touched = req.job_id, req.touched
+        self.dispatcher.forget(req)
+        self.feedback.forget(req.job_id, self.workers)
+        self.requests.new_attempt(req)  # the old attempt's events are stale from here
+        req.trace.record(
+            EventName.REDRIVE, stage=stage.value, attempt=req.attempt, reason=redrive.reason
+        )
+        if req.state is not _S.QUEUED:
+            req.lifecycle.advance(_S.QUEUED)
+        dropped = req.take_transfers("kv")
+        if stage is Stage.ENCODE:
+            dropped += req.forget_embeddings()
+        attempt = req.attempt
+        await self.workers.abort(old_touched, old_job)
+        await self.workers.release(dropped)
+        if req.is_current(attempt):
+            await self._start_stage(req, stage)
 
     async def _submit(
         self, req: ActiveRequest, slot: WorkerSlot, job: Job, stage: Stage, predicted_ms=0.0
@@ -243,19 +284,11 @@ class RequestDriver:
                 await slot.client.submit_decode(job)
         except InvalidRequestError as error:
             if req.is_current(attempt):
-                await self.end(req, _S.FAILED, error=error)
+                await self.end(End(req, _S.FAILED, error=error))
             return
         except Exception as error:  # a worker that cannot take a job is gone
             logger.warning("submit to worker %s raised", slot.worker_id, exc_info=error)
-            await self._lose_worker(slot.worker_id, "failed a submit")
+            await self.lose_worker(slot.worker_id, "failed a submit")
             return
         if not req.is_current(attempt):  # cancelled or re-driven while the job was on its way
             await self.workers.abort([slot.worker_id], job.request_id)
-
-
-def _embeddings_lost() -> StageFailure:
-    """Prefill cannot get the embeddings (their only holder left): encode again."""
-    return StageFailure(
-        Stage.PREFILL, "image embeddings lost", "the image embeddings are no longer reachable",
-        retriable=True, suspect=True,
-    )  # fmt: skip

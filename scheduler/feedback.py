@@ -5,7 +5,7 @@ online corrections, cache hits, and every request's outcome against its SLO.
     stage done    -> the backlog shrinks; observed / predicted compute corrects the cost model
     decode steps  -> step time against the batch it decoded corrects the decode cost
     transfer      -> bytes per embedding row or KV token, and the fetch bandwidth
-    request ends  -> its TTFT, TPOT and attainment go into its trace ("slo") and the ledger
+    request ends  -> its TTFT, TPOT and attainment go into its trace (`slo`) and the ledger
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from collections.abc import Callable, Iterable
 from scheduler.active_request import ActiveRequest
 from scheduler.cost_model import CostModel
 from scheduler.lifecycle import RequestState
+from scheduler.mode import SchedulingMode
 from scheduler.slo import attains, tpot_ms
 from scheduler.slo_ledger import RequestOutcome, SloLedger
 from scheduler.stage import Stage
+from scheduler.trace_events import EventName
 from scheduler.worker_registry import OutstandingJob, WorkerSlot
-from workers.protocol import WorkerEvents
+from workers.contract.messages import WorkerEvents
 
 
 class Feedback:
@@ -28,9 +30,9 @@ class Feedback:
         costs: CostModel,
         ledger: SloLedger,
         clock_ms: Callable[[], float],
-        by_slack: bool,  # policy "slo": prefills carry their latest start as priority
+        mode: SchedulingMode,  # gives prefills their priority
     ) -> None:
-        self.by_slack = by_slack
+        self.mode = mode
         self.costs = costs
         self.ledger = ledger
         self.clock_ms = clock_ms
@@ -41,8 +43,15 @@ class Feedback:
         if stage is Stage.DECODE:
             slot.decoding[req.job_id] = len(req.spec.prompt_token_ids)
         else:
-            priority = req.prefill_priority(self.by_slack) if stage is Stage.PREFILL else 0.0
-            job = OutstandingJob(stage, predicted_ms, self.clock_ms(), priority)
+            priority = (
+                self.mode.prefill_priority(req.latest_start_ms) if stage is Stage.PREFILL else 0.0
+            )
+            job = OutstandingJob(
+                stage=stage,
+                predicted_ms=predicted_ms,
+                dispatched_ms=self.clock_ms(),
+                priority=priority,
+            )
             slot.outstanding[(req.job_id, stage)] = job
         if stage is Stage.PREFILL and req.decode_here:
             slot.decoding[req.job_id] = len(req.spec.prompt_token_ids)
@@ -89,8 +98,8 @@ class Feedback:
 
     def first_token(self, req: ActiveRequest) -> None:
         """The request's first token went to the client: how far off was its TTFT forecast?"""
-        first_tokens = [e for e in req.trace.events if e.name == "first_token"]
-        classified = req.trace.event("classified")
+        first_tokens = [e for e in req.trace.events if e.name == EventName.FIRST_TOKEN]
+        classified = req.trace.event(EventName.CLASSIFIED)
         if len(first_tokens) != 1 or classified is None:
             return  # a re-drive's first token, or an unclassified request
         predicted = classified.attrs["model_ttft_ms"]
@@ -104,22 +113,31 @@ class Feedback:
         if state is not RequestState.FINISHED:
             counts.num_failed += 1
             return None
-        first_token = req.trace.event("first_token")
+        first_token = req.trace.event(EventName.FIRST_TOKEN)
         e2e = self.clock_ms() - req.spec.arrival_time * 1000.0
         ttft = first_token.time_ms if first_token is not None else e2e
         num_tokens = len(req.stream.token_ids)
         tpot = tpot_ms(ttft, e2e, num_tokens)
         attained = req.targets is not None and attains(req.targets, ttft, tpot)
         outcome = RequestOutcome(
-            req.request_id, req.request_class.value, ttft, tpot, e2e, num_tokens, attained
+            request_id=req.request_id,
+            request_class=req.request_class.value,
+            ttft_ms=ttft,
+            tpot_ms=tpot,
+            e2e_ms=e2e,
+            num_tokens=num_tokens,
+            attained=attained,
         )
         self.ledger.finished(outcome)
-        classified = req.trace.event("classified")
+        classified = req.trace.event(EventName.CLASSIFIED)
         if classified is not None and tpot is not None:
             predicted = classified.attrs["model_tpot_ms"]
             self.costs.residuals.observe_tpot(outcome.request_class, predicted, tpot)
         req.trace.record(
-            "slo", request_class=outcome.request_class, ttft_ms=ttft, tpot_ms=tpot,
+            EventName.SLO,
+            request_class=outcome.request_class,
+            ttft_ms=ttft,
+            tpot_ms=tpot,
             attained=attained,
-        )  # fmt: skip
+        )
         return outcome

@@ -31,9 +31,10 @@ swallowed (see `output_stream.py`), so the client never sees a duplicate or a di
 
 Every transition is timestamped into the request's trace: queued, encode_start, prefill_start,
 decode_start, then decode_steps and finished, failed or cancelled. The scheduler adds the stage
-events in between: encode_done, embedding_transfer, first_token, kv_transfer, redrive. Their
-numeric attributes (ms, measured by the workers; see workers/protocol.py) split a request's
-latency into engine compute, queueing, transfer and the rest (ingress, scheduler, Ray hops):
+events in between: encode_done, embedding_transfer, first_token, kv_transfer, redrive
+(trace_events.py names every event and its attributes). Their numeric attributes (ms, measured
+by the workers) split a request's latency into engine compute, queueing, transfer and the rest
+(ingress, scheduler, Ray hops); trace_breakdown.py reads them:
 
     encode_done          compute_ms, queue_ms     vision tower; job arrival -> encode start
     first_token          compute_ms, queue_ms     prefill steps; arrival -> first prefill step
@@ -55,6 +56,7 @@ from scheduler.config import SchedulerConfig
 from scheduler.errors import IllegalTransitionError
 from scheduler.stage import Stage
 from scheduler.trace import Trace
+from scheduler.trace_events import EventName
 
 
 class RequestState(Enum):
@@ -83,13 +85,13 @@ _NEXT: dict[RequestState, set[RequestState]] = {
     _S.CANCELLED: set(),
 }
 _TRACE_EVENT = {
-    _S.QUEUED: "queued",
-    _S.ENCODING: "encode_start",
-    _S.PREFILLING: "prefill_start",
-    _S.DECODING: "decode_start",
-    _S.FINISHED: "finished",
-    _S.FAILED: "failed",
-    _S.CANCELLED: "cancelled",
+    _S.QUEUED: EventName.QUEUED,
+    _S.ENCODING: EventName.ENCODE_START,
+    _S.PREFILLING: EventName.PREFILL_START,
+    _S.DECODING: EventName.DECODE_START,
+    _S.FINISHED: EventName.FINISHED,
+    _S.FAILED: EventName.FAILED,
+    _S.CANCELLED: EventName.CANCELLED,
 }
 _STAGE = {_S.ENCODING: Stage.ENCODE, _S.PREFILLING: Stage.PREFILL, _S.DECODING: Stage.DECODE}
 
@@ -100,7 +102,7 @@ class Lifecycle:
     def __init__(self, trace: Trace) -> None:
         self.trace = trace
         self.state = RequestState.QUEUED
-        trace.record("queued")
+        trace.record(EventName.QUEUED)
 
     @property
     def stage(self) -> Stage | None:
@@ -118,9 +120,11 @@ class Lifecycle:
         trace = self.trace
         if to.is_done and trace.num_decode_steps:
             trace.record(
-                "decode_steps", count=trace.num_decode_steps,
-                compute_ms=trace.decode_compute_ms, queue_ms=trace.decode_queue_ms,
-            )  # fmt: skip
+                EventName.DECODE_STEPS,
+                count=trace.num_decode_steps,
+                compute_ms=trace.decode_compute_ms,
+                queue_ms=trace.decode_queue_ms,
+            )
         self.state = to
         trace.state = to.value
         trace.record(_TRACE_EVENT[to], **attrs)

@@ -111,6 +111,6 @@ class EarliestCompletionPolicy:
                 w.worker_id,
                 request.previous_worker_id,
                 request.priority,
-            )  # fmt: skip
+            )
             for w in candidates_for(request, workers)
         ]

@@ -1,4 +1,5 @@
-"""Recovery: what a failed stage or a lost worker does to a request.
+"""Recovery: what a failed stage or a lost worker does to a request. It decides (an `End` or a
+`Redrive`, decisions.py); the driver acts.
 
     StageFailed, invalid input    -> fail with InvalidRequestError: no re-drive fixes the input
     StageFailed, worker lost,     -> re-drive from the last good stage (`restart_stage`) while
@@ -16,18 +17,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from scheduler.active_request import ActiveRequest
+from scheduler.config import SchedulerConfig
+from scheduler.decisions import End, Redrive
 from scheduler.errors import NoWorkerAvailableError, RequestFailedError
+from scheduler.in_flight import InFlight
 from scheduler.lifecycle import RequestState, redrive_refusal, restart_stage
 from scheduler.stage import Stage
-from scheduler.worker_registry import WorkerSlot
-from workers.engine.errors import InvalidRequestError
-from workers.protocol import StageFailed
-
-if TYPE_CHECKING:
-    from scheduler.driver import RequestDriver
+from scheduler.worker_registry import WorkerRegistry, WorkerSlot
+from workers.contract.errors import InvalidRequestError
+from workers.contract.messages import StageFailed
 
 logger = logging.getLogger(__name__)
 MAX_DETAIL_CHARS = 200
@@ -51,89 +51,102 @@ def one_line(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
 
 
 class Recovery:
-    """Turns failures into re-drives or ends. Shares the driver's requests and job index."""
+    """Turns failures into re-drives or ends."""
 
-    def __init__(self, driver: RequestDriver) -> None:
-        self.driver = driver
+    def __init__(
+        self, config: SchedulerConfig, requests: InFlight, workers: WorkerRegistry
+    ) -> None:
+        self.config = config
+        self.requests = requests
+        self.workers = workers
 
-    async def fail_over(self, worker_id: str, reason: str) -> None:
-        """Re-drive (or fail) every request that needs what this worker had. `reason`: a short
-        phrase for the trace ("failed to poll"), never an exception's text."""
-        driver = self.driver
-        for req in [r for r in driver.requests.values() if r.depends_on(worker_id)]:
-            stage = req.lifecycle.stage
-            if stage is None or not req.depends_on(worker_id):
-                continue  # ended, or already being re-driven
-            failure = StageFailure(
-                stage, f"{_role_of(req, worker_id, stage)} worker lost",
-                f"worker {worker_id} {one_line(reason)}", retriable=True,
-                suspect=req.encode_worker == worker_id,
-            )  # fmt: skip
-            await self.stage_failed(req, failure)
+    def worker_lost(self, req: ActiveRequest, worker_id: str, reason: str) -> End | Redrive | None:
+        """What losing this worker does to a request that depends on it (None: nothing, it is
+        ended or already being re-driven). `reason`: a short phrase for the trace ("failed to
+        poll"), never an exception's text."""
+        stage = req.lifecycle.stage
+        if stage is None or not req.depends_on(worker_id):
+            return None
+        failure = StageFailure(
+            stage=stage,
+            cause=f"{_role_of(req, worker_id, stage)} worker lost",
+            detail=f"worker {worker_id} {one_line(reason)}",
+            retriable=True,
+            suspect=req.encode_worker == worker_id,
+        )
+        return self.stage_failed(req, failure)
 
-    async def on_stage_failed(self, slot: WorkerSlot, failure: StageFailed) -> None:
-        req = self.driver.job(failure.request_id)
+    def on_stage_failed(self, slot: WorkerSlot, failure: StageFailed) -> End | Redrive | None:
+        req = self.requests.job(failure.request_id)
         if req is None or slot.worker_id not in req.touched:
-            return
+            return None
         reason = one_line(failure.reason)
         if failure.is_invalid_input:  # no re-drive can fix the client's input
             error = InvalidRequestError(f"request {req.request_id!r}: {reason}")
-            return await self.driver.end(req, RequestState.FAILED, error=error)
+            return End(req, RequestState.FAILED, error=error)
         stages = {stage.value: stage for stage in Stage}
         stage = stages.get(failure.stage) or req.lifecycle.stage or Stage.PREFILL
         cause = "worker error" if failure.retriable else "internal error"
         detail = f"{reason} (on {slot.worker_id})"
         # A failed prefill may have fetched bad embeddings: never reuse them.
         suspect = stage is Stage.PREFILL
-        await self.stage_failed(req, StageFailure(stage, cause, detail, failure.retriable, suspect))
+        stage_failure = StageFailure(
+            stage=stage, cause=cause, detail=detail, retriable=failure.retriable, suspect=suspect
+        )
+        return self.stage_failed(req, stage_failure)
 
-    async def stage_failed(self, req: ActiveRequest, failure: StageFailure) -> None:
+    def stage_failed(self, req: ActiveRequest, failure: StageFailure) -> End | Redrive:
         """Re-drive from the last good stage, or fail."""
-        stage, num_streamed = failure.stage, len(req.stream.token_ids)
         refusal = redrive_refusal(
-            stage, failure.cause, failure.retriable, req.attempt, num_streamed,
-            self.driver.config,
-        )  # fmt: skip
+            failed=failure.stage,
+            cause=failure.cause,
+            retriable=failure.retriable,
+            num_redrives=req.attempt,
+            num_streamed=len(req.stream.token_ids),
+            config=self.config,
+        )
         if refusal is not None:
             logger.warning("request %s failed: %s", req.request_id, failure.detail)
             error = RequestFailedError(f"request {req.request_id!r}: {refusal}")
-            return await self.driver.end(req, RequestState.FAILED, error=error)
+            return End(req, RequestState.FAILED, error=error)
         reusable = not failure.suspect and self._embeddings_reachable(req)
-        restart = restart_stage(stage, req.spec.has_images, reusable)
-        await self._redrive(req, restart, f"{stage.value}: {failure.detail}")
+        restart = restart_stage(failure.stage, req.spec.has_images, reusable)
+        return Redrive(req, restart, f"{failure.stage.value}: {failure.detail}")
 
-    async def fail(self, req: ActiveRequest, stage: Stage, detail: str) -> None:
+    def no_worker(self, req: ActiveRequest, stage: Stage) -> End | Redrive:
+        """No worker can run the stage: encode again when prefill lost the only holder of the
+        embeddings, else fail."""
+        if stage is Stage.PREFILL and req.encode_worker and not req.has_embedding_refs():
+            return self.embeddings_unreachable(req)
+        return self.fail_no_worker(req, stage)
+
+    def embeddings_unreachable(self, req: ActiveRequest) -> End | Redrive:
+        """Prefill cannot get the embeddings (their only holder left): encode again."""
+        failure = StageFailure(
+            stage=Stage.PREFILL,
+            cause="image embeddings lost",
+            detail="the image embeddings are no longer reachable",
+            retriable=True,
+            suspect=True,
+        )
+        return self.stage_failed(req, failure)
+
+    def fail_no_worker(self, req: ActiveRequest, stage: Stage) -> End:
+        error = NoWorkerAvailableError.for_stage(req.spec.model, stage.value)
+        return End(req, RequestState.FAILED, error=error)
+
+    def protocol_error(self, req: ActiveRequest, stage: Stage, detail: str) -> End:
         """End the request over a scheduler-side inconsistency (a worker broke the protocol)."""
         logger.error("request %s: %s", req.request_id, detail)
         message = f"request {req.request_id!r}: {stage.value} failed: internal error"
-        await self.driver.end(req, RequestState.FAILED, error=RequestFailedError(message))
-
-    async def fail_no_worker(self, req: ActiveRequest, stage: Stage) -> None:
-        error = NoWorkerAvailableError.for_stage(req.spec.model, stage.value)
-        await self.driver.end(req, RequestState.FAILED, error=error)
+        return End(req, RequestState.FAILED, error=RequestFailedError(message))
 
     def _embeddings_reachable(self, req: ActiveRequest) -> bool:
-        slot = self.driver.workers.get(req.encode_worker)
+        slot = self.workers.get(req.encode_worker)
         if slot is None or not req.embeddings:
             return False
         view = slot.view()
         return req.has_embedding_refs() or (view.can_run(Stage.PREFILL) and not view.is_draining)
-
-    async def _redrive(self, req: ActiveRequest, stage: Stage, reason: str) -> None:
-        driver = self.driver
-        old_job, old_touched = req.job_id, req.touched
-        driver.begin_attempt(req)
-        req.trace.record("redrive", stage=stage.value, attempt=req.attempt, reason=reason)
-        if req.state is not RequestState.QUEUED:
-            req.lifecycle.advance(RequestState.QUEUED)
-        dropped = req.take_transfers("kv")
-        if stage is Stage.ENCODE:
-            dropped += req.forget_embeddings()
-        attempt = req.attempt
-        await driver.workers.abort(old_touched, old_job)
-        await driver.workers.release(dropped)
-        if req.is_current(attempt):
-            await driver.start_stage(req, stage)
 
 
 def _role_of(req: ActiveRequest, worker_id: str, stage: Stage) -> str:

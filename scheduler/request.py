@@ -6,8 +6,8 @@ import time
 from dataclasses import dataclass, field
 
 from scheduler.errors import NoWorkerAvailableError, RequestFailedError, UnknownModelError
-from workers.engine.sampling_params import SamplingParams
-from workers.protocol import ImageInput
+from workers.contract.messages import ImageInput
+from workers.contract.sampling_params import SamplingParams
 
 # The errors a request can end with live in errors.py; the ingress imports them from here too.
 __all__ = [

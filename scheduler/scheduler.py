@@ -4,22 +4,22 @@
                       |          each stage waits in a stage queue until a worker has room
                       classify, forecast, admit / degrade / best effort / reject
     one task per worker:  poll() -> WorkerEvents (one engine step) -> RequestDriver.apply
+                          (poller.py)
 
-Policy "slo" (the default) orders the stage queues by slack and admits against the SLO;
-policy "fcfs" is the first-come-first-served baseline. Admission is in admission.py, queue
-order in stage_queue.py, dispatch in dispatcher.py, placement in policy.py, predictions in
-forecast.py and cost_model.py, what events teach the scheduler in feedback.py.
+The SLO mode (the default) orders the stage queues by slack and admits against the SLO; FCFS
+is the baseline (mode.py says all that the switch changes). Admission is in admission.py, queue
+order in stage_queue.py, dispatch in dispatcher.py, placement in placement.py (policies in
+policy.py), predictions in forecast.py and cost_model.py, what events teach the scheduler in
+feedback.py.
 
 Tokens of all a worker's requests arrive in one message per engine step: the scheduler makes no
-per-token call. How events move requests along is in driver.py, failures and re-drives in
-recovery.py, the request lifecycle in lifecycle.py, placement in policy.py, and the rules a
-worker keeps in worker_client.py.
+per-token call. The request lifecycle is in lifecycle.py. What events do to requests is decided
+in event_applier.py, what failures do in recovery.py; driver.py alone acts on those decisions.
+The rules a worker keeps are in worker_client.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import copy
 import logging
 import time
@@ -30,6 +30,7 @@ from scheduler.admission import Admission, AdmissionControl, Admitted
 from scheduler.cache_directory import CacheDirectory
 from scheduler.config import SchedulerConfig
 from scheduler.cost_model import CostModel
+from scheduler.decisions import End
 from scheduler.dispatcher import Dispatcher
 from scheduler.driver import RequestDriver
 from scheduler.errors import (
@@ -41,22 +42,21 @@ from scheduler.errors import (
 )
 from scheduler.feedback import Feedback
 from scheduler.forecast import Forecaster, WorkerLoadView
+from scheduler.in_flight import InFlight
 from scheduler.lifecycle import RequestState
-from scheduler.policy import (
-    EarliestCompletionPolicy,
-    LeastLoadedPolicy,
-    PlacementPolicy,
-    capable_workers,
-)
+from scheduler.placement import Placement, default_policy
+from scheduler.policy import PlacementPolicy, capable_workers
+from scheduler.poller import Poller, stopped
+from scheduler.recovery import Recovery
 from scheduler.request import RequestOutput, RequestSpec
 from scheduler.request_class import classify
 from scheduler.slo_ledger import EndedRequest, SloLedger
 from scheduler.snapshot import SchedulerSnapshot
 from scheduler.stage import stages_for
-from scheduler.trace import Trace
-from scheduler.worker_client import WorkerClient
+from scheduler.trace import Trace, TraceStore
+from scheduler.trace_events import EventName
 from scheduler.worker_registry import WorkerRegistry, WorkerSlot
-from workers.protocol import WorkerEvents
+from workers.contract.worker_client import WorkerClient
 
 logger = logging.getLogger(__name__)
 
@@ -75,40 +75,63 @@ class Scheduler:
         self.caches = CacheDirectory()
         self.ledger = SloLedger()
         self.forecaster = Forecaster(self.costs, self.caches, self._load_view)
-        if policy is None and self.config.policy == "slo":
-            policy = EarliestCompletionPolicy(self.forecaster)
-        self.policy: PlacementPolicy = policy or LeastLoadedPolicy()
-        dispatcher = Dispatcher(
-            self.config, self._workers, self.policy, self.forecaster, self._clock_ms
+        mode = self.config.mode
+        self.policy: PlacementPolicy = policy or default_policy(mode, self.forecaster)
+        placement = Placement(
+            policy=self.policy,
+            mode=mode,
+            workers=self._workers,
+            forecaster=self.forecaster,
+            caches=self.caches,
+            clock_ms=self._clock_ms,
         )
-        feedback = Feedback(self.costs, self.ledger, self._clock_ms, dispatcher.holds_jobs)
+        self._dispatcher = Dispatcher(
+            config=self.config,
+            workers=self._workers,
+            placement=placement,
+            forecaster=self.forecaster,
+            clock_ms=self._clock_ms,
+        )
         self.admission = AdmissionControl(
-            self.config, self.forecaster, dispatcher.work_ahead_ms, dispatcher.is_full
+            config=self.config,
+            forecaster=self.forecaster,
+            work_ahead_ms=self._dispatcher.work_ahead_ms,
+            is_queue_full=self._dispatcher.is_full,
         )
+        self._requests = InFlight()
+        self._traces = TraceStore(self.config.trace_capacity)
+        self._observers: list[Callable[[EndedRequest], None]] = []
         self._driver = RequestDriver(
-            self._workers, self.policy, self.config, self._lose_worker, dispatcher, feedback,
-            self.caches,
-        )  # fmt: skip
+            requests=self._requests,
+            workers=self._workers,
+            placement=placement,
+            dispatcher=self._dispatcher,
+            feedback=Feedback(self.costs, self.ledger, self._clock_ms, mode),
+            recovery=Recovery(self.config, self._requests, self._workers),
+            traces=self._traces,
+            observers=self._observers,
+        )
+        self._poller = Poller(self._workers, self._driver, self.caches, self.config.poll_timeout_s)
 
     # ------------------------------------------------------------------ workers
     async def add_worker(self, client: WorkerClient) -> None:
         """Register a worker (its first load gives its epoch) and start polling it."""
         load = await client.load()
-        slot = WorkerSlot(client, load, load.epoch)
+        slot = WorkerSlot(client=client, load=load, epoch=load.epoch)
         self._workers.add(slot)
         self.costs.add_worker(client.worker_id, load.profile)
         self.admission.learn_model(client.model, load.profile)
         self.caches.reset_worker(
             client.worker_id, load.prefix_block_hashes, load.embedding_cache_keys
         )
-        slot.poll_task = asyncio.create_task(self._poll(slot), name=f"poll:{client.worker_id}")
+        self._poller.start(slot)
 
     async def remove_worker(self, worker_id: str) -> None:
         """Stop using a worker (KeyError if unknown). Requests that still need it are re-driven
         elsewhere; the worker itself gets no further call."""
         slot = self._workers[worker_id]
-        await self._lose_worker(worker_id, "was removed")
-        await _stopped(slot.poll_task)
+        await self._driver.lose_worker(worker_id, "was removed")
+        await stopped(slot.poll_task)
 
     def set_draining(self, worker_id: str, is_draining: bool = True) -> None:
         """A draining worker gets no new work; it finishes what it has."""
@@ -119,7 +142,7 @@ class Scheduler:
         slot = self._workers[worker_id]
         if slot.load.num_active or slot.num_dispatched_since_load:
             return False
-        return not any(req.depends_on(worker_id) for req in self._driver.requests.values())
+        return not self._requests.depending_on(worker_id)
 
     # ------------------------------------------------------------------ requests
     async def generate(self, spec: RequestSpec) -> AsyncIterator[RequestOutput]:
@@ -136,24 +159,35 @@ class Scheduler:
         except AdmissionRejectedError:
             request_class = classify(self.admission.shape(spec).cost, self.config).value
             self.ledger.classes[request_class].num_rejected += 1
-            ended = EndedRequest(spec.request_id, request_class, "rejected", None, None)
-            for observer in self._driver.observers:
+            ended = EndedRequest(
+                request_id=spec.request_id,
+                request_class=request_class,
+                state="rejected",
+                outcome=None,
+                trace=None,
+            )
+            for observer in self._observers:
                 observer(ended)
             raise
         req = ActiveRequest(
-            admitted.spec, self._clock, admitted.shape, admitted.request_class,
-            admitted.targets, admitted.latest_start_ms, admitted.is_low_priority,
-        )  # fmt: skip
+            spec=admitted.spec,
+            clock=self._clock,
+            shape=admitted.shape,
+            request_class=admitted.request_class,
+            targets=admitted.targets,
+            latest_start_ms=admitted.latest_start_ms,
+            is_low_priority=admitted.is_low_priority,
+        )
         self._record_admission(req, admitted)
         await self._driver.start(req)
         return self._outputs(req)
 
     async def cancel(self, request_id: str) -> bool:
         """Abort the request on every worker it touched; its outputs end with "abort"."""
-        req = self._driver.requests.get(request_id)
+        req = self._requests.get(request_id)
         if req is None:
             return False
-        await self._driver.end(req, RequestState.CANCELLED)
+        await self._driver.end(End(req, RequestState.CANCELLED))
         return True
 
     def _clock_ms(self) -> float:
@@ -162,39 +196,47 @@ class Scheduler:
     def _load_view(self, worker_id: str, prefill_priority: float | None) -> WorkerLoadView:
         slot = self._workers[worker_id]
         return WorkerLoadView(
-            worker_id, slot.backlog_ms(self._clock_ms(), prefill_priority), len(slot.decoding),
-            sum(slot.decoding.values()),
-        )  # fmt: skip
+            worker_id=worker_id,
+            backlog_ms=slot.backlog_ms(self._clock_ms(), prefill_priority),
+            num_decoding=len(slot.decoding),
+            decode_context_tokens=sum(slot.decoding.values()),
+        )
 
     def add_observer(self, observer: Callable[[EndedRequest], None]) -> None:
         """Call `observer` whenever a request ends or is rejected (on the scheduler's loop:
         it must be quick and must not raise)."""
-        self._driver.observers.append(observer)
+        self._observers.append(observer)
 
     def trace(self, request_id: str) -> Trace | None:
         """The trace of an active request, or of one of the last ended ones."""
-        req = self._driver.requests.get(request_id)
-        return req.trace if req is not None else self._driver.traces.get(request_id)
+        req = self._requests.get(request_id)
+        return req.trace if req is not None else self._traces.get(request_id)
 
     def snapshot(self) -> SchedulerSnapshot:
         counts = {state.value: 0 for state in RequestState}
-        for req in self._driver.requests.values():
+        for req in self._requests:
             counts[req.state.value] += 1
         for state, count in self._driver.num_ended.items():
             counts[state.value] += count
         workers = {slot.worker_id: slot.snapshot() for slot in self._workers}
-        queued = {stage.value: len(q) for stage, q in self._driver.dispatcher.queues.items()}
+        queued = self._dispatcher.queued_counts()
         ledger = copy.deepcopy(self.ledger)
-        return SchedulerSnapshot(workers, counts, queued, self.costs.snapshot(), ledger)
+        return SchedulerSnapshot(
+            workers=workers,
+            num_requests_by_state=counts,
+            num_queued_by_stage=queued,
+            costs=self.costs.snapshot(),
+            ledger=ledger,
+        )
 
     async def close(self) -> None:
         """Fail what is still running, then stop polling every worker."""
         shut_down = RequestFailedError("the scheduler shut down")
-        for req in list(self._driver.requests.values()):
-            await self._driver.end(req, RequestState.FAILED, error=shut_down)
+        for req in self._requests:
+            await self._driver.end(End(req, RequestState.FAILED, error=shut_down))
         for slot in self._workers:
             self._workers.pop(slot.worker_id)
-            await _stopped(slot.poll_task)
+            await stopped(slot.poll_task)
 
     def _record_admission(self, req: ActiveRequest, admitted: Admitted) -> None:
         decision = admitted.decision
@@ -203,16 +245,20 @@ class Scheduler:
         counts.num_best_effort += decision.action is Admission.BEST_EFFORT
         self.ledger.num_images += len(req.spec.images)
         req.trace.record(
-            "classified", request_class=admitted.request_class.value,
-            admission=decision.action.value, predicted_ttft_ms=decision.predicted_ttft_ms,
+            EventName.CLASSIFIED,
+            request_class=admitted.request_class.value,
+            admission=decision.action.value,
+            predicted_ttft_ms=decision.predicted_ttft_ms,
             predicted_tpot_ms=decision.predicted_tpot_ms,
-            ttft_target_ms=admitted.targets.ttft_ms, tpot_target_ms=admitted.targets.tpot_ms,
+            ttft_target_ms=admitted.targets.ttft_ms,
+            tpot_target_ms=admitted.targets.tpot_ms,
             image_tokens=admitted.shape.cost.num_image_tokens,
-            model_ttft_ms=admitted.model_ttft_ms, model_tpot_ms=admitted.model_tpot_ms,
-        )  # fmt: skip
+            model_ttft_ms=admitted.model_ttft_ms,
+            model_tpot_ms=admitted.model_tpot_ms,
+        )
 
     def _check(self, spec: RequestSpec) -> None:
-        if spec.request_id in self._driver.requests:
+        if spec.request_id in self._requests:
             raise DuplicateRequestError(f"request {spec.request_id!r} is already running")
         views = [view for view in self._workers.views() if view.model == spec.model]
         if not views:
@@ -227,55 +273,4 @@ class Scheduler:
                 yield output
         finally:
             if not req.state.is_done:  # the client went away
-                await self._driver.end(req, RequestState.CANCELLED)
-
-    # ------------------------------------------------------------------ polling
-    async def _poll(self, slot: WorkerSlot) -> None:
-        while self._workers.get(slot.worker_id) is slot:
-            try:
-                events = await slot.client.poll(self.config.poll_timeout_s)
-            except Exception as error:  # its text may hold a traceback: the log only
-                logger.warning("poll of worker %s raised", slot.worker_id, exc_info=error)
-                await asyncio.shield(self._lose_worker(slot.worker_id, "failed to poll"))
-                return
-            if self._workers.get(slot.worker_id) is not slot:
-                return
-            try:  # shielded: removing a worker must not cut a request's transition in half
-                await asyncio.shield(self._apply(slot, events))
-            except Exception:
-                logger.exception("applying the events of worker %s failed", slot.worker_id)
-
-    async def _apply(self, slot: WorkerSlot, events: WorkerEvents) -> None:
-        if events.epoch < slot.epoch:
-            return  # sent before the worker restarted
-        if events.epoch > slot.epoch:  # restarted: whatever it held for requests is gone
-            reason = f"restarted (epoch {slot.epoch} -> {events.epoch})"
-            slot.epoch = events.epoch
-            await self._driver.recovery.fail_over(slot.worker_id, reason)
-        if events.load is not None:
-            slot.observe(events.load)
-        self.caches.apply(
-            slot.worker_id, events.prefix_blocks_added, events.prefix_blocks_removed,
-            events.embeddings_added, events.embeddings_removed,
-        )  # fmt: skip
-        await self._driver.apply(slot, events)
-
-    async def _lose_worker(self, worker_id: str, reason: str) -> None:
-        """`reason`: a short phrase ("failed to poll") for the log and the traces."""
-        slot = self._workers.pop(worker_id)
-        if slot is None:
-            return
-        self.costs.remove_worker(worker_id)
-        self.caches.remove_worker(worker_id)
-        logger.warning("worker %s %s", worker_id, reason)
-        if slot.poll_task is not None and slot.poll_task is not asyncio.current_task():
-            slot.poll_task.cancel()
-        await self._driver.recovery.fail_over(worker_id, reason)
-
-
-async def _stopped(task: asyncio.Task | None) -> None:
-    if task is None or task is asyncio.current_task():
-        return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+                await self._driver.end(End(req, RequestState.CANCELLED))

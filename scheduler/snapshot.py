@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from scheduler.cost_model import WorkerCostSnapshot
 from scheduler.slo_ledger import SloLedger
-from workers.protocol import WorkerLoad
+from workers.contract.messages import WorkerLoad
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
+from scheduler.mode import SchedulingMode
 from scheduler.stage import Stage
 
 
@@ -68,12 +69,12 @@ class StageQueue:
     def __init__(
         self,
         stage: Stage,
-        by_slack: bool,
+        mode: SchedulingMode,
         low_priority_max_wait_ms: float,
         arrival_window_ms: float = 0.0,
     ) -> None:
         self.stage = stage
-        self.by_slack = by_slack
+        self.mode = mode
         self.low_priority_max_wait_ms = low_priority_max_wait_ms
         self.arrival_window_ms = arrival_window_ms
         self._jobs: dict[str, QueuedJob] = {}  # by request id
@@ -91,7 +92,7 @@ class StageQueue:
             raise ValueError(f"request {job.request_id!r} is already queued for {self.stage.value}")
         job.seq = next(self._seq)
         self._jobs[job.request_id] = job
-        if self.by_slack and not job.is_low_priority and self.arrival_window_ms > 0:
+        if self.mode.is_slo_aware and not job.is_low_priority and self.arrival_window_ms > 0:
             lead = job.latest_start_ms - job.enqueued_ms
             self._arrivals.append(Arrival(job.enqueued_ms, lead, job.predicted_ms))
 
@@ -99,7 +100,7 @@ class StageQueue:
         return self._jobs.pop(request_id, None)
 
     def key(self, job: QueuedJob, now_ms: float) -> tuple[int, float, int]:
-        if not self.by_slack:
+        if not self.mode.is_slo_aware:
             return (0, 0.0, job.seq)
         yields = job.is_low_priority and now_ms - job.enqueued_ms < self.low_priority_max_wait_ms
         return (int(yields), job.latest_start_ms, job.seq)
@@ -111,7 +112,7 @@ class StageQueue:
     def work_ahead_ms(self, candidate: QueuedJob, now_ms: float) -> float:
         """Predicted compute that would be dispatched before `candidate`: the queued jobs that
         sort before it, and the jobs that will arrive and overtake it while it waits."""
-        if not self.by_slack:
+        if not self.mode.is_slo_aware:
             return sum(job.predicted_ms for job in self._jobs.values())
         mine = self.key(candidate, now_ms)
         queued = sum(

@@ -7,10 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from scheduler.trace_events import EventName
+
 
 @dataclass(frozen=True)
 class TraceEvent:
-    name: str  # queued, encode_start, encode_done, embedding_transfer, prefill_start, ...
+    name: str  # an EventName (trace_events.py lists them and their attributes)
     time_ms: float  # since the request arrived
     attrs: dict[str, Any] = field(default_factory=dict)  # worker, bytes, ms, count, reason, ...
 
@@ -33,8 +35,9 @@ class Trace:
         self.decode_queue_ms = 0.0  # waiting for the first decode step, each attempt
         self._clock = clock
 
-    def record(self, name: str, **attrs: Any) -> TraceEvent:
-        event = TraceEvent(name, (self._clock() - self.arrival_time) * 1000.0, attrs)
+    def record(self, name: EventName, **attrs: Any) -> TraceEvent:
+        time_ms = (self._clock() - self.arrival_time) * 1000.0
+        event = TraceEvent(name=name, time_ms=time_ms, attrs=attrs)
         self.events.append(event)
         return event
 
@@ -47,7 +50,7 @@ class Trace:
     def names(self) -> list[str]:
         return [event.name for event in self.events]
 
-    def event(self, name: str) -> TraceEvent | None:
+    def event(self, name: EventName) -> TraceEvent | None:
         """The first event with this name."""
         return next((event for event in self.events if event.name == name), None)
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from scheduler.policy import WorkerView
 from scheduler.snapshot import WorkerSnapshot
 from scheduler.stage import Stage
-from scheduler.worker_client import WorkerClient
-from workers.protocol import EmbeddingInput, WorkerLoad
+from workers.contract.messages import EmbeddingInput, WorkerLoad
+from workers.contract.worker_client import WorkerClient
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +89,15 @@ class WorkerSlot:
 
     def snapshot(self) -> WorkerSnapshot:
         return WorkerSnapshot(
-            self.worker_id, self.client.pool, self.client.model, self.client.stages, self.epoch,
-            self.is_draining, self.load, self.num_dispatched_since_load,
-        )  # fmt: skip
+            worker_id=self.worker_id,
+            pool=self.client.pool,
+            model=self.client.model,
+            stages=self.client.stages,
+            epoch=self.epoch,
+            is_draining=self.is_draining,
+            load=self.load,
+            num_dispatched_since_load=self.num_dispatched_since_load,
+        )
 
 
 class WorkerRegistry:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from bench.engine import main
+from bench.engine.benchmark import main
 
 SYSTEMS = ("triserve", "transformers")
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import math
-import time
-from types import SimpleNamespace
 
-from bench.overhead import main
-from bench.overhead_breakdown import RequestTiming, breakdown
-from cluster.control_plane import CONTROL_PLANE_NAME
-from cluster.launcher import APP_NAME, NAMESPACE
+from bench.common.cluster import wait_control_plane_gone
+from bench.overhead.benchmark import main
+from bench.overhead.breakdown import Breakdown, RequestTiming
+from cluster.launcher import APP_NAME
+from scheduler.trace import TraceEvent
+from scheduler.trace_breakdown import trace_breakdown
 
 TOP_LEVEL_KEYS = {
     "overhead_p50_fraction", "overhead_p90_fraction", "kv_handoff_gbps", "memcpy_gbps",
@@ -22,12 +22,25 @@ TOP_LEVEL_KEYS = {
 PARTS = ("compute", "queue", "transfer", "other")
 
 
-def _event(name: str, time_ms: float, **values: float) -> SimpleNamespace:
-    return SimpleNamespace(event=name, time_ms=time_ms, values=values)
+def _event(name: str, time_ms: float, **attrs: float) -> TraceEvent:
+    return TraceEvent(name=name, time_ms=time_ms, attrs=attrs)
+
+
+def _timing(request_class: str, e2e_ms: float, ttft_ms: float, num_prompt_tokens: int):
+    return RequestTiming(
+        request_id="r",
+        request_class=request_class,
+        e2e_ms=e2e_ms,
+        ttft_ms=ttft_ms,
+        num_chunks=64,
+        num_output_tokens=64,
+        num_prompt_tokens=num_prompt_tokens,
+        num_cached_prompt_tokens=0,
+    )
 
 
 def test_breakdown_splits_client_time_and_names_missing_trace_attributes():
-    timing = RequestTiming("r", "one_image", 1000.0, 300.0, 64, 64, 320, 0)
+    timing = _timing("one_image", e2e_ms=1000.0, ttft_ms=300.0, num_prompt_tokens=320)
     events = [
         _event("queued", 0.0),
         _event("encode_done", 100.0, compute_ms=80.0, queue_ms=5.0),
@@ -37,7 +50,7 @@ def test_breakdown_splits_client_time_and_names_missing_trace_attributes():
         _event("decode_steps", 980.0, count=63, compute_ms=600.0, queue_ms=3.0),
         _event("finished", 980.0),
     ]
-    split = breakdown(timing, events)
+    split = Breakdown(timing=timing, trace=trace_breakdown(events))
 
     assert split.total_compute_ms == 800.0
     assert split.total_queue_ms == 8.0
@@ -50,9 +63,9 @@ def test_breakdown_splits_client_time_and_names_missing_trace_attributes():
 
 
 def test_text_request_without_stage_timings_counts_them_as_zero():
-    timing = RequestTiming("r", "text", 500.0, 50.0, 64, 64, 64, 0)
+    timing = _timing("text", e2e_ms=500.0, ttft_ms=50.0, num_prompt_tokens=64)
     events = [_event("queued", 0.0), _event("first_token", 40.0), _event("finished", 490.0)]
-    split = breakdown(timing, events)
+    split = Breakdown(timing=timing, trace=trace_breakdown(events))
 
     assert split.total_compute_ms == 0.0 and split.overhead_fraction == 1.0
     assert "encode_done.compute_ms" not in split.missing  # a text request has no encode
@@ -63,27 +76,11 @@ def _positive(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
-def _control_plane_is_gone(ray) -> bool:
-    try:
-        ray.get_actor(CONTROL_PLANE_NAME, namespace=NAMESPACE)
-    except ValueError:
-        return True
-    return False
-
-
-def _wait_until_control_plane_is_gone(ray, timeout_s: float = 30.0) -> bool:
-    """`RunningCluster.stop` kills the named control plane without waiting for its death."""
-    deadline = time.monotonic() + timeout_s
-    while not _control_plane_is_gone(ray) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return _control_plane_is_gone(ray)
-
-
 def test_quick_benchmark_splits_every_request_and_stops_its_cluster(ray_cluster, tmp_path, capsys):
     from ray import serve
 
     # A cluster another test stopped may still hold the control plane's name for a moment.
-    assert _wait_until_control_plane_is_gone(ray_cluster)
+    assert wait_control_plane_gone()
     out = tmp_path / "overhead.json"
     returned = main(["--preset", "tiny", "--requests", "2", "--quick", "--json", str(out)])
     results = json.loads(out.read_text())
@@ -117,4 +114,4 @@ def test_quick_benchmark_splits_every_request_and_stops_its_cluster(ray_cluster,
     # The session's Ray is still up; the benchmark's control plane and Serve app are gone.
     assert ray_cluster.is_initialized()
     assert APP_NAME not in serve.status().applications
-    assert _wait_until_control_plane_is_gone(ray_cluster)
+    assert wait_control_plane_gone()

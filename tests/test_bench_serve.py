@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from bench.common.cluster import wait_control_plane_gone
 from bench.serve.arrivals import (
     gamma_arrivals,
     mean_rate,
@@ -27,18 +26,21 @@ from bench.serve.comparison import overload_check, text_ttft
 from bench.serve.metrics import (
     admitted_attainment,
     attainment,
+    distribution,
     embedding_cache_hit_rate,
     goodput,
-    percentiles,
     prefix_cache_hit_rate,
     summarize,
 )
-from bench.serve.mix import MixError, parse_mix, request_class
-from bench.serve.record import RequestRecord
+from bench.serve.mix import MixError, parse_mix
+from bench.serve.record import RequestRecord, trace_fields
 from bench.serve.settings import from_values
 from bench.serve.trace_files import TraceFormatError, load_trace, parse_azure, parse_mooncake
-from bench.serve.trace_stats import trace_stats
+from cluster.state_messages import trace_events
+from proto.triserve.v1 import triserve_pb2 as pb
 from scheduler.config import SchedulerConfig
+from scheduler.request_class import RequestCost, classify
+from scheduler.trace_breakdown import trace_breakdown
 
 
 # ------------------------------------------------------------------ arrivals
@@ -155,6 +157,16 @@ def test_bad_mixes_say_what_is_wrong(spec, message):
 
 def test_workload_kinds_fall_in_the_schedulers_classes():
     config = SchedulerConfig()
+
+    def request_class(num_images, max_image_pixels, num_prompt_tokens, config):
+        cost = RequestCost(
+            num_images=num_images,
+            num_image_tokens=0,
+            num_prompt_tokens=num_prompt_tokens,
+            max_image_pixels=max_image_pixels,
+        )
+        return classify(cost, config).value
+
     assert request_class(0, 0, 200, config) == "sand"
     assert request_class(1, 384 * 384, 200, config) == "pebble"
     assert request_class(1, 2400 * 1200, 200, config) == "rock"  # ocr
@@ -181,9 +193,9 @@ def test_latency_metrics_of_one_request():
 
 
 def test_percentiles_interpolate_between_samples():
-    stats = percentiles(range(1, 101))
+    stats = distribution(range(1, 101))
     assert stats == pytest.approx({"n": 100, "mean": 50.5, "p50": 50.5, "p90": 90.1, "p99": 99.01})
-    assert percentiles([])["p90"] is None
+    assert distribution([])["p90"] is None
 
 
 def test_rejected_and_failed_requests_never_attain():
@@ -225,7 +237,7 @@ def test_cache_hit_rates_from_usage_and_traces():
 
 def test_trace_stats_add_repeated_events_and_read_the_class():
     def event(name, time_ms=0.0, detail="", **values):
-        return SimpleNamespace(event=name, time_ms=time_ms, values=values, detail=detail)
+        return pb.TraceEvent(event=name, time_ms=time_ms, values=values, detail=detail)
 
     events = [
         event("queued", 2.0),
@@ -240,18 +252,24 @@ def test_trace_stats_add_repeated_events_and_read_the_class():
         event("decode_steps", 90.0, count=7.0, compute_ms=50.0, queue_ms=0.25),
         event("finished", 91.0),
     ]
-    stats = trace_stats("finished", events)
-    assert stats.queue_ms == {"encode": 3.0, "prefill": 0.5, "decode": 0.25}
-    assert stats.compute_ms == {"encode": 11.0, "prefill": 3.0, "decode": 50.0}
-    assert (stats.transfer_ms, stats.transfer_bytes) == ({"embedding": 2.0}, {"embedding": 4096})
-    assert (stats.num_decode_steps, stats.num_encode_skipped_images) == (7, 2)
-    assert (stats.num_redrives, stats.server_class, stats.server_e2e_ms) == (1, "rock", 91.0)
-    assert (stats.admission, stats.predicted_ttft_ms) == ("admit", 80.0)
-    assert (stats.scheduler_arrival_ms, stats.first_dispatch_ms, stats.server_ttft_ms) == (
-        2.0,
-        4.0,
-        40.0,
+    trace = pb.Trace(request_id="r", state="finished", events=events)
+    stats = trace_fields(trace.state, trace_breakdown(trace_events(trace)))
+    assert stats["state"] == "finished"
+    assert stats["queue_ms"] == {"encode": 3.0, "prefill": 0.5, "decode": 0.25}
+    assert stats["compute_ms"] == {"encode": 11.0, "prefill": 3.0, "decode": 50.0}
+    assert (stats["transfer_ms"], stats["transfer_bytes"]) == (
+        {"embedding": 2.0},
+        {"embedding": 4096},
     )
+    assert (stats["num_decode_steps"], stats["num_encode_skipped_images"]) == (7, 2)
+    assert (stats["num_redrives"], stats["server_class"], stats["server_e2e_ms"]) == (
+        1,
+        "rock",
+        91.0,
+    )
+    assert (stats["admission"], stats["predicted_ttft_ms"]) == ("admit", 80.0)
+    milestones = ("scheduler_arrival_ms", "first_dispatch_ms", "server_ttft_ms")
+    assert tuple(stats[name] for name in milestones) == (2.0, 4.0, 40.0)
 
 
 # ------------------------------------------------------------------ comparisons
@@ -302,7 +320,9 @@ def test_settings_take_lists_or_strings_and_reject_unequal_layouts():
     from bench.serve.layouts import DeploymentSpec
 
     with pytest.raises(ValueError, match="same number of workers"):
-        DeploymentSpec("tiny", num_workers=3, disagg_pools="encode=1,prefill=1,decode=2").check()
+        DeploymentSpec(
+            preset="tiny", num_workers=3, disagg_pools="encode=1,prefill=1,decode=2"
+        ).check()
 
 
 def test_command_line_flags_override_the_config_file(tmp_path):
@@ -322,8 +342,12 @@ def test_workload_is_deterministic_and_its_rocks_are_rocks(tiny_model_dir):
 
     mix = {"text": 0.3, "image": 0.2, "ocr": 0.2, "multi_image": 0.1, "video": 0.2}
     spec = WorkloadSpec(mix=mix, reuse_fraction=0.3, ocr_size=(2000, 1001))
-    builder = WorkloadBuilder(spec, ModelLimits(16, 1024), SchedulerConfig(),
-                              TextSource(load_tokenizer(tiny_model_dir)))  # fmt: skip
+    builder = WorkloadBuilder(
+        spec=spec,
+        limits=ModelLimits(num_image_tokens=16, max_model_len=1024),
+        scheduler=SchedulerConfig(),
+        text=TextSource(load_tokenizer(tiny_model_dir)),
+    )
 
     def build(count: int, content_seed: int):
         arrivals = [0.1 * i for i in range(count)]
@@ -349,27 +373,13 @@ def test_workload_is_deterministic_and_its_rocks_are_rocks(tiny_model_dir):
 
 
 # ------------------------------------------------------------------ end to end
-def _control_plane_is_gone(ray, timeout_s: float = 30.0) -> bool:
-    from cluster.control_plane import CONTROL_PLANE_NAME
-    from cluster.launcher import NAMESPACE
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            ray.get_actor(CONTROL_PLANE_NAME, namespace=NAMESPACE)
-        except ValueError:
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def test_smoke_run_writes_the_report_plots_and_records(ray_cluster, tmp_path):
     from ray import serve
 
     from bench.serve.cli import main
     from cluster.launcher import APP_NAME
 
-    assert _control_plane_is_gone(ray_cluster), "another test's cluster is still up"
+    assert wait_control_plane_gone(), "another test's cluster is still up"
     out = tmp_path / "serve"
     main([
         "--preset", "tiny", "--layouts", "disagg-fcfs", "--rates", "4", "--num-requests", "6",
@@ -391,4 +401,4 @@ def test_smoke_run_writes_the_report_plots_and_records(ray_cluster, tmp_path):
     assert "### disagg-fcfs" in (out / "summary.md").read_text()
     assert ray_cluster.is_initialized()
     assert APP_NAME not in serve.status().applications
-    assert _control_plane_is_gone(ray_cluster)
+    assert wait_control_plane_gone()

@@ -13,9 +13,10 @@ import os
 
 import ray
 
+from workers.contract.messages import DecodeJob, EncodeJob, PrefillJob, WorkerEvents, WorkerLoad
+from workers.contract.worker_config import WorkerConfig
 from workers.object_store_transport import ObjectStoreTransport
-from workers.protocol import DecodeJob, EncodeJob, PrefillJob, WorkerEvents, WorkerLoad
-from workers.worker import WorkerConfig, WorkerCore
+from workers.worker import WorkerCore
 
 MAX_CONCURRENCY = 16  # one blocking poll plus submits, aborts, releases and loads
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from workers.engine.messages import ImageEmbedding
-from workers.protocol import EncodeJob, ImageInput
+from workers.contract.messages import EncodeJob, ImageInput
+from workers.engine_messages import ImageEmbedding
 
 # Images per turn of a worker with no TPOT target: in practice a whole job per turn, as before
 # budgets existed, while a video's hundreds of frames still let decode steps in between.

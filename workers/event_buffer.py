@@ -3,7 +3,7 @@
 The engine thread fills one per turn; the worker merges turns into the buffer the next poll
 takes. A poller that falls behind thus gets several steps in one message: `num_steps` says how
 many, and each request's token deltas are merged into one, their step counts and times summed.
-Cache deltas merge net (engine/cache_delta.py): an entry gained in one turn and lost in a later
+Cache deltas merge net (cache_delta.py): an entry gained in one turn and lost in a later
 one of the same message is in neither list, so a message covering several turns stays exact.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from workers.engine.cache_delta import CacheDelta
-from workers.protocol import (
+from workers.cache_delta import CacheDelta
+from workers.contract.messages import (
     EncodeDone,
     PrefillDone,
     StageFailed,
@@ -61,13 +61,21 @@ class EventBuffer:
 
     def to_message(self, worker_id: str, epoch: int, load: WorkerLoad) -> WorkerEvents:
         return WorkerEvents(
-            worker_id, epoch, list(self.tokens.values()), self.encodes, self.prefills,
-            self.consumed, self.failures, self.step_ms, load, self.num_steps,
+            worker_id=worker_id,
+            epoch=epoch,
+            tokens=list(self.tokens.values()),
+            encodes=self.encodes,
+            prefills=self.prefills,
+            consumed=self.consumed,
+            failures=self.failures,
+            step_ms=self.step_ms,
+            load=load,
+            num_steps=self.num_steps,
             prefix_blocks_added=list(self.prefix_blocks.added),
             prefix_blocks_removed=list(self.prefix_blocks.removed),
             embeddings_added=list(self.embeddings.added),
             embeddings_removed=list(self.embeddings.removed),
-        )  # fmt: skip
+        )
 
 
 def _merged(earlier: TokenDelta, later: TokenDelta) -> TokenDelta:

@@ -16,9 +16,9 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from workers.engine.errors import InvalidRequestError
+from workers.contract.errors import InvalidRequestError
+from workers.contract.messages import StageFailed
 from workers.job_inputs import UnrunnableJobError
-from workers.protocol import StageFailed
 from workers.transport import TransferError
 
 logger = logging.getLogger(__name__)
@@ -32,11 +32,27 @@ def failures_of(
     try:
         yield
     except TransferError as e:
-        failures.append(StageFailed(request_id, stage, str(e), retriable=True))
+        failures.append(
+            StageFailed(request_id=request_id, stage=stage, reason=str(e), retriable=True)
+        )
     except InvalidRequestError as e:  # its subclasses too
-        failures.append(StageFailed(request_id, stage, str(e), False, is_invalid_input=True))
+        failures.append(
+            StageFailed(
+                request_id=request_id,
+                stage=stage,
+                reason=str(e),
+                retriable=False,
+                is_invalid_input=True,
+            )
+        )
     except UnrunnableJobError as e:
-        failures.append(StageFailed(request_id, stage, str(e), retriable=False))
+        failures.append(
+            StageFailed(request_id=request_id, stage=stage, reason=str(e), retriable=False)
+        )
     except Exception:
         logger.exception("%s of %s failed on %s", stage, request_id, worker_id)
-        failures.append(StageFailed(request_id, stage, "internal error", retriable=False))
+        failures.append(
+            StageFailed(
+                request_id=request_id, stage=stage, reason="internal error", retriable=False
+            )
+        )

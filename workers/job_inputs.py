@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from workers.engine.messages import ImageEmbedding
-from workers.protocol import DecodeJob, PrefillJob, TransferConsumed, TransferRef
+from workers.contract.messages import DecodeJob, PrefillJob, TransferConsumed, TransferRef
+from workers.engine_messages import ImageEmbedding, KVLayout
 from workers.transport import Transport
 
 KV_NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
@@ -30,15 +30,6 @@ KV_NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.
 class UnrunnableJobError(Exception):
     """A job this worker can never run, through no fault of the client's input (a scheduler
     bug, KV of another layout): it fails for good, but not as invalid input."""
-
-
-@dataclass(frozen=True)
-class KVLayout:
-    """The KV this worker's cache holds: [num_layers, 2, tokens, num_kv_heads, head_dim]."""
-
-    num_layers: int
-    num_kv_heads: int
-    head_dim: int
 
 
 @dataclass(frozen=True)
@@ -76,7 +67,7 @@ class InputFetcher:
                 images.append(None)
                 continue
             rows, done = self._fetch(job.request_id, item.ref, job.expected_epochs)
-            images.append(ImageEmbedding(item.image_hash, rows))
+            images.append(ImageEmbedding(image_hash=item.image_hash, embeddings=rows))
             consumed.append(done)
         return FetchedEmbeddings(images, consumed)
 
@@ -105,7 +96,11 @@ class InputFetcher:
         array = self.transport.fetch(ref, expected)
         fetch_ms = (self.clock() - start) * 1e3
         return array, TransferConsumed(
-            request_id, ref.transfer_id, ref.producer_id, ref.nbytes, fetch_ms
+            request_id=request_id,
+            transfer_id=ref.transfer_id,
+            producer_id=ref.producer_id,
+            nbytes=ref.nbytes,
+            fetch_ms=fetch_ms,
         )
 
     def _check_kv(self, kv: np.ndarray, dtype: str, num_tokens: int) -> None:

@@ -1,14 +1,16 @@
 """LocalWorkerClient: a WorkerCore in this process behind the scheduler's async WorkerClient
-interface, for tests and single-process runs without Ray. Blocking calls run in threads."""
+(workers/contract/worker_client.py), for tests and single-process runs without Ray. Blocking
+calls run in threads."""
 
 from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
-from workers.protocol import DecodeJob, EncodeJob, PrefillJob, WorkerEvents, WorkerLoad
+from workers.contract.messages import DecodeJob, EncodeJob, PrefillJob, WorkerEvents, WorkerLoad
+from workers.contract.worker_config import WorkerConfig
 from workers.transport import Transport
-from workers.worker import WorkerConfig, WorkerCore
+from workers.worker import WorkerCore
 
 
 class LocalWorkerClient:

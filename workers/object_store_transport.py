@@ -16,7 +16,7 @@ import threading
 import numpy as np
 import ray
 
-from workers.protocol import TransferRef
+from workers.contract.messages import TransferRef
 from workers.transport import (
     TransferError,
     Transport,
@@ -43,9 +43,13 @@ class ObjectStoreTransport(Transport):
             logger.warning("ray.put of %d bytes failed", array.nbytes, exc_info=e)
             raise TransferError(f"cannot store {array.nbytes} bytes ({_name(e)})") from None
         ref = TransferRef(
-            transfer_id=new_transfer_id(producer_id), handle=[object_ref], nbytes=array.nbytes,
-            checksum=array_checksum(array), producer_id=producer_id, producer_epoch=epoch,
-        )  # fmt: skip
+            transfer_id=new_transfer_id(producer_id),
+            handle=[object_ref],
+            nbytes=array.nbytes,
+            checksum=array_checksum(array),
+            producer_id=producer_id,
+            producer_epoch=epoch,
+        )
         with self._lock:
             self._held[ref.transfer_id] = (producer_id, object_ref)
         return ref

@@ -1,5 +1,5 @@
 """Start-up profiling: how long this worker's engine takes to encode, prefill and decode, and
-the step budgets that keep one turn within a TPOT target (workers/cost_profile.py).
+the step budgets that keep one turn within a TPOT target (workers/contract/cost_profile.py).
 
     encode   calls of 1, 2, 4 fresh random images       -> ms against image tokens
     prefill  one step of 16, 64, 256 and the configured  -> ms against prompt tokens
@@ -15,8 +15,9 @@ noise on a shared machine only ever adds time. Each engine call returns host val
 numpy embeddings), so the device work is done when the clock stops.
 
 Workers on one machine profile one at a time (a lock file): side by side, each would measure
-the others' work too, and derive budgets too tight for the rest of its life. Afterwards the
-engine is as loaded (Engine.reset_caches): no requests, no cached prefix blocks or embeddings,
+the others' work too, and derive budgets too tight for the rest of its life. The engine is driven
+through its interface (engine_interface.py), sized by its spec. Afterwards the engine is as
+loaded (`reset_caches`): no requests, no cached prefix blocks or embeddings,
 counters at 0. The measured budgets are returned; the config stays as it is.
 """
 
@@ -33,12 +34,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from workers.cost_profile import DecodeCost, LinearCost, StepBudgets, WorkerProfile, derive_budgets
+from workers.contract.cost_profile import (
+    DecodeCost,
+    LinearCost,
+    StepBudgets,
+    WorkerProfile,
+    derive_budgets,
+)
+from workers.contract.engine_config import EngineConfig
+from workers.contract.sampling_params import SamplingParams
 from workers.encode_queue import DEFAULT_MAX_ENCODE_IMAGES
-from workers.engine.config import EngineConfig
-from workers.engine.engine import Engine
-from workers.engine.messages import PrefillResult, PromptKV
-from workers.engine.sampling_params import SamplingParams
+from workers.engine_interface import EngineInterface
+from workers.engine_messages import PrefillResult, PromptKV
 from workers.job_inputs import KV_NUMPY_DTYPES
 
 ENCODE_IMAGES = (1, 2, 4)  # images per encode call
@@ -53,13 +60,13 @@ PROFILING_LOCK = Path(tempfile.gettempdir()) / "triserve-profiling.lock"  # one 
 
 
 def profile_worker(
-    engine: Engine,
+    engine: EngineInterface,
     tpot_target_ms: float | None,
     clock: Callable[[], float] = time.perf_counter,  # seconds; tests pass a fake one
 ) -> WorkerProfile:
     """Measure a fresh, idle engine and leave it as fresh. Without a TPOT target the budgets
     are the untargeted ones (`untargeted_budgets`)."""
-    config, model = engine.config, engine.model_config
+    config, spec = engine.config, engine.spec
     with _one_profile_at_a_time():
         start = clock()
         measure = _Measurements(engine, clock)
@@ -68,7 +75,7 @@ def profile_worker(
         decode = measure.decode() if "D" in config.stages else None
         engine.reset_caches()
         profile_ms = (clock() - start) * 1e3
-    image_tokens = model.num_image_tokens if config.has_encode else 0
+    image_tokens = spec.num_image_tokens if config.has_encode else 0
     budgets = untargeted_budgets(config)
     if tpot_target_ms is not None:
         ceiling = config.max_num_batched_tokens
@@ -78,15 +85,25 @@ def profile_worker(
             image_ceiling=DEFAULT_MAX_ENCODE_IMAGES,
         )  # fmt: skip
     return WorkerProfile(
-        encode, prefill, decode, budgets, tpot_target_ms, image_tokens, model.image_token_index,
-        config.block_size, profile_ms,
-    )  # fmt: skip
+        encode=encode,
+        prefill=prefill,
+        decode=decode,
+        budgets=budgets,
+        tpot_target_ms=tpot_target_ms,
+        image_tokens_per_image=image_tokens,
+        image_token_id=spec.image_token_id,
+        block_size=config.block_size,
+        profile_ms=profile_ms,
+    )
 
 
 def untargeted_budgets(config: EngineConfig) -> StepBudgets:
     """Budgets with no TPOT target: the configured tokens per step, and encodes of whole jobs
     in practice."""
-    return StepBudgets(config.max_num_batched_tokens, DEFAULT_MAX_ENCODE_IMAGES)
+    return StepBudgets(
+        max_num_batched_tokens=config.max_num_batched_tokens,
+        max_encode_images=DEFAULT_MAX_ENCODE_IMAGES,
+    )
 
 
 @contextmanager
@@ -101,7 +118,7 @@ def _one_profile_at_a_time() -> Iterator[None]:
 class _Measurements:
     """Timed engine calls on random inputs, one method per stage."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], float]) -> None:
+    def __init__(self, engine: EngineInterface, clock: Callable[[], float]) -> None:
         self.engine = engine
         self.clock = clock
         self.rng = np.random.default_rng(0)
@@ -109,7 +126,7 @@ class _Measurements:
 
     def encode(self) -> LinearCost:
         engine = self.engine
-        size, tokens = engine.model_config.vision.image_size, engine.model_config.num_image_tokens
+        size, tokens = engine.spec.image_size, engine.spec.num_image_tokens
 
         def encode_ms(num_images: int) -> float:
             # Fresh random pixels every call, so that the embedding cache never hits.
@@ -124,9 +141,9 @@ class _Measurements:
         engine, config = self.engine, self.engine.config
         export = "D" not in config.stages  # a P-only engine hands off: its step exports the KV
         params = SamplingParams(max_tokens=2 if export else 1, ignore_eos=True, seed=0)
-        capacity = engine.block_pool.num_blocks * config.block_size
+        capacity = engine.spec.num_kv_blocks * config.block_size
         # One step computes the whole prompt (the token budget), and it fits the engine.
-        longest = min(config.max_num_batched_tokens, engine.max_model_len - 1, capacity - 2)
+        longest = min(config.max_num_batched_tokens, engine.spec.max_model_len - 1, capacity - 2)
         sizes = sorted({min(n, longest) for n in (*PREFILL_TOKENS, config.max_num_batched_tokens)})
 
         def prefill_ms(num_tokens: int) -> float:
@@ -141,15 +158,17 @@ class _Measurements:
         return LinearCost.fit([(n, _fastest(prefill_ms, n)) for n in sizes])
 
     def decode(self) -> DecodeCost:
-        config, pool = self.engine.config, self.engine.block_pool
+        config, spec = self.engine.config, self.engine.spec
+        num_blocks, block_size = spec.num_kv_blocks, config.block_size
         steps = 1 + DECODE_TIMED_STEPS
         # A request's peak is its context, the first token and one token per step.
-        longest = min(self.engine.max_model_len, pool.num_blocks * pool.block_size) - steps - 2
+        longest = min(spec.max_model_len, num_blocks * block_size) - steps - 2
         contexts = sorted({max(1, min(context, longest)) for context in DECODE_CONTEXTS})
         self._decode_point(1, contexts[0], steps)
         points = []
         for context in contexts:
-            seqs_that_fit = pool.num_blocks // pool.blocks_needed(context + 1 + steps)
+            blocks_per_seq = -(-(context + 1 + steps) // block_size)  # rounded up
+            seqs_that_fit = num_blocks // blocks_per_seq
             limit = min(config.max_num_seqs, config.max_num_batched_tokens, seqs_that_fit)
             for batch in sorted({min(batch, limit) for batch in DECODE_BATCHES} - {0}):
                 points.append(self._decode_point(batch, context, steps))
@@ -160,14 +179,19 @@ class _Measurements:
         that start from `context` tokens of imported KV, [layers, 2, context, kv_heads,
         head_dim] zeros. The first step, which imports, is not timed."""
         engine = self.engine
-        layers, _, _, _, kv_heads, head_dim = engine.kv_cache.tensor.shape
-        dtype = engine.config.dtype
-        zeros = np.zeros((layers, 2, context, kv_heads, head_dim), KV_NUMPY_DTYPES[dtype])
+        layout, dtype = engine.spec.kv_layout, engine.config.dtype
+        shape = (layout.num_layers, 2, context, layout.num_kv_heads, layout.head_dim)
+        zeros = np.zeros(shape, KV_NUMPY_DTYPES[dtype])
         params = SamplingParams(max_tokens=1 + steps, ignore_eos=True, seed=0)
         request_ids = [self._request_id() for _ in range(batch)]
         for request_id in request_ids:
             prompt, [first_token] = self._text_tokens(context), self._text_tokens(1)
-            prefill = PrefillResult(request_id, prompt, first_token, PromptKV(zeros, dtype))
+            prefill = PrefillResult(
+                request_id=request_id,
+                prompt_token_ids=prompt,
+                first_token_id=first_token,
+                kv=PromptKV(kv=zeros, dtype=dtype),
+            )
             engine.add_prefilled(prefill, params)
         engine.step()
         # Each request's step reads the KV of all its tokens so far.
@@ -182,8 +206,8 @@ class _Measurements:
 
     def _text_tokens(self, num_tokens: int) -> list[int]:
         """Random token ids, never the image placeholder (it would need embeddings)."""
-        image_token = self.engine.model_config.image_token_index
-        ids = self.rng.integers(0, self.engine.model_config.text.vocab_size - 1, num_tokens)
+        image_token = self.engine.spec.image_token_id
+        ids = self.rng.integers(0, self.engine.spec.vocab_size - 1, num_tokens)
         ids[ids >= image_token] += 1
         return ids.tolist()
 

@@ -1,4 +1,5 @@
-"""StageRunner: turns protocol jobs into engine calls and engine outputs into protocol events.
+"""StageRunner: turns contract jobs into engine calls and engine outputs into contract events,
+through the engine interface (engine_interface.py) only.
 
 Single-threaded and synchronous: `WorkerCore` calls it from its engine thread only. One turn is
 
@@ -13,8 +14,9 @@ Single-threaded and synchronous: `WorkerCore` calls it from its engine thread on
                                    prefix and embedding caches gained and lost
 
 Each job is timed from its arrival (see stage_timer.py): prefill until its first token, then
-decode. A job's own failure becomes a `StageFailed` for that request only (job_failures.py); a
-failed engine step fails its whole batch retriably ("engine step failed").
+decode; engine_job.py turns its outputs into events. A job's own failure becomes a `StageFailed`
+for that request only (job_failures.py); a failed engine step fails its whole batch retriably
+("engine step failed").
 """
 
 from __future__ import annotations
@@ -26,26 +28,26 @@ from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import replace
 
-from workers.encode_queue import DEFAULT_MAX_ENCODE_IMAGES, EncodePiece, EncodeQueue
-from workers.engine.engine import Engine
-from workers.engine.errors import InvalidRequestError
-from workers.engine.image_processor import decode_image
-from workers.engine.messages import ImageEmbedding, PrefillResult, PromptKV, StepOutput
-from workers.event_buffer import EventBuffer
-from workers.job_failures import failures_of
-from workers.job_inputs import FetchedEmbeddings, FetchedKV, InputFetcher, KVLayout
-from workers.protocol import (
+from workers.contract.errors import InvalidRequestError
+from workers.contract.images import decode_image
+from workers.contract.messages import (
     DecodeJob,
     EmbeddingInput,
     EncodeDone,
     EncodeJob,
-    PrefillDone,
     PrefillJob,
     StageFailed,
     TokenDelta,
     WorkerLoad,
 )
-from workers.stage_timer import EngineJob, StageTimer
+from workers.encode_queue import DEFAULT_MAX_ENCODE_IMAGES, EncodePiece, EncodeQueue
+from workers.engine_interface import EngineInterface
+from workers.engine_job import EngineJob
+from workers.engine_messages import ImageEmbedding, PrefillResult, PromptKV, StepOutput
+from workers.event_buffer import EventBuffer
+from workers.job_failures import failures_of
+from workers.job_inputs import FetchedEmbeddings, FetchedKV, InputFetcher
+from workers.stage_timer import StageTimer
 from workers.transport import TransferError, Transport
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,7 @@ class StageRunner:
         self,
         worker_id: str,
         epoch: int,
-        engine: Engine,
+        engine: EngineInterface,
         transport: Transport,
         clock: Callable[[], float] = time.perf_counter,  # seconds; job arrivals use it too
         max_encode_images: int = DEFAULT_MAX_ENCODE_IMAGES,  # per turn (the profiled budget)
@@ -68,7 +70,13 @@ class StageRunner:
         self.engine = engine
         self.transport = transport
         self.clock = clock
-        self.fetcher = InputFetcher(worker_id, epoch, transport, kv_layout(engine), clock)
+        self.fetcher = InputFetcher(
+            worker_id=worker_id,
+            epoch=epoch,
+            transport=transport,
+            kv_layout=engine.spec.kv_layout,
+            clock=clock,
+        )
         self.max_encode_images = max_encode_images
         self.encode_queue = EncodeQueue()
         self._jobs: dict[str, EngineJob] = {}  # by request id, while the engine has it
@@ -93,22 +101,28 @@ class StageRunner:
             images = []
             for item, image in zip(job.images, fetched.images, strict=True):
                 if image is None:  # the job reads this worker's own embedding cache
-                    image = self.engine.embedding_cache.get(item.image_hash)
+                    image = self.engine.cached_embedding(item.image_hash)
                     if image is None:
                         raise TransferError(f"image {item.image_hash} is not cached here")
                 images.append(image)
             self.engine.add_request(
-                job.request_id, job.prompt_token_ids, job.sampling_params, images,
-                export_kv=not job.decode_here, priority=job.priority,
-            )  # fmt: skip
+                request_id=job.request_id,
+                prompt_token_ids=job.prompt_token_ids,
+                sampling_params=job.sampling_params,
+                images=images,
+                export_kv=not job.decode_here,
+                priority=job.priority,
+            )
             for image in fetched.images:  # a later turn with the same image skips the transfer
                 if image is not None:
-                    self.engine.embedding_cache.put(
-                        replace(image, embeddings=image.embeddings.copy())
-                    )
-            timer = StageTimer(arrival, fetch_ms=sum(done.fetch_ms for done in fetched.consumed))
+                    self.engine.cache_embedding(replace(image, embeddings=image.embeddings.copy()))
+            timer = StageTimer(
+                arrival=arrival, fetch_ms=sum(done.fetch_ms for done in fetched.consumed)
+            )
             request = self.engine.get_request(job.request_id)
-            self._jobs[job.request_id] = EngineJob("prefill", request, not job.decode_here, timer)
+            self._jobs[job.request_id] = EngineJob(
+                stage="prefill", request=request, is_export=not job.decode_here, timer=timer
+            )
             self._events.consumed += fetched.consumed
 
     def start_decode(
@@ -118,13 +132,18 @@ class StageRunner:
         with self._failures_of(job.request_id, "decode"):
             fetched = inputs.result() if inputs is not None else self.fetcher.kv(job)
             prefill = PrefillResult(
-                job.request_id, job.prompt_token_ids, job.first_token_id,
-                PromptKV(fetched.kv, job.kv_dtype), job.image_spans,
-            )  # fmt: skip
+                request_id=job.request_id,
+                prompt_token_ids=job.prompt_token_ids,
+                first_token_id=job.first_token_id,
+                kv=PromptKV(kv=fetched.kv, dtype=job.kv_dtype),
+                image_spans=job.image_spans,
+            )
             self.engine.add_prefilled(prefill, job.sampling_params)
             request = self.engine.get_request(job.request_id)
-            timer = StageTimer(arrival, fetch_ms=fetched.consumed.fetch_ms)
-            self._jobs[job.request_id] = EngineJob("decode", request, False, timer, True)
+            timer = StageTimer(arrival=arrival, fetch_ms=fetched.consumed.fetch_ms)
+            self._jobs[job.request_id] = EngineJob(
+                stage="decode", request=request, is_export=False, timer=timer, is_decoding=True
+            )
             self._events.consumed.append(fetched.consumed)
 
     def abort(self, request_id: str) -> None:
@@ -147,26 +166,28 @@ class StageRunner:
         """This turn's events (the commands' too), with the caches' changes since the last
         take: O(changes), never a listing of the caches."""
         events, self._events = self._events, EventBuffer()
-        engine = self.engine
-        events.embeddings.merge(engine.embedding_cache.cache_delta.take())
-        if engine.batcher is not None:
-            events.prefix_blocks.merge(engine.block_pool.cache_delta.take().mapped(bytes.hex))
+        events.embeddings.merge(self.engine.take_embedding_cache_delta())
+        events.prefix_blocks.merge(self.engine.take_prefix_cache_delta().mapped(bytes.hex))
         return events
 
     def measure_load(self) -> WorkerLoad:
         """The load after a turn, with cache sizes but not their entries: it runs every turn
         and rides every poll (the entries: WorkerCore.load)."""
-        stats, engine = self.engine.stats(), self.engine
-        num_prefix_blocks = engine.block_pool.num_hashed_blocks if engine.batcher else 0
+        stats = self.engine.stats()
         return WorkerLoad(
-            worker_id=self.worker_id, epoch=self.epoch, stages=engine.config.stages,
-            is_draining=False, num_encode_queued=self.encode_queue.num_images_queued,
-            num_waiting=stats.num_waiting, num_running=stats.num_running,
-            num_kv_blocks=stats.num_kv_blocks, num_kv_blocks_used=stats.num_used_blocks,
+            worker_id=self.worker_id,
+            epoch=self.epoch,
+            stages=self.engine.config.stages,
+            is_draining=False,
+            num_encode_queued=self.encode_queue.num_images_queued,
+            num_waiting=stats.num_waiting,
+            num_running=stats.num_running,
+            num_kv_blocks=stats.num_kv_blocks,
+            num_kv_blocks_used=stats.num_used_blocks,
             num_kv_blocks_cached=stats.num_cached_blocks,
-            num_embedding_cache_entries=len(engine.embedding_cache),
-            num_prefix_cache_blocks=num_prefix_blocks,
-        )  # fmt: skip
+            num_embedding_cache_entries=stats.num_embedding_cache_entries,
+            num_prefix_cache_blocks=stats.num_prefix_cache_blocks,
+        )
 
     def _step(self) -> None:
         for job in self._jobs.values():
@@ -178,7 +199,12 @@ class StageRunner:
             logger.exception("engine step failed on %s", self.worker_id)
             for request_id, job in self._jobs.items():
                 self.engine.abort(request_id)
-                failure = StageFailed(request_id, job.stage, "engine step failed", True)
+                failure = StageFailed(
+                    request_id=request_id,
+                    stage=job.stage,
+                    reason="engine step failed",
+                    retriable=True,
+                )
                 self._events.failures.append(failure)
             self._jobs.clear()
             return
@@ -196,43 +222,24 @@ class StageRunner:
             if out.finish_reason is not None or out.prefill is not None:
                 del self._jobs[out.request_id]
             if out.finish_reason == "abort":
-                self._events.add_tokens(TokenDelta(out.request_id, [], "abort"))
+                abort = TokenDelta(request_id=out.request_id, token_ids=[], finish_reason="abort")
+                self._events.add_tokens(abort)
             elif job.is_decoding:
                 job.timer.count_step(start, step_ms)
-                self._events.add_tokens(
-                    TokenDelta(
-                        out.request_id, out.new_token_ids, out.finish_reason, 1, step_ms,
-                        job.timer.queue_ms if job.timer.num_steps == 1 else None,
-                    )
-                )  # fmt: skip
+                self._events.add_tokens(job.decode_delta(out, step_ms))
             elif job.is_export:
                 self._hand_off(out, job)
             else:  # decode_here: the first token; decoding starts now, on this worker
-                self._events.add_tokens(
-                    TokenDelta(
-                        out.request_id, out.new_token_ids, out.finish_reason,
-                        num_cached_tokens=job.request.num_cached_tokens,
-                        prefill_queue_ms=job.timer.queue_ms,
-                        prefill_compute_ms=job.timer.compute_ms,
-                    )
-                )  # fmt: skip
-                job.stage, job.timer, job.is_decoding = "decode", StageTimer(end), True
+                self._events.add_tokens(job.first_token_delta(out))
+                job.stage, job.timer, job.is_decoding = "decode", StageTimer(arrival=end), True
 
     def _hand_off(self, out: StepOutput, job: EngineJob) -> None:
         """The first token is out: leave the prompt's KV in the transport for a decoder."""
         with self._failures_of(out.request_id, "prefill"):
             kv = out.prefill.kv if out.prefill else None  # None: the first token finished it
             ref = self.transport.put(kv.kv, self.worker_id, self.epoch) if kv else None
-            self._events.prefills.append(
-                PrefillDone(
-                    request_id=out.request_id, first_token_id=out.new_token_ids[0],
-                    finish_reason=out.finish_reason, kv=ref,
-                    kv_dtype=kv.dtype if kv else self.engine.config.dtype,
-                    image_spans=list(job.request.image_spans),
-                    num_cached_tokens=job.request.num_cached_tokens,
-                    queue_ms=job.timer.queue_ms, compute_ms=job.timer.compute_ms,
-                )
-            )  # fmt: skip
+            kv_dtype = kv.dtype if kv else self.engine.config.dtype
+            self._events.prefills.append(job.prefill_done(out, ref, kv_dtype))
 
     def _encode(self, piece: EncodePiece) -> None:
         """Encode one piece of a job; the job's last piece reports the whole job."""
@@ -246,12 +253,17 @@ class StageRunner:
                 if image.image_hash != embedding.image_hash:
                     raise InvalidRequestError(
                         f"image hash {image.image_hash} is not the decoded pixels' "
-                        f"{embedding.image_hash} (see image_processor.image_hash)"
+                        f"{embedding.image_hash} (see workers/contract/images.py)"
                     )
             progress.record(start, embeddings, compute_ms)
             if progress.is_done:
                 refs = self._embedding_refs(job, progress.embeddings)
-                done = EncodeDone(job.request_id, refs, progress.compute_ms, progress.queue_ms)
+                done = EncodeDone(
+                    request_id=job.request_id,
+                    embeddings=refs,
+                    compute_ms=progress.compute_ms,
+                    queue_ms=progress.queue_ms,
+                )
                 self._events.encodes.append(done)
             is_failed = False
         if is_failed or progress.is_done:  # a failed piece fails the whole job
@@ -260,31 +272,18 @@ class StageRunner:
     def _embedding_refs(
         self, job: EncodeJob, embeddings: list[ImageEmbedding]
     ) -> list[EmbeddingInput]:
-        cached = set(self.engine.embedding_cache.keys())
+        cached = set(self.engine.embedding_cache_keys())
         if not job.export and all(e.image_hash in cached for e in embeddings):
-            return [EmbeddingInput(embedding.image_hash, None) for embedding in embeddings]
-        return self._export(embeddings)  # also when the cache cannot keep them all until prefill
-
-    def _export(self, embeddings: list[ImageEmbedding]) -> list[EmbeddingInput]:
-        refs: list[EmbeddingInput] = []
-        try:
-            for embedding in embeddings:
-                ref = self.transport.put(embedding.embeddings, self.worker_id, self.epoch)
-                refs.append(EmbeddingInput(embedding.image_hash, ref))
-        except TransferError:
-            for item in refs:
-                self.transport.release(item.ref.transfer_id)
-            raise
-        return refs
+            return [EmbeddingInput(image_hash=e.image_hash, ref=None) for e in embeddings]
+        # Exported also when the cache cannot keep them all until prefill.
+        arrays = [embedding.embeddings for embedding in embeddings]
+        refs = self.transport.put_all(arrays, self.worker_id, self.epoch)
+        return [
+            EmbeddingInput(image_hash=embedding.image_hash, ref=ref)
+            for embedding, ref in zip(embeddings, refs, strict=True)
+        ]
 
     # ----------------------------------------------------------------- failures
     def _failures_of(self, request_id: str, stage: str) -> AbstractContextManager[None]:
         """One job's error fails that job only (see job_failures.py)."""
         return failures_of(self._events.failures, self.worker_id, request_id, stage)
-
-
-def kv_layout(engine: Engine) -> KVLayout | None:
-    if engine.batcher is None:
-        return None
-    layers, _, _, _, heads, head_dim = engine.kv_cache.tensor.shape
-    return KVLayout(layers, heads, head_dim)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workers.engine.request import Request
-
 
 @dataclass
 class StageTimer:
@@ -38,25 +36,3 @@ class StageTimer:
         if self.first_step_start is None:
             return 0.0
         return max(0.0, (self.first_step_start - self.arrival) * 1e3 - self.fetch_ms)
-
-
-@dataclass
-class EngineJob:
-    """A prefill or decode job whose request is in the engine, as the stage runner follows it."""
-
-    stage: str  # "prefill" or "decode": the stage its failures name
-    request: Request  # the engine's live request (read, never changed)
-    is_export: bool  # its KV leaves with a PrefillDone after the first token
-    timer: StageTimer  # of the phase it is in: prefill until its first token, then decode
-    is_decoding: bool = False  # its first token is out (a DecodeJob starts out decoding)
-    num_computed_before_step: int = 0  # request.num_computed_tokens when the step started
-
-    def note_step_start(self) -> None:
-        self.num_computed_before_step = self.request.num_computed_tokens
-
-    def has_prefilled_in_step(self) -> bool:
-        """Whether the last step computed some of its prompt. A prefill chunk samples nothing,
-        so only its counter tells; a preemption in the step sets the counter back to 0."""
-        return not self.is_decoding and self.request.num_computed_tokens > (
-            self.num_computed_before_step
-        )

@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 import xxhash
 
-from workers.protocol import TransferRef
+from workers.contract.messages import TransferRef
 
 
 class TransferError(Exception):
@@ -79,6 +79,18 @@ class Transport(ABC):
     def held(self, producer_id: str) -> list[str]:
         """Transfer ids that `producer_id` still holds (not yet released)."""
 
+    def put_all(self, arrays: list[np.ndarray], producer_id: str, epoch: int) -> list[TransferRef]:
+        """`put` each array, all or none: on a TransferError the ones already put are released."""
+        refs: list[TransferRef] = []
+        try:
+            for array in arrays:
+                refs.append(self.put(array, producer_id, epoch))
+        except TransferError:
+            for ref in refs:
+                self.release(ref.transfer_id)
+            raise
+        return refs
+
 
 class InProcessTransport(Transport):
     """A dict shared by the workers of one process: for tests and single-process use."""
@@ -91,9 +103,13 @@ class InProcessTransport(Transport):
     def put(self, array: np.ndarray, producer_id: str, epoch: int) -> TransferRef:
         copy = np.array(array, copy=True, order="C")  # like ray.put: later writes do not leak
         ref = TransferRef(
-            transfer_id=new_transfer_id(producer_id), handle=None, nbytes=copy.nbytes,
-            checksum=array_checksum(copy), producer_id=producer_id, producer_epoch=epoch,
-        )  # fmt: skip
+            transfer_id=new_transfer_id(producer_id),
+            handle=None,
+            nbytes=copy.nbytes,
+            checksum=array_checksum(copy),
+            producer_id=producer_id,
+            producer_epoch=epoch,
+        )
         with self._lock:
             self.arrays[ref.transfer_id] = copy
             self._producers[ref.transfer_id] = producer_id

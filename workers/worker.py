@@ -1,7 +1,9 @@
-"""WorkerCore: one engine on one engine thread, speaking the worker side of `protocol.py`.
+"""WorkerCore: one engine on one engine thread, speaking the worker side of the contract
+(workers/contract/messages.py), and driving the engine through engine_interface.py only.
 
-    __init__: load the engine; with `profile_at_start`, measure it (profiler.py) and run with
-              the step budgets derived from that; then start the engine thread
+    __init__: load the engine (engine_factory.py); with `profile_at_start`, measure it
+              (profiler.py) and run with the step budgets derived from that; then start the
+              engine thread
 
     caller threads                          engine thread (the only one touching the engine)
     submit_* / abort --> command queue --> apply the ready commands (StageRunner: add, abort)
@@ -25,19 +27,24 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
-import torch
-
 from workers.command_queue import Command, CommandQueue
-from workers.cost_profile import WorkerProfile
-from workers.engine.config import EngineConfig
-from workers.engine.engine import Engine
+from workers.contract.cost_profile import WorkerProfile
+from workers.contract.messages import (
+    DecodeJob,
+    EncodeJob,
+    PrefillJob,
+    StageFailed,
+    WorkerEvents,
+    WorkerLoad,
+)
+from workers.contract.worker_config import WorkerConfig
+from workers.engine_factory import build_engine
 from workers.event_buffer import EventBuffer
 from workers.profiler import profile_worker, untargeted_budgets
-from workers.protocol import DecodeJob, EncodeJob, PrefillJob, StageFailed, WorkerEvents, WorkerLoad
 from workers.stage_runner import StageRunner
 from workers.transport import Transport
 
@@ -45,51 +52,28 @@ logger = logging.getLogger(__name__)
 STAGE_LETTERS = {"encode": "E", "prefill": "P", "decode": "D"}
 
 
-@dataclass(frozen=True)
-class WorkerConfig:
-    worker_id: str
-    engine: EngineConfig
-    pool: str = ""  # the pool this worker belongs to
-    model: str = ""  # the model's name in the cluster config
-    torch_threads: int | None = None  # torch intra-op threads (process-wide); None: default
-    # Added to the nice value of the process hosting the worker (the Ray actor shell applies
-    # it before the engine's threads start; an in-process worker ignores it).
-    nice: int = 0
-    num_fetch_threads: int = 2  # fetch and verify the arrays of this many jobs at once
-    # Measure encode, prefill and decode times before taking jobs (a second or a few): the
-    # scheduler's cost model starts from them, and they set the step budgets. False: budgets
-    # from the engine config, and `load().profile` is None.
-    profile_at_start: bool = False
-    # The TPOT the step budgets keep a turn within (profile_at_start only); None: the config's
-    # token budget and whole encode jobs per turn, whatever they cost.
-    tpot_target_ms: float | None = None
-
-    @property
-    def stages(self) -> str:
-        return self.engine.stages
-
-
 class WorkerCore:
     def __init__(self, config: WorkerConfig, transport: Transport, epoch: int | None = None):
-        if config.torch_threads:
-            torch.set_num_threads(config.torch_threads)
         self.config = config
         self.worker_id, self.stages = config.worker_id, config.stages
         self.pool, self.model = config.pool, config.model
         self.epoch = time.time_ns() if epoch is None else epoch  # larger after every restart
         self.transport = transport
-        self.engine = Engine(config.engine)
+        self.engine = build_engine(config)
         self.profile: WorkerProfile | None = None  # measured before the engine thread starts
         self.budgets = untargeted_budgets(config.engine)  # what each turn may take on
         if config.profile_at_start:
             self.profile = profile_worker(self.engine, config.tpot_target_ms)
             self.budgets = self.profile.budgets
-        if self.engine.batcher is not None:
+        if config.engine.has_language_model:
             self.engine.set_token_budget(self.budgets.max_num_batched_tokens)
         self._runner = StageRunner(
-            self.worker_id, self.epoch, self.engine, transport,
+            worker_id=self.worker_id,
+            epoch=self.epoch,
+            engine=self.engine,
+            transport=transport,
             max_encode_images=self.budgets.max_encode_images,
-        )  # fmt: skip
+        )
         self.is_draining = False
         self._is_closed = False
         self._failure: BaseException | None = None  # what stopped the engine thread, if any
@@ -118,7 +102,10 @@ class WorkerCore:
         arrival = self._runner.clock()
         if job.decode_here and "D" not in self.stages:
             reason = f"{self.worker_id} runs {self.stages}: it cannot decode here"
-            self._report_failure(StageFailed(job.request_id, "prefill", reason, False))
+            failure = StageFailed(
+                request_id=job.request_id, stage="prefill", reason=reason, retriable=False
+            )
+            self._report_failure(failure)
             return
         fetches = any(item.ref is not None for item in job.images)
         fetch = partial(self._runner.fetcher.embeddings, job) if fetches else None
@@ -168,10 +155,13 @@ class WorkerCore:
             load = self._load_locked()
         keys, hashes = self._cache_contents()
         return replace(
-            load, num_embedding_cache_entries=len(keys), num_prefix_cache_blocks=len(hashes),
-            embedding_cache_keys=keys, prefix_block_hashes=[h.hex() for h in hashes],
+            load,
+            num_embedding_cache_entries=len(keys),
+            num_prefix_cache_blocks=len(hashes),
+            embedding_cache_keys=keys,
+            prefix_block_hashes=[h.hex() for h in hashes],
             profile=self.profile,
-        )  # fmt: skip
+        )
 
     def drain(self) -> None:
         """Refuse new jobs (retriably) from now on; the work already here runs to its end."""
@@ -204,12 +194,20 @@ class WorkerCore:
     ) -> None:
         if STAGE_LETTERS[stage] not in self.stages:
             reason = f"{self.worker_id} runs {self.stages}, not {stage}"
-            self._report_failure(StageFailed(request_id, stage, reason, retriable=False))
+            failure = StageFailed(
+                request_id=request_id, stage=stage, reason=reason, retriable=False
+            )
+            self._report_failure(failure)
             return
         with self._lock:
             if self.is_draining or self._is_closed:
                 why = "draining" if self.is_draining else "closed"
-                failure = StageFailed(request_id, stage, f"{self.worker_id} is {why}", True)
+                failure = StageFailed(
+                    request_id=request_id,
+                    stage=stage,
+                    reason=f"{self.worker_id} is {why}",
+                    retriable=True,
+                )
                 self._events.failures.append(failure)
                 self._events_ready.notify_all()
                 return
@@ -228,11 +226,10 @@ class WorkerCore:
         """Copies of the engine's cache keys, read from a caller thread. Each copy is a single
         C-level iteration under the GIL; one that overlaps a change on the engine thread raises
         RuntimeError and is taken again."""
-        engine = self.engine
         for _ in range(8):
             with contextlib.suppress(RuntimeError):
-                hashes = engine.block_pool.cached_hashes() if engine.batcher else []
-                return engine.embedding_cache.keys(), hashes
+                hashes = self.engine.prefix_cache_hashes()
+                return self.engine.embedding_cache_keys(), hashes
         return [], []
 
     def _report_failure(self, failure: StageFailed) -> None:

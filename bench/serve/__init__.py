@@ -8,14 +8,15 @@ trace, and writes summary.md, results.json and plots to bench/results/serve_<pre
 
     cli.py          flags and the config file -> settings.py (BenchSettings)
     layouts.py      colocated-fcfs, disagg-fcfs, disagg-slo -> ClusterConfig
-    mix.py          workload kinds, the mix, the SLO class of a request
+    mix.py          workload kinds and the mix (classes: the scheduler's classify)
     arrivals.py     poisson, gamma and trace arrival times;  trace_files.py: Mooncake, Azure
     images.py       synthetic photos, documents and video frames (pillow)
     workload.py     the requests of a point;  points.py: the sweep points of a run
     loadgen.py      send a point, record chunks and errors, read traces -> record.py
-    trace_stats.py  per-stage queue / compute / transfer and cache skips from a trace
+                    (traces through scheduler/trace_breakdown.py, as every benchmark)
     metrics.py      percentiles, attainment, cache hit rates, goodput
     comparison.py   SLO layout vs the colocated baseline; the overload check
     sweep.py        layouts x points, clusters started and stopped
     report.py, plots.py, output.py, progress.py
+Cluster start-up, percentiles and the machine's description are shared: bench/common/.
 """

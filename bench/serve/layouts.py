@@ -31,9 +31,9 @@ class Layout:
 LAYOUTS = {
     layout.name: layout
     for layout in (
-        Layout("colocated-fcfs", "fcfs", disaggregated=False),
-        Layout("disagg-fcfs", "fcfs", disaggregated=True),
-        Layout("disagg-slo", "slo", disaggregated=True),
+        Layout(name="colocated-fcfs", policy="fcfs", disaggregated=False),
+        Layout(name="disagg-fcfs", policy="fcfs", disaggregated=True),
+        Layout(name="disagg-slo", policy="slo", disaggregated=True),
     )
 }
 
@@ -74,10 +74,14 @@ def cluster_config(layout: Layout, deployment: DeploymentSpec) -> ClusterConfig:
     pools = layout.pools(deployment.num_workers, deployment.disagg_pools, deployment.preset)
     num_gpus = 1.0 / deployment.num_workers if deployment.device == "cuda" else 0.0
     pools = tuple(
-        replace(pool, torch_threads=deployment.torch_threads, device=deployment.device,
-                num_gpus=num_gpus)
+        replace(
+            pool,
+            torch_threads=deployment.torch_threads,
+            device=deployment.device,
+            num_gpus=num_gpus,
+        )
         for pool in pools
-    )  # fmt: skip
+    )
     return ClusterConfig(
         models={deployment.preset: deployment.preset},
         pools=pools,

@@ -16,10 +16,11 @@ from dataclasses import dataclass, replace
 import grpc
 
 from bench.serve.progress import Progress
-from bench.serve.record import RequestRecord
-from bench.serve.trace_stats import DONE_STATES, trace_stats
+from bench.serve.record import RequestRecord, trace_fields
 from bench.serve.workload import BenchRequest
 from cluster.client import AsyncTriserveClient, TriserveError
+from cluster.state_messages import DONE_STATES, trace_events
+from scheduler.trace_breakdown import trace_breakdown
 
 TRACE_WAIT_S = 10.0  # the last chunk can reach the client just before the trace ends
 TRACE_CONCURRENCY = 16
@@ -40,21 +41,34 @@ class PointPlan:
 
 
 async def _send(
-    client: AsyncTriserveClient, plan: PointPlan, request: BenchRequest, start: float,
+    client: AsyncTriserveClient,
+    plan: PointPlan,
+    request: BenchRequest,
+    start: float,
     progress: Progress,
-) -> RequestRecord:  # fmt: skip
+) -> RequestRecord:
     await asyncio.sleep(max(0.0, start + request.arrival_s - time.perf_counter()))
     sent = time.perf_counter()
     progress.sent()
     record = RequestRecord(
         request_id=f"{plan.layout}-{plan.point}-{request.index}-{plan.run_id}",
-        layout=plan.layout, point=plan.point, rate=plan.rate, index=request.index,
-        kind=request.kind, slo_class=request.slo_class,
-        ttft_target_ms=request.targets.ttft_ms, tpot_target_ms=request.targets.tpot_ms,
-        arrival_s=request.arrival_s, send_lag_ms=(sent - start - request.arrival_s) * 1e3,
-        status="ok", num_images=len(request.images), max_image_pixels=request.max_image_pixels,
-        max_tokens=request.max_tokens, reuse_of=request.reuse_of, extra=request.extra,
-    )  # fmt: skip
+        layout=plan.layout,
+        point=plan.point,
+        rate=plan.rate,
+        index=request.index,
+        kind=request.kind,
+        slo_class=request.slo_class,
+        ttft_target_ms=request.targets.ttft_ms,
+        tpot_target_ms=request.targets.tpot_ms,
+        arrival_s=request.arrival_s,
+        send_lag_ms=(sent - start - request.arrival_s) * 1e3,
+        status="ok",
+        num_images=len(request.images),
+        max_image_pixels=request.max_image_pixels,
+        max_tokens=request.max_tokens,
+        reuse_of=request.reuse_of,
+        extra=request.extra,
+    )
     chunk_ms, chunk_tokens, usage, finish = [], [], None, None
     kwargs = request.generate_kwargs(plan.prompt_format, plan.ttft_ms, plan.tpot_ms)
     stream = client.generate(request_id=record.request_id, **kwargs)
@@ -69,10 +83,13 @@ async def _send(
         elapsed_ms = (time.perf_counter() - sent) * 1e3
         is_rejected = e.code == grpc.StatusCode.RESOURCE_EXHAUSTED
         record = replace(
-            record, status="rejected" if is_rejected else "failed", error_code=e.code.name,
-            error_details=e.details, reject_ms=elapsed_ms if is_rejected else None,
+            record,
+            status="rejected" if is_rejected else "failed",
+            error_code=e.code.name,
+            error_details=e.details,
+            reject_ms=elapsed_ms if is_rejected else None,
             retry_after_ms=e.retry_after_ms if is_rejected else None,
-        )  # fmt: skip
+        )
     except asyncio.CancelledError:
         record = replace(record, status="timeout", error_details="cancelled at the drain deadline")
     finally:
@@ -80,10 +97,13 @@ async def _send(
     if record.status == "ok" and finish is None:
         record = replace(record, status="failed", error_details="the stream ended unfinished")
     record = replace(
-        record, chunk_ms=chunk_ms, chunk_tokens=chunk_tokens, finish_reason=finish,
+        record,
+        chunk_ms=chunk_ms,
+        chunk_tokens=chunk_tokens,
+        finish_reason=finish,
         prompt_tokens=usage.prompt_tokens if usage else None,
         cached_prompt_tokens=usage.cached_prompt_tokens if usage else None,
-    )  # fmt: skip
+    )
     progress.done(record.status)
     return record
 
@@ -99,8 +119,8 @@ async def _with_trace(
             except TriserveError:  # NOT_FOUND: rejected before the scheduler kept a trace
                 return record
             if trace.state in DONE_STATES or time.monotonic() > deadline:
-                stats = trace_stats(trace.state, trace.events)
-                return replace(record, trace=stats.as_dict())
+                fields = trace_fields(trace.state, trace_breakdown(trace_events(trace)))
+                return replace(record, trace=fields)
             await asyncio.sleep(0.02)
 
 

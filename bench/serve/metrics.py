@@ -15,21 +15,16 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from bench.common.stats import percentiles
 from bench.serve.record import RequestRecord
-from bench.serve.trace_stats import STAGE_EVENTS, TRANSFER_EVENTS
 from scheduler.slo import GOODPUT_ATTAINMENT
+from scheduler.trace_breakdown import STAGES, TRANSFER_KINDS
 
-PERCENTILES = (50, 90, 99)
 
-
-def percentiles(values: Iterable[float]) -> dict[str, float | None]:
-    """mean, p50, p90, p99 (numpy's linear interpolation between samples); None when empty."""
-    array = np.asarray([v for v in values if v is not None], dtype=float)
-    if array.size == 0:
-        return {"n": 0, "mean": None, **{f"p{p}": None for p in PERCENTILES}}
-    stats = {"n": int(array.size), "mean": float(array.mean())}
-    stats.update({f"p{p}": float(np.percentile(array, p)) for p in PERCENTILES})
-    return stats
+def distribution(values: Iterable[float | None]) -> dict[str, float | None]:
+    """n, mean, p50, p90, p99 of the values that are not None (the figures None when empty)."""
+    present = [v for v in values if v is not None]
+    return {"n": len(present), **percentiles(present, (50, 90, 99))}
 
 
 def ratio(numerator: float, denominator: float) -> float | None:
@@ -75,7 +70,7 @@ def _stage_split(records: Sequence[RequestRecord]) -> dict:
     return {
         "num_traced": len(traced),
         # TTFT from the client's send, and the milestones to the first token from the
-        # ingress's arrival, over the same requests (trace_stats.py).
+        # ingress's arrival, over the same requests (scheduler/trace_breakdown.py).
         "ttft_ms": {
             "client": _mean([r.ttft_ms for r in both]),
             **{
@@ -83,10 +78,10 @@ def _stage_split(records: Sequence[RequestRecord]) -> dict:
                 for name in ("scheduler_arrival", "first_dispatch", "server_ttft")
             },
         },
-        "queue_ms": {s: mean_of("queue_ms", s) for s in STAGE_EVENTS},
-        "compute_ms": {s: mean_of("compute_ms", s) for s in STAGE_EVENTS},
-        "transfer_ms": {k: mean_of("transfer_ms", k) for k in TRANSFER_EVENTS},
-        "transfer_bytes": {k: mean_of("transfer_bytes", k) for k in TRANSFER_EVENTS},
+        "queue_ms": {s: mean_of("queue_ms", s) for s in STAGES},
+        "compute_ms": {s: mean_of("compute_ms", s) for s in STAGES},
+        "transfer_ms": {k: mean_of("transfer_ms", k) for k in TRANSFER_KINDS},
+        "transfer_bytes": {k: mean_of("transfer_bytes", k) for k in TRANSFER_KINDS},
         "num_redrives": sum(t["num_redrives"] for t in traced),
         "admissions": dict(Counter(t.get("admission") or "unknown" for t in traced)),
     }
@@ -104,12 +99,12 @@ def summarize(records: Sequence[RequestRecord], wall_s: float | None = None) -> 
         "num_rejected": len(rejected),
         "attainment": attainment(records),
         "admitted_attainment": admitted_attainment(records),
-        "ttft_ms": percentiles(r.ttft_ms for r in ok),
-        "tpot_ms": percentiles(r.tpot_ms for r in ok),
-        "itl_ms": percentiles(gap for r in ok for gap in r.itl_ms),
-        "e2e_ms": percentiles(r.e2e_ms for r in ok),
+        "ttft_ms": distribution(r.ttft_ms for r in ok),
+        "tpot_ms": distribution(r.tpot_ms for r in ok),
+        "itl_ms": distribution(gap for r in ok for gap in r.itl_ms),
+        "e2e_ms": distribution(r.e2e_ms for r in ok),
         "reject_ms": {
-            **percentiles(r.reject_ms for r in rejected),
+            **distribution(r.reject_ms for r in rejected),
             "max": max((r.reject_ms for r in rejected), default=None),
         },  # fmt: skip
         "num_retry_after_hints": sum(r.retry_after_ms is not None for r in rejected),
@@ -119,7 +114,7 @@ def summarize(records: Sequence[RequestRecord], wall_s: float | None = None) -> 
         "output_tokens": output_tokens,
         "output_tok_s": ratio(output_tokens, wall_s) if wall_s else None,
         "error_codes": sorted({r.error_code for r in records if r.error_code}),
-        "send_lag_ms": percentiles(r.send_lag_ms for r in records),
+        "send_lag_ms": distribution(r.send_lag_ms for r in records),
     }
 
 

@@ -1,23 +1,22 @@
-"""Workload kinds, the mix of them a run sends, and the SLO class the scheduler gives each.
+"""Workload kinds and the mix of them a run sends.
 
-    kind          what a request carries                        class (scheduler's thresholds)
+    kind          what a request carries                        class (scheduler's classifier)
     text          text only                                     sand
     image         text + one small image                        pebble
     ocr           one document image > rock_min_image_pixels    rock
     multi_image   rock_min_images.. images                      rock
     video         16+ frames, sent as a list of images          rock
 
-`request_class` applies the scheduler's own rule (scheduler/config.py: a rock has at least
-rock_min_images images, or one image of at least rock_min_image_pixels, or a prompt of at least
-rock_min_prompt_tokens tokens); the harness computes attainment against the targets of that
-class, whatever class the server's trace reports.
+The workload (workload.py) classes each request with the scheduler's own `classify`
+(scheduler/request_class.py: a rock has at least rock_min_images images, or one image of at
+least rock_min_image_pixels, or a prompt of at least rock_min_prompt_tokens tokens); the harness
+computes attainment against the targets of that class, whatever class the server's trace
+reports.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-
-from scheduler.config import SchedulerConfig
 
 KINDS = ("text", "image", "ocr", "multi_image", "video")
 DEFAULT_MIX = {"text": 0.6, "image": 0.3, "ocr": 0.04, "multi_image": 0.03, "video": 0.03}
@@ -63,16 +62,3 @@ def parse_mix(spec: str | Mapping[str, float]) -> dict[str, float]:
 
 def format_mix(mix: Mapping[str, float]) -> str:
     return ",".join(f"{kind}={share:g}" for kind, share in mix.items())
-
-
-def request_class(
-    num_images: int, max_image_pixels: int, prompt_tokens: int, config: SchedulerConfig
-) -> str:
-    """sand, pebble or rock, by the scheduler's thresholds."""
-    if (
-        num_images >= config.rock_min_images
-        or max_image_pixels >= config.rock_min_image_pixels
-        or prompt_tokens >= config.rock_min_prompt_tokens
-    ):
-        return "rock"
-    return "pebble" if num_images else "sand"

@@ -73,7 +73,7 @@ def synthetic_points(settings: BenchSettings, builder: WorkloadBuilder) -> list[
             count = round(settings.num_requests * settings.overload_factor)
         requests = builder.synthetic(_arrivals(settings, rate, count, arrival_rng), shape, content)
         name = f"rate={_rate_name(rate)}" if kind == "sweep" else f"overload={_rate_name(rate)}"
-        points.append(SweepPoint(name, kind, rate, requests))
+        points.append(SweepPoint(name=name, kind=kind, rate=rate, requests=requests))
     return points
 
 
@@ -87,12 +87,14 @@ def trace_points(
         arrivals = scaled_trace_arrivals(times, settings.time_scale)
         requests = builder.from_trace(rows, arrivals, _generators(settings, 0)[2])
         rate = mean_rate(arrivals) or 0.0
-        return [SweepPoint(f"trace x{settings.time_scale:g}", "sweep", rate, requests)]
+        name = f"trace x{settings.time_scale:g}"
+        return [SweepPoint(name=name, kind="sweep", rate=rate, requests=requests)]
     points = []
     for number, rate in enumerate(settings.rates):
         content = _generators(settings, number)[2]
         requests = builder.from_trace(rows, rescaled_trace_arrivals(times, rate), content)
-        points.append(SweepPoint(f"rate={_rate_name(rate)}", "sweep", rate, requests))
+        name = f"rate={_rate_name(rate)}"
+        points.append(SweepPoint(name=name, kind="sweep", rate=rate, requests=requests))
     return points
 
 
@@ -103,6 +105,8 @@ def warmup_requests(settings: BenchSettings, builder: WorkloadBuilder) -> list[B
     requests = []
     for kind in builder.spec.mix:
         spec = replace(builder.spec, mix={kind: 1.0}, reuse_fraction=0.0)
-        only = WorkloadBuilder(spec, builder.limits, builder.scheduler, builder.text)
+        only = WorkloadBuilder(
+            spec=spec, limits=builder.limits, scheduler=builder.scheduler, text=builder.text
+        )
         requests += only.synthetic([0.0], shape, content)
     return requests

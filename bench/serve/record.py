@@ -9,6 +9,9 @@ Times are ms on the client's monotonic clock from the moment the request was sen
 first chunk with tokens; e2e the last one; TPOT (scheduler/slo.py) = (e2e - TTFT) / (tokens - 1).
 Inter-token latency (ITL): for each chunk after the first, its gap to the previous chunk divided
 by the tokens it carries, one sample per token (a chunk is one engine step's tokens).
+
+The server's side comes from the request's trace, read by scheduler/trace_breakdown.py and
+kept as `trace_fields` (a dict, as stored in results.json).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from scheduler.slo import SloTargets, attains, tpot_ms
+from scheduler.trace_breakdown import TraceBreakdown
 
 STATUSES = ("ok", "rejected", "failed", "timeout")
 
@@ -47,7 +51,7 @@ class RequestRecord:
     finish_reason: str | None = None
     prompt_tokens: int | None = None  # usage, from the final chunk
     cached_prompt_tokens: int | None = None
-    trace: dict | None = None  # TraceStats.as_dict(), when the trace could be read
+    trace: dict | None = None  # trace_fields(...), when the trace could be read
     extra: dict = field(default_factory=dict)  # a trace row's own lengths, before clamping
 
     @property
@@ -85,8 +89,8 @@ class RequestRecord:
         """Met both targets; a rejected, failed or timed-out request never attains."""
         if self.status != "ok" or self.ttft_ms is None:
             return False
-        return attains(SloTargets(self.ttft_target_ms, self.tpot_target_ms), self.ttft_ms,
-                       self.tpot_ms)  # fmt: skip
+        targets = SloTargets(ttft_ms=self.ttft_target_ms, tpot_ms=self.tpot_target_ms)
+        return attains(targets, self.ttft_ms, self.tpot_ms)
 
     @property
     def server_class(self) -> str | None:
@@ -106,3 +110,26 @@ class RequestRecord:
     def from_dict(cls, raw: dict) -> RequestRecord:
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in raw.items() if k in names})
+
+
+def trace_fields(state: str, split: TraceBreakdown) -> dict:
+    """What a record keeps of its trace: the trace's last state and the figures the metrics
+    read (per-stage queue and compute, transfers, cache skips, the server's class and the
+    milestones to the first token, in ms from the ingress's arrival)."""
+    return {
+        "state": state,
+        "queue_ms": split.queue_ms,
+        "compute_ms": split.compute_ms,
+        "transfer_ms": split.transfer_ms,
+        "transfer_bytes": split.transfer_bytes,
+        "num_decode_steps": split.num_decode_steps,
+        "num_encode_skipped_images": split.num_encode_skipped_images,
+        "num_redrives": split.num_redrives,
+        "server_class": split.request_class,
+        "admission": split.admission,
+        "predicted_ttft_ms": split.predicted_ttft_ms,
+        "scheduler_arrival_ms": split.scheduler_arrival_ms,
+        "first_dispatch_ms": split.first_dispatch_ms,
+        "server_ttft_ms": split.server_ttft_ms,
+        "server_e2e_ms": split.server_e2e_ms,
+    }

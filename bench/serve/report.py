@@ -3,6 +3,7 @@ one table per layout and point (overall and per workload kind), then where the t
 
 from __future__ import annotations
 
+from bench.common.output import table_row
 from bench.serve.comparison import REJECT_LATENCY_TARGET_MS
 from bench.serve.mix import format_mix
 from scheduler.slo import GOODPUT_ATTAINMENT
@@ -22,10 +23,6 @@ def _rate(value: float | None) -> str:
 
 def _dist(stats: dict, keys=("mean", "p50", "p90", "p99")) -> str:
     return " / ".join(_ms(stats[k]) for k in keys)
-
-
-def _row(cells) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
 def header(results: dict) -> list[str]:
@@ -132,15 +129,15 @@ def attainment_table(results: dict) -> list[str]:
     lines = [
         "### SLO attainment (all requests; admitted only, in brackets, where some were rejected)",
         "",
-        _row(["Layout", *head, "goodput"]),
-        _row(["---"] * (len(head) + 2)),
+        table_row(["Layout", *head, "goodput"]),
+        table_row(["---"] * (len(head) + 2)),
     ]
     for name, layout in results["layouts"].items():
         points = {p["rate"]: p for p in layout["sweep"]}
         cells = [_attain(points.get(rate)) for rate in rates]
         cells += [_attain(layout["overload"])] if over else []
         goodput = _rate(layout["goodput"]) + (" (error)" if layout["error"] else "")
-        lines.append(_row([name, *cells, goodput]))
+        lines.append(table_row([name, *cells, goodput]))
     return lines
 
 
@@ -163,7 +160,7 @@ def point_table(point: dict) -> list[str]:
         if offered
         else f"**{point['point']}**",
         "",
-        _row(
+        table_row(
             [
                 "Kind",
                 "n",
@@ -177,11 +174,11 @@ def point_table(point: dict) -> list[str]:
                 "emb. hit",
             ]
         ),  # fmt: skip
-        _row(["---"] * 10),
+        table_row(["---"] * 10),
     ]
     for kind, g in [("all", s), *point["by_kind"].items()]:
         failed = g["num_failed"] + g["num_timeout"]
-        lines.append(_row([
+        lines.append(table_row([
             kind, g["num_requests"], f"{g['num_ok']}/{g['num_rejected']}/{failed}",
             _pct(g["attainment"]), _dist(g["ttft_ms"]), _dist(g["tpot_ms"]),
             _dist(g["itl_ms"], ("p50", "p90", "p99")), _dist(g["e2e_ms"]),
@@ -199,10 +196,10 @@ def point_table(point: dict) -> list[str]:
 
 def stage_table(layout: dict) -> list[str]:
     lines = [
-        _row(["Point (mean ms)", "TTFT: client / at scheduler / dispatched / first token",
+        table_row(["Point (mean ms)", "TTFT: client / at scheduler / dispatched / first token",
               "encode queue / compute", "prefill queue / compute", "decode queue / compute",
               "embedding transfer ms / KiB", "KV transfer ms / KiB"]),
-        _row(["---"] * 7),
+        table_row(["---"] * 7),
     ]  # fmt: skip
     for point in layout["sweep"] + ([layout["overload"]] if layout["overload"] else []):
         st = point["summary"]["stages"]
@@ -215,7 +212,7 @@ def stage_table(layout: dict) -> list[str]:
             nbytes = st["transfer_bytes"][kind]
             kib = "-" if nbytes is None else f"{nbytes / 1024:,.0f}"
             cells.append(f"{_ms(st['transfer_ms'][kind])} / {kib}")
-        lines.append(_row([point["point"], *cells]))
+        lines.append(table_row([point["point"], *cells]))
     return lines
 
 

@@ -1,19 +1,21 @@
 """Run every layout over every sweep point, one cluster at a time, in one Ray session.
 
-The control plane's actor name and the Serve application name are fixed, so layouts run one
-after another: start the cluster, warm it up, send each point (waiting for the cluster to be
-idle in between), stop it, and wait until its control plane is gone before the next one starts.
-A layout that fails to start or breaks mid-run is recorded with its error; the others still run.
+Layouts run one after another (bench/common/cluster.py says why): start the cluster, warm it
+up, send each point (waiting for the cluster to be idle in between), stop it, and wait until its
+control plane is gone before the next one starts. A layout that fails to start or breaks mid-run
+is recorded with its error; the others still run.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 import traceback
 import uuid
+from functools import partial
 
+from bench.common import output
+from bench.common.cluster import init_ray, start_cluster, stop_cluster
 from bench.serve import metrics
 from bench.serve.comparison import compare
 from bench.serve.layouts import LAYOUTS, DeploymentSpec, cluster_config
@@ -26,62 +28,7 @@ from bench.serve.trace_files import load_trace
 from bench.serve.workload import ModelLimits, TextSource, WorkloadBuilder, WorkloadSpec
 from scheduler.config import REQUEST_CLASSES
 
-STOP_TIMEOUT_S = 30.0
-
-
-def log(message: str) -> None:
-    print(f"[bench.serve] {message}", file=sys.stderr, flush=True)
-
-
-def _init_ray(settings: BenchSettings) -> bool:
-    """Start a private local Ray (as cluster/launcher does) unless one is up; True if started."""
-    import ray
-
-    from cluster.launcher import NAMESPACE, set_local_ray_defaults
-
-    if ray.is_initialized():
-        return False
-    set_local_ray_defaults()
-    ray.init(
-        namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
-        object_store_memory=settings.object_store_mb * 2**20,
-    )  # fmt: skip
-    return True
-
-
-def _wait_control_plane_gone(timeout_s: float = STOP_TIMEOUT_S) -> bool:
-    import ray
-
-    from cluster.control_plane import CONTROL_PLANE_NAME
-    from cluster.launcher import NAMESPACE
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            ray.get_actor(CONTROL_PLANE_NAME, namespace=NAMESPACE)
-        except ValueError:
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def _clean_up_failed_start() -> None:
-    """start_cluster raised: remove whatever it had started, so the next layout can start."""
-    import ray
-    from ray import serve
-
-    from cluster.control_plane import CONTROL_PLANE_NAME
-    from cluster.launcher import NAMESPACE
-
-    try:
-        serve.shutdown()
-    except Exception:  # nothing to shut down
-        pass
-    try:
-        ray.kill(ray.get_actor(CONTROL_PLANE_NAME, namespace=NAMESPACE))
-    except ValueError:
-        pass
-    _wait_control_plane_gone()
+log = partial(output.log, "bench.serve")
 
 
 def point_result(point: SweepPoint, records: list, wall_s: float, is_idle: bool) -> dict:
@@ -98,8 +45,6 @@ def point_result(point: SweepPoint, records: list, wall_s: float, is_idle: bool)
 
 def run_layout(name: str, deployment: DeploymentSpec, points, warmup, settings) -> tuple:
     """One layout over every point; returns (layout result, records)."""
-    from cluster.launcher import start_cluster
-
     layout = LAYOUTS[name]
     config = cluster_config(layout, deployment)
     result = {"name": name, "policy": layout.policy, "error": None, "sweep": [], "overload": None,
@@ -111,7 +56,6 @@ def run_layout(name: str, deployment: DeploymentSpec, points, warmup, settings) 
     except Exception as e:
         log(f"{name}: the cluster did not start: {e!r}")
         result["error"] = f"start failed: {e!r}"
-        _clean_up_failed_start()
         return result, []
     result["startup_s"] = time.perf_counter() - started
     all_records = []
@@ -121,11 +65,17 @@ def run_layout(name: str, deployment: DeploymentSpec, points, warmup, settings) 
         run_id = uuid.uuid4().hex[:6]
         for point in points:
             plan = PointPlan(
-                layout=name, point=point.name, rate=point.rate, requests=point.requests,
-                prompt_format=settings.prompt_format, ttft_ms=settings.ttft_ms,
-                tpot_ms=settings.tpot_ms, request_timeout_s=settings.request_timeout_s,
-                drain_timeout_s=settings.drain_timeout_s, run_id=run_id,
-            )  # fmt: skip
+                layout=name,
+                point=point.name,
+                rate=point.rate,
+                requests=point.requests,
+                prompt_format=settings.prompt_format,
+                ttft_ms=settings.ttft_ms,
+                tpot_ms=settings.tpot_ms,
+                request_timeout_s=settings.request_timeout_s,
+                drain_timeout_s=settings.drain_timeout_s,
+                run_id=run_id,
+            )
             progress = Progress(f"{name} {point.name}", len(point.requests))
             records, wall_s = asyncio.run(run_point(cluster.address, plan, progress))
             is_idle = asyncio.run(wait_until_idle(cluster.address))
@@ -147,13 +97,8 @@ def run_layout(name: str, deployment: DeploymentSpec, points, warmup, settings) 
         traceback.print_exc()
         result["error"] = f"run failed: {e!r}"
     finally:
-        try:
-            cluster.stop()
-        except Exception as e:  # e.g. the control plane did not answer its shutdown call
-            log(f"{name}: stopping the cluster failed: {e!r}")
-            _clean_up_failed_start()
-        if not _wait_control_plane_gone():
-            log(f"{name}: the control plane did not go away in {STOP_TIMEOUT_S:.0f} s")
+        for problem in stop_cluster(cluster):
+            log(f"{name}: {problem}")
     attainment = {p["rate"]: p["summary"]["attainment"] for p in result["sweep"]}
     result["goodput"] = metrics.goodput(attainment)
     return result, all_records
@@ -167,17 +112,27 @@ def _workload(settings: BenchSettings):
 
     model_dir = ensure_model(settings.preset)
     model = ModelConfig.from_pretrained(model_dir)
-    limits = ModelLimits(model.num_image_tokens, model.text.max_position_embeddings)
+    limits = ModelLimits(
+        num_image_tokens=model.num_image_tokens,
+        max_model_len=model.text.max_position_embeddings,
+    )
     spec = WorkloadSpec(
-        mix=settings.mix, prompt_tokens=settings.prompt_tokens,
-        output_tokens=settings.output_tokens, multi_images=settings.multi_images,
-        video_frames=settings.video_frames, reuse_fraction=settings.reuse_fraction,
+        mix=settings.mix,
+        prompt_tokens=settings.prompt_tokens,
+        output_tokens=settings.output_tokens,
+        multi_images=settings.multi_images,
+        video_frames=settings.video_frames,
+        reuse_fraction=settings.reuse_fraction,
         prompt_format=settings.prompt_format,
-    )  # fmt: skip
+    )
     builder = WorkloadBuilder(
-        spec, limits, scheduler_config(settings), TextSource(load_tokenizer(model_dir)),
-        ttft_ms=settings.ttft_ms, tpot_ms=settings.tpot_ms,
-    )  # fmt: skip
+        spec=spec,
+        limits=limits,
+        scheduler=scheduler_config(settings),
+        text=TextSource(load_tokenizer(model_dir)),
+        ttft_ms=settings.ttft_ms,
+        tpot_ms=settings.tpot_ms,
+    )
     if settings.arrival == "trace":
         rows = load_trace(settings.trace, settings.trace_format, settings.max_requests)
         points = trace_points(settings, builder, rows)
@@ -192,7 +147,7 @@ def run_benchmark(settings: BenchSettings) -> dict:
     import ray
     import torch
 
-    from bench.machine import describe_machine
+    from bench.common.machine import describe_machine
     from bench.serve.output import write_results
 
     started = time.perf_counter()
@@ -201,18 +156,21 @@ def run_benchmark(settings: BenchSettings) -> dict:
     log(f"{len(points)} points, {sum(len(p.requests) for p in points)} requests per layout")
     scheduler = scheduler_config(settings)
     deployment = DeploymentSpec(
-        preset=settings.preset, num_workers=settings.workers,
-        disagg_pools=settings.disagg_pools, torch_threads=settings.torch_threads,
-        device=settings.device, scheduler=scheduler,
-    )  # fmt: skip
+        preset=settings.preset,
+        num_workers=settings.workers,
+        disagg_pools=settings.disagg_pools,
+        torch_threads=settings.torch_threads,
+        device=settings.device,
+        scheduler=scheduler,
+    )
     deployment.check()
-    started_ray = _init_ray(settings)
+    started_ray = init_ray(settings.object_store_mb)
     layouts, records = {}, []
     try:
         for name in settings.layouts:
             layouts[name], layout_records = run_layout(name, deployment, points, warmup, settings)
             records += layout_records
-        machine = {**describe_machine(torch.device(settings.device)), "ray": ray.__version__}
+        machine = describe_machine(torch.device(settings.device), with_ray=True)
     finally:
         if started_ray:
             ray.shutdown()

@@ -19,21 +19,18 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from bench.common.words import IMAGE_WORDS
+from bench.common.words import WORDS as TEXT_WORDS
 from bench.serve import images as draw
-from bench.serve.mix import KINDS, request_class
+from bench.serve.mix import KINDS
 from bench.serve.trace_files import TraceRequest
 from scheduler.config import SchedulerConfig
+from scheduler.request_class import RequestCost, classify
 from scheduler.slo import SloTargets
 
 QUESTION_TOKENS = 8  # the tail that differs between a request and its reuse
 MOONCAKE_BLOCK_TOKENS = 512
-WORDS = (
-    "the a of to and in is it that for on with as this by from at be are was not or an which "
-    "have one all can when will each value list file name return object string number data "
-    "time new set first call line class type default module error result given used way read "
-    "write open close start end order key map path test block cache token image model page "
-    "frame scene table chart figure text left right top bottom colour shape count describe"
-).split()
+WORDS = TEXT_WORDS + IMAGE_WORDS
 
 
 @dataclass(frozen=True)
@@ -68,7 +65,7 @@ class BenchRequest:
     question: str
     images: tuple[bytes, ...]
     max_tokens: int
-    slo_class: str  # sand, pebble or rock, by the scheduler's thresholds
+    slo_class: str  # sand, pebble or rock, by the scheduler's own classifier
     targets: SloTargets
     max_image_pixels: int = 0
     est_prompt_tokens: int = 0  # text + image placeholder tokens (the server's count differs)
@@ -147,14 +144,23 @@ class WorkloadBuilder:
             kind = kinds[int(shape.choice(len(kinds), p=shares / shares.sum()))]
             earlier = self._reusable(requests, kind, shape)
             if earlier is not None:
-                request = self._request(index, kind, arrival, earlier.context, earlier.images,
-                                        shape, content)  # fmt: skip
-                requests.append(replace(request, reuse_of=earlier.index))
-                continue
-            images = self._images(kind, shape, content)
-            num_tokens = self._draw(self.spec.prompt_tokens, shape) - QUESTION_TOKENS
-            context = self.text.text(content, num_tokens)
-            requests.append(self._request(index, kind, arrival, context, images, shape, content))
+                context, images = earlier.context, earlier.images
+            else:
+                images = self._images(kind, shape, content)
+                num_tokens = self._draw(self.spec.prompt_tokens, shape) - QUESTION_TOKENS
+                context = self.text.text(content, num_tokens)
+            request = self._request(
+                index=index,
+                kind=kind,
+                arrival=arrival,
+                context=context,
+                images=images,
+                shape=shape,
+                content=content,
+            )
+            requests.append(
+                request if earlier is None else replace(request, reuse_of=earlier.index)
+            )
         return requests
 
     def from_trace(
@@ -178,9 +184,18 @@ class WorkloadBuilder:
                 "trace_num_images": row.num_images,
             }
             requests.append(
-                self._request(index, kind, arrival, context, images, None, content, max_tokens,
-                              extra)
-            )  # fmt: skip
+                self._request(
+                    index=index,
+                    kind=kind,
+                    arrival=arrival,
+                    context=context,
+                    images=images,
+                    shape=None,
+                    content=content,
+                    max_tokens=max_tokens,
+                    extra=extra,
+                )
+            )
         return requests
 
     # ------------------------------------------------------------------ pieces
@@ -225,18 +240,32 @@ class WorkloadBuilder:
     ) -> BenchRequest:
         question = self.text.text(content, QUESTION_TOKENS)
         pixels = max((w * h for w, h in map(draw.size_of, images)), default=0)
+        num_image_tokens = len(images) * self.limits.num_image_tokens
         num_tokens = len(self.text.tokenizer(f"{context} {question}")["input_ids"])
-        num_tokens += len(images) * self.limits.num_image_tokens
-        slo_class = request_class(len(images), pixels, num_tokens, self.scheduler)
+        num_tokens += num_image_tokens
+        cost = RequestCost(
+            num_images=len(images),
+            num_image_tokens=num_image_tokens,
+            num_prompt_tokens=num_tokens,
+            max_image_pixels=pixels,
+        )
+        slo_class = classify(cost, self.scheduler).value
         ttft_ms, tpot_ms = self.scheduler.slo_for(slo_class)
-        targets = SloTargets(self.ttft_ms or ttft_ms, self.tpot_ms or tpot_ms)
+        targets = SloTargets(ttft_ms=self.ttft_ms or ttft_ms, tpot_ms=self.tpot_ms or tpot_ms)
         return BenchRequest(
-            index=index, kind=kind, arrival_s=float(arrival), context=context,
-            question=question, images=tuple(images),
+            index=index,
+            kind=kind,
+            arrival_s=float(arrival),
+            context=context,
+            question=question,
+            images=tuple(images),
             max_tokens=max_tokens or self._draw(self.spec.output_tokens, shape),
-            slo_class=slo_class, targets=targets, max_image_pixels=pixels,
-            est_prompt_tokens=num_tokens, extra=extra or {},
-        )  # fmt: skip
+            slo_class=slo_class,
+            targets=targets,
+            max_image_pixels=pixels,
+            est_prompt_tokens=num_tokens,
+            extra=extra or {},
+        )
 
     @staticmethod
     def _draw(bounds: tuple[int, int], rng: np.random.Generator) -> int:

@@ -19,7 +19,7 @@ from scheduler.cost_model import WorkerCostSnapshot
 from scheduler.slo_ledger import EndedRequest, RequestOutcome, SloLedger
 from scheduler.snapshot import SchedulerSnapshot, WorkerSnapshot
 from scheduler.trace import Trace
-from workers.cost_profile import DecodeCost, LinearCost
+from workers.contract.cost_profile import DecodeCost, LinearCost
 
 ROOT = Path(__file__).resolve().parents[2]
 

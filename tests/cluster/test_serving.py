@@ -15,10 +15,10 @@ from cluster.client import TriserveClient, TriserveError
 from scheduler.config import SchedulerConfig
 from tests.cluster.conftest import ADMIN_TOKEN, API_TOKEN
 from tests.support import make_image
-from workers.engine.config import EngineConfig
+from workers.contract.engine_config import EngineConfig
+from workers.contract.sampling_params import SamplingParams
 from workers.engine.engine import Engine
 from workers.engine.prompt import PromptBuilder
-from workers.engine.sampling_params import SamplingParams
 
 
 def png(seed: int, size=(40, 52)) -> bytes:
@@ -37,7 +37,7 @@ REQUESTS = {
 @pytest.fixture(scope="module")
 def expected(tiny_model_dir):
     """Greedy tokens of each request from a local colocated engine (no Ray, no gRPC)."""
-    from workers.engine.image_processor import decode_image
+    from workers.contract.images import decode_image
 
     engine = Engine(EngineConfig(model_dir=str(tiny_model_dir)))
     builder = PromptBuilder(tiny_model_dir, engine.model_config, engine.tokenizer)

@@ -7,7 +7,7 @@ from cluster.state_messages import cluster_state_message
 from scheduler.cost_model import WorkerCostSnapshot
 from scheduler.slo_ledger import SloLedger
 from scheduler.snapshot import WorkerSnapshot
-from workers.cost_profile import DecodeCost, LinearCost
+from workers.contract.cost_profile import DecodeCost, LinearCost
 
 
 def worker(worker_id: str, stages: str) -> WorkerSnapshot:

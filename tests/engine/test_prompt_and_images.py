@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from tests.support import make_image
-from workers.engine.config import EngineConfig
+from workers.contract.engine_config import EngineConfig
+from workers.contract.errors import InvalidImageError, InvalidRequestError, PromptTooLongError
+from workers.contract.images import decode_image
+from workers.contract.sampling_params import SamplingParams
 from workers.engine.engine import Engine
-from workers.engine.errors import InvalidImageError, InvalidRequestError, PromptTooLongError
-from workers.engine.image_processor import decode_image
 from workers.engine.model_config import ModelConfig
 from workers.engine.prompt import PromptBuilder
-from workers.engine.sampling_params import SamplingParams
 
 CASES = [
     ("plain text, no image", []),

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from tests.support import make_image
-from workers.engine.config import EngineConfig
+from workers.contract.engine_config import EngineConfig
+from workers.contract.sampling_params import SamplingParams
 from workers.engine.engine import Engine
 from workers.engine.prompt import PromptBuilder
 from workers.engine.sampler import sample
-from workers.engine.sampling_params import SamplingParams
 
 PROMPT = "USER: <image>\nWrite a long answer about this. ASSISTANT:"
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from tests.support import make_image, rewrite_as_legacy_sharded
-from workers.engine.config import EngineConfig
+from workers.contract.engine_config import EngineConfig
+from workers.contract.sampling_params import SamplingParams
 from workers.engine.engine import Engine
 from workers.engine.prompt import PromptBuilder
-from workers.engine.sampling_params import SamplingParams
 
 PROMPTS = {
     "text": ("Tell me a story about a dragon and a very small castle by the sea.", []),

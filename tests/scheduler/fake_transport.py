@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from workers.protocol import TransferRef
+from workers.contract.messages import TransferRef
 
 
 class FakeTransport:

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tests.scheduler.fake_transport import FakeTransport
-from workers.cost_profile import WorkerProfile
-from workers.protocol import (
+from workers.contract.cost_profile import WorkerProfile
+from workers.contract.messages import (
     DecodeJob,
     EmbeddingInput,
     EncodeDone,

@@ -12,9 +12,9 @@ from scheduler.request import RequestOutput, RequestSpec
 from scheduler.scheduler import Scheduler
 from tests.scheduler.fake_transport import FakeTransport
 from tests.scheduler.fake_worker import FakeWorker
-from workers.cost_profile import WorkerProfile
-from workers.engine.sampling_params import SamplingParams
-from workers.protocol import ImageInput
+from workers.contract.cost_profile import WorkerProfile
+from workers.contract.messages import ImageInput
+from workers.contract.sampling_params import SamplingParams
 
 TEST_TIMEOUT_S = 5.0
 

@@ -16,9 +16,9 @@ from scheduler.request import RequestSpec
 from scheduler.request_class import RequestClass, RequestCost
 from scheduler.slo import SloTargets
 from scheduler.stage import Stage
-from workers.cost_profile import DecodeCost, LinearCost, StepBudgets, WorkerProfile
-from workers.engine.sampling_params import SamplingParams
-from workers.protocol import ImageInput
+from workers.contract.cost_profile import DecodeCost, LinearCost, StepBudgets, WorkerProfile
+from workers.contract.messages import ImageInput
+from workers.contract.sampling_params import SamplingParams
 
 IMG = 99
 ARRIVAL_S = 10.0  # 10 000 ms on the scheduler clock

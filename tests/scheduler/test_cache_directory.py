@@ -4,7 +4,7 @@ scheduler's prompt hashes, which must equal the ones workers report."""
 from __future__ import annotations
 
 from scheduler.cache_directory import CacheDirectory, prompt_block_hashes
-from workers.engine.block_hash import ImageSpan, extend_block_hashes
+from workers.contract.block_hash import ImageSpan, extend_block_hashes
 
 IMG = 99  # the image placeholder id
 BLOCK = 4

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from scheduler.cost_model import CostModel, TransferCosts, WorkerCosts, WorkerCostSnapshot
 from scheduler.stage import Stage
-from workers.cost_profile import DecodeCost, LinearCost, StepBudgets, WorkerProfile
+from workers.contract.cost_profile import DecodeCost, LinearCost, StepBudgets, WorkerProfile
 
 # Powers of two for alpha keep every EWMA step exact in floating point.
 ALPHA = 0.25

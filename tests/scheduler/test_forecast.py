@@ -15,7 +15,7 @@ from scheduler.forecast import (
 )
 from scheduler.request_class import RequestCost
 from scheduler.stage import Stage
-from workers.cost_profile import DecodeCost, LinearCost, StepBudgets, WorkerProfile
+from workers.contract.cost_profile import DecodeCost, LinearCost, StepBudgets, WorkerProfile
 
 PROFILE = WorkerProfile(
     encode=LinearCost(base_ms=10.0, per_unit_ms=1.0),

@@ -11,7 +11,7 @@ from scheduler.policy import EarliestCompletionPolicy, PlacementRequest, WorkerV
 from scheduler.request import RequestSpec
 from scheduler.request_class import RequestCost
 from scheduler.stage import Stage
-from workers.cost_profile import DecodeCost, LinearCost, StepBudgets, WorkerProfile
+from workers.contract.cost_profile import DecodeCost, LinearCost, StepBudgets, WorkerProfile
 
 BLOCK = 16
 IMG = 99

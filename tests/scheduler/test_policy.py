@@ -8,7 +8,7 @@ from scheduler.stage import Stage
 from scheduler.worker_registry import WorkerSlot
 from tests.scheduler.fake_transport import FakeTransport
 from tests.scheduler.fake_worker import FakeWorker
-from workers.protocol import WorkerLoad
+from workers.contract.messages import WorkerLoad
 
 
 def worker(worker_id, stages="EPD", num_active=0, is_draining=False, model="tiny"):

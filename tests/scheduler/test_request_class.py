@@ -14,7 +14,7 @@ from scheduler.request_class import (
     slo_targets,
 )
 from scheduler.slo import SloTargets
-from workers.protocol import ImageInput
+from workers.contract.messages import ImageInput
 
 IMG = 99
 CONFIG = SchedulerConfig()  # rock: >= 4 images, >= 2 000 000 pixels, >= 2048 prompt tokens

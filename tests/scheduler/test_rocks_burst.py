@@ -24,8 +24,8 @@ from scheduler.config import SchedulerConfig
 from scheduler.request import RequestSpec
 from scheduler.stage import Stage
 from tests.scheduler.harness import Cluster, cluster, collect, image, run, wait_until
-from workers.cost_profile import DecodeCost, LinearCost, StepBudgets, WorkerProfile
-from workers.engine.sampling_params import SamplingParams
+from workers.contract.cost_profile import DecodeCost, LinearCost, StepBudgets, WorkerProfile
+from workers.contract.sampling_params import SamplingParams
 
 NOW_S = 1_000.0  # the scheduler's clock, and every request's arrival
 IMAGE_TOKEN = 99

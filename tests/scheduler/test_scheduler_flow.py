@@ -20,7 +20,7 @@ from tests.scheduler.harness import (
     token_ids,
     wait_until,
 )
-from workers.protocol import DecodeJob, PrefillJob
+from workers.contract.messages import DecodeJob, PrefillJob
 
 
 def test_text_request_on_an_epd_worker_streams_its_tokens_with_no_transfer():

@@ -18,8 +18,8 @@ from tests.scheduler.harness import (
     token_ids,
     wait_until,
 )
-from workers.engine.errors import InvalidRequestError
-from workers.protocol import PrefillJob
+from workers.contract.errors import InvalidRequestError
+from workers.contract.messages import PrefillJob
 
 
 def test_cancel_aborts_on_every_worker_the_request_touched_and_ends_with_abort():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from scheduler.mode import SchedulingMode
 from scheduler.stage import Stage
 from scheduler.stage_queue import QueuedJob, StageQueue, wait_with_overtaking
 
@@ -12,7 +13,13 @@ MAX_WAIT_MS = 1_000.0
 
 def queue(by_slack=True, max_wait_ms=MAX_WAIT_MS, arrival_window_ms=0.0):
     """By default the queue forecasts no overtaking (see the tests at the end for that)."""
-    return StageQueue(Stage.PREFILL, by_slack, max_wait_ms, arrival_window_ms)
+    mode = SchedulingMode.SLO if by_slack else SchedulingMode.FCFS
+    return StageQueue(
+        stage=Stage.PREFILL,
+        mode=mode,
+        low_priority_max_wait_ms=max_wait_ms,
+        arrival_window_ms=arrival_window_ms,
+    )
 
 
 def job(request_id, latest_start_ms, enqueued_ms=0.0, predicted_ms=10.0, is_low_priority=False):
@@ -220,4 +227,4 @@ def test_nothing_overtakes_an_urgent_job_or_a_job_in_a_fcfs_queue():
         urgent = job("urgent", latest_start_ms=550.0, enqueued_ms=500.0)
         urgent.seq = 1 << 62
         # Slack order: sand sorts after it and later sand starts later still; FCFS: the queue.
-        assert q.work_ahead_ms(urgent, now_ms=500.0) == (0.0 if q.by_slack else 100.0)
+        assert q.work_ahead_ms(urgent, now_ms=500.0) == (0.0 if q.mode.is_slo_aware else 100.0)

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 import pytest
 
+from workers.contract.block_hash import ImageSpan
+from workers.contract.sampling_params import SamplingParams
 from workers.engine.batcher import Batcher, BatcherConfig, BatchPlan, TokenEvent
-from workers.engine.block_hash import ImageSpan
 from workers.engine.block_manager import BlockPool
 from workers.engine.request import Request
-from workers.engine.sampling_params import SamplingParams
 
 VOCAB = 97  # the fake model samples `sum(token ids) % VOCAB`, so 97 and up are never sampled
 EOS = 1000  # default end-of-sequence id: never sampled
@@ -62,18 +62,23 @@ class FakeEngine:
         **params,
     ) -> Request:
         request = Request(
-            request_id, list(prompt), SamplingParams(max_tokens=max_tokens, **params),
-            image_spans=list(image_spans), priority=priority,
-        )  # fmt: skip
+            request_id=request_id,
+            prompt_token_ids=list(prompt),
+            sampling_params=SamplingParams(max_tokens=max_tokens, **params),
+            image_spans=list(image_spans),
+            priority=priority,
+        )
         self.batcher.add(request)
         return request
 
     def add_prefilled(self, request_id: str, prompt: Sequence[int], max_tokens: int) -> Request:
         """A request whose prompt KV (and first token) came from a prefill worker."""
         request = Request(
-            request_id, list(prompt), SamplingParams(max_tokens=max_tokens),
+            request_id=request_id,
+            prompt_token_ids=list(prompt),
+            sampling_params=SamplingParams(max_tokens=max_tokens),
             prompt_kv=tuple(prompt),
-        )  # fmt: skip
+        )
         request.token_ids.append(next_token(prompt))
         self.batcher.add(request)
         return request

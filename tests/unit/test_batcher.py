@@ -6,9 +6,9 @@ it reads, so every completed request is also compared against running it alone.
 
 from __future__ import annotations
 
+from workers.contract.sampling_params import SamplingParams
 from workers.engine.batcher import BatchPlan
 from workers.engine.request import Request, RequestStatus
-from workers.engine.sampling_params import SamplingParams
 
 
 def batch(plan: BatchPlan) -> list[tuple[str, int]]:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from workers.engine.block_hash import ROOT_HASH, ImageSpan, extend_block_hashes, hash_block
+from workers.contract.block_hash import ROOT_HASH, ImageSpan, extend_block_hashes, hash_block
 
 TOKENS = list(range(100, 112))  # three blocks of 4
 
@@ -80,7 +80,10 @@ def test_an_image_ending_on_a_block_boundary_is_not_a_key_of_the_next_block():
 
 
 def test_every_image_in_a_block_is_a_key_of_that_block():
-    spans = [ImageSpan(offset=0, length=1, image_hash="img-a"), ImageSpan(2, 1, "img-b")]
+    spans = [
+        ImageSpan(offset=0, length=1, image_hash="img-a"),
+        ImageSpan(offset=2, length=1, image_hash="img-b"),
+    ]
 
     assert hashes_of(TOKENS[:4], spans=spans) == [
         hash_block(ROOT_HASH, TOKENS[:4], ["img-a", "img-b"])
@@ -89,8 +92,8 @@ def test_every_image_in_a_block_is_a_key_of_that_block():
 
 
 def test_same_tokens_with_a_different_image_hash_differently_in_every_block():
-    with_a = hashes_of(TOKENS, spans=[ImageSpan(0, 2, "img-a")])
-    with_b = hashes_of(TOKENS, spans=[ImageSpan(0, 2, "img-b")])
+    with_a = hashes_of(TOKENS, spans=[ImageSpan(offset=0, length=2, image_hash="img-a")])
+    with_b = hashes_of(TOKENS, spans=[ImageSpan(offset=0, length=2, image_hash="img-b")])
     without = hashes_of(TOKENS)
 
     assert all(a != b for a, b in zip(with_a, with_b, strict=True))
@@ -99,7 +102,7 @@ def test_same_tokens_with_a_different_image_hash_differently_in_every_block():
 
 def test_block_hash_is_the_same_in_every_process():
     script = (
-        "from workers.engine.block_hash import ROOT_HASH, hash_block;"
+        "from workers.contract.block_hash import ROOT_HASH, hash_block;"
         "print(hash_block(ROOT_HASH, [1, 2, 3, 4], ['img']).hex())"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from workers.cache_delta import CacheDelta
 from workers.engine.block_manager import BlockPool
-from workers.engine.cache_delta import CacheDelta
 from workers.engine.embedding_cache import EmbeddingCache
-from workers.engine.messages import ImageEmbedding
+from workers.engine_messages import ImageEmbedding
 
 
 def delta(added=(), removed=()) -> CacheDelta:
@@ -79,7 +79,7 @@ def test_block_pool_reset_reports_every_hash_it_forgets():
 
 
 def embedding(key: str) -> ImageEmbedding:
-    return ImageEmbedding(key, np.zeros((1, 1), np.float32))
+    return ImageEmbedding(image_hash=key, embeddings=np.zeros((1, 1), np.float32))
 
 
 def test_embedding_cache_reports_new_keys_and_lru_evictions_but_not_refreshes():

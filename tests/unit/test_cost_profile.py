@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from workers.cost_profile import DecodeCost, LinearCost, StepBudgets, derive_budgets
+from workers.contract.cost_profile import DecodeCost, LinearCost, StepBudgets, derive_budgets
 
 
 def test_linear_fit_recovers_collinear_points_exactly():
-    assert LinearCost.fit([(0, 1.5), (4, 3.5), (8, 5.5)]) == LinearCost(1.5, 0.5)
+    assert LinearCost.fit([(0, 1.5), (4, 3.5), (8, 5.5)]) == LinearCost(
+        base_ms=1.5, per_unit_ms=0.5
+    )
 
 
 def test_decode_fit_recovers_a_plane_of_batch_and_context_exactly():
@@ -20,12 +22,12 @@ def test_decode_fit_recovers_a_plane_of_batch_and_context_exactly():
 
 def test_a_negative_slope_is_clamped_to_zero_and_the_base_refit():
     # Faster with more units (noise): a flat cost at the mean.
-    assert LinearCost.fit([(0, 5.0), (10, 3.0)]) == LinearCost(4.0, 0.0)
+    assert LinearCost.fit([(0, 5.0), (10, 3.0)]) == LinearCost(base_ms=4.0, per_unit_ms=0.0)
 
 
 def test_a_negative_base_is_clamped_to_zero_and_the_slope_refit_through_the_origin():
     # Unclamped: -1 + 0.2 * units. Through the origin: (10*1 + 20*3) / (10^2 + 20^2).
-    assert LinearCost.fit([(10, 1.0), (20, 3.0)]) == LinearCost(0.0, 0.14)
+    assert LinearCost.fit([(10, 1.0), (20, 3.0)]) == LinearCost(base_ms=0.0, per_unit_ms=0.14)
 
 
 def test_fitting_no_points_is_an_error():
@@ -57,7 +59,7 @@ def test_an_encoder_fitted_as_free_gets_the_image_ceiling():
     free = LinearCost(base_ms=0.0, per_unit_ms=0.0)
     # The reference decode step (26 ms) leaves 74 of 100 ms: any number of free images fits.
     assert derive_budgets(None, DECODE, free, 100.0, 16, 8, 256, 512, 16, 64) == StepBudgets(
-        512, 64
+        max_num_batched_tokens=512, max_encode_images=64
     )
 
 
@@ -72,4 +74,8 @@ def test_a_worker_that_does_not_decode_has_no_tpot_to_protect_and_keeps_the_ceil
     only_encode = derive_budgets(None, None, ENCODE, 42.0, 16, 8, 256, 512, 16, 64)
     encode_and_prefill = derive_budgets(PREFILL, None, ENCODE, 42.0, 16, 8, 256, 512, 16, 64)
 
-    assert only_encode == encode_and_prefill == StepBudgets(512, 64)
+    assert (
+        only_encode
+        == encode_and_prefill
+        == StepBudgets(max_num_batched_tokens=512, max_encode_images=64)
+    )

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import random
 
+from workers.contract.block_hash import ImageSpan
 from workers.engine.batcher import BatchPlan
-from workers.engine.block_hash import ImageSpan
 from workers.engine.request import RequestStatus
 
 PROMPTS = {"a": [1, 2, 3, 4], "b": [5, 6, 7, 8], "c": [9, 10, 11, 12]}
@@ -182,7 +182,7 @@ def test_random_workload_under_block_pressure_loses_no_request(make_engine):
         if i % 7 == 3:
             engine.add_prefilled(name, prompt, max_tokens)
         else:
-            image = [ImageSpan(0, 2, f"img{i % 2}")] if i % 5 == 0 else []
+            image = [ImageSpan(offset=0, length=2, image_hash=f"img{i % 2}")] if i % 5 == 0 else []
             engine.add(name, prompt, max_tokens, image_spans=image)
         expected[name] = engine.reference_output(prompt, max_tokens)
     aborted = set()

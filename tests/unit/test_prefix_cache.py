@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.engine.block_hash import ImageSpan, extend_block_hashes
+from workers.contract.block_hash import ImageSpan, extend_block_hashes
 
 PROMPT = list(range(1, 11))  # two full blocks of 4 and a partial one
 
@@ -87,21 +87,29 @@ def test_one_block_prompt_seen_before_is_computed_again(make_engine):
 
 def test_same_tokens_with_a_different_image_never_hit(make_engine):
     engine = make_engine(block_size=4)
-    engine.add("a", PROMPT, max_tokens=1, image_spans=[ImageSpan(2, 3, "img-a")])
+    engine.add(
+        "a", PROMPT, max_tokens=1, image_spans=[ImageSpan(offset=2, length=3, image_hash="img-a")]
+    )
     engine.run_to_completion()
 
-    other = engine.add("b", PROMPT, max_tokens=1, image_spans=[ImageSpan(2, 3, "img-b")])
+    other = engine.add(
+        "b", PROMPT, max_tokens=1, image_spans=[ImageSpan(offset=2, length=3, image_hash="img-b")]
+    )
     assert first_batch(engine) == [("b", 10)]
     assert other.num_cached_tokens == 0
 
-    same = engine.add("c", PROMPT, max_tokens=1, image_spans=[ImageSpan(2, 3, "img-a")])
+    same = engine.add(
+        "c", PROMPT, max_tokens=1, image_spans=[ImageSpan(offset=2, length=3, image_hash="img-a")]
+    )
     assert first_batch(engine) == [("c", 2)]
     assert same.num_cached_tokens == 8
 
 
 def test_text_only_request_does_not_hit_blocks_computed_with_an_image(make_engine):
     engine = make_engine(block_size=4)
-    engine.add("a", PROMPT, max_tokens=1, image_spans=[ImageSpan(6, 2, "img-a")])
+    engine.add(
+        "a", PROMPT, max_tokens=1, image_spans=[ImageSpan(offset=6, length=2, image_hash="img-a")]
+    )
     engine.run_to_completion()
 
     text_only = engine.add("b", PROMPT, max_tokens=1)

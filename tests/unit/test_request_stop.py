@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from workers.contract.sampling_params import SamplingParams
 from workers.engine.request import Request, RequestStatus
-from workers.engine.sampling_params import SamplingParams
 
 EOS = 2
 PROMPT = [10, 11, 12]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from workers.engine.errors import InvalidRequestError, InvalidSamplingParamsError
-from workers.engine.sampling_params import MAX_SEED, SamplingParams
+from workers.contract.errors import InvalidRequestError, InvalidSamplingParamsError
+from workers.contract.sampling_params import MAX_SEED, SamplingParams
 
 
 def test_defaults_are_greedy_sixteen_tokens():

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tests.workers.support import ImageRequest, image_request
-from workers.engine.config import EngineConfig
+from workers.contract.engine_config import EngineConfig
+from workers.contract.worker_config import WorkerConfig
 from workers.transport import InProcessTransport
-from workers.worker import WorkerConfig, WorkerCore
+from workers.worker import WorkerCore
 
 
 @pytest.fixture
@@ -23,8 +24,8 @@ def start_worker(tiny_model_dir, transport):
 
     def start(worker_id: str, stages: str, **engine_options) -> WorkerCore:
         options = {"num_kv_blocks": 32, **engine_options}
-        engine = EngineConfig(str(tiny_model_dir), stages=stages, **options)
-        started.append(WorkerCore(WorkerConfig(worker_id, engine), transport))
+        engine = EngineConfig(model_dir=str(tiny_model_dir), stages=stages, **options)
+        started.append(WorkerCore(WorkerConfig(worker_id=worker_id, engine=engine), transport))
         return started[-1]
 
     yield start

@@ -11,11 +11,17 @@ from pathlib import Path
 from PIL import Image
 
 from tests.support import make_image
-from workers.engine.image_processor import image_hash
+from workers.contract.images import image_hash
+from workers.contract.messages import (
+    EmbeddingInput,
+    EncodeJob,
+    ImageInput,
+    PrefillJob,
+    WorkerEvents,
+)
+from workers.contract.sampling_params import SamplingParams
 from workers.engine.model_config import ModelConfig
 from workers.engine.prompt import PromptBuilder
-from workers.engine.sampling_params import SamplingParams
-from workers.protocol import EmbeddingInput, EncodeJob, ImageInput, PrefillJob, WorkerEvents
 
 DEADLINE_S = 60.0
 GREEDY = SamplingParams(max_tokens=8, ignore_eos=True, seed=0)
@@ -27,7 +33,7 @@ class ImageRequest:
     image: ImageInput
 
     def encode_job(self, request_id: str, export: bool = True) -> EncodeJob:
-        return EncodeJob(request_id, [self.image], export)
+        return EncodeJob(request_id=request_id, images=[self.image], export=export)
 
 
 def image_request(model_dir: Path, seed: int = 1, text: str = "What is it?") -> ImageRequest:
@@ -41,7 +47,7 @@ def image_input(image: Image.Image) -> ImageInput:
     """What the ingress sends a worker: PNG bytes and the decoded pixels' hash."""
     png = io.BytesIO()
     image.save(png, format="PNG")
-    return ImageInput(image_hash(image), png.getvalue())
+    return ImageInput(image_hash=image_hash(image), data=png.getvalue())
 
 
 def distinct_images(count: int, first_seed: int = 100) -> list[ImageInput]:
@@ -89,9 +95,15 @@ def colocated_tokens(worker, request: ImageRequest, request_id: str) -> list[int
     """The tokens of `request` on one EPD worker, embeddings taken from its own cache."""
     worker.submit_encode(request.encode_job(request_id, export=False))
     poll_until(worker.poll, has("encodes"))
-    cached = [EmbeddingInput(request.image.image_hash, ref=None)]
+    cached = [EmbeddingInput(image_hash=request.image.image_hash, ref=None)]
     worker.submit_prefill(
-        PrefillJob(request_id, request.prompt_token_ids, GREEDY, cached, decode_here=True)
+        PrefillJob(
+            request_id=request_id,
+            prompt_token_ids=request.prompt_token_ids,
+            sampling_params=GREEDY,
+            images=cached,
+            decode_here=True,
+        )
     )
     return token_ids(poll_until(worker.poll, is_finished(request_id)), request_id)
 

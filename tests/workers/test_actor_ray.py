@@ -14,7 +14,6 @@ import pytest
 
 from cluster.config import ClusterConfig, parse_pools
 from cluster.pools import PoolManager, RayWorkerLauncher
-from cluster.worker_client import WorkerUnavailableError
 from tests.workers.support import (
     GREEDY,
     colocated_tokens,
@@ -23,10 +22,12 @@ from tests.workers.support import (
     is_finished,
     token_ids,
 )
-from workers.engine.config import EngineConfig
-from workers.protocol import DecodeJob, PrefillJob, TransferRef, WorkerEvents
+from workers.contract.engine_config import EngineConfig
+from workers.contract.messages import DecodeJob, PrefillJob, TransferRef, WorkerEvents
+from workers.contract.worker_config import WorkerConfig
+from workers.ray_client import WorkerUnavailableError
 from workers.transport import InProcessTransport
-from workers.worker import WorkerConfig, WorkerCore
+from workers.worker import WorkerCore
 
 DEADLINE_S = 120.0
 
@@ -64,7 +65,7 @@ async def poll_until_async(client, is_done) -> list[WorkerEvents]:
 
 
 def colocated_run(tiny_model_dir, request) -> list[int]:
-    config = WorkerConfig("epd-0", EngineConfig(str(tiny_model_dir)))
+    config = WorkerConfig(worker_id="epd-0", engine=EngineConfig(model_dir=str(tiny_model_dir)))
     worker = WorkerCore(config, InProcessTransport())
     try:
         return colocated_tokens(worker, request, "r1")
@@ -78,9 +79,15 @@ async def encode_and_prefill(manager, request, request_id):
     seen = await poll_until_async(encoder, has("encodes"))
     [encoded] = [done for events in seen for done in events.encodes]
     await prefiller.submit_prefill(
-        PrefillJob(request_id, request.prompt_token_ids, GREEDY, encoded.embeddings,
-                   decode_here=False, expected_epochs={encoder.worker_id: seen[-1].epoch})
-    )  # fmt: skip
+        PrefillJob(
+            request_id=request_id,
+            prompt_token_ids=request.prompt_token_ids,
+            sampling_params=GREEDY,
+            images=encoded.embeddings,
+            decode_here=False,
+            expected_epochs={encoder.worker_id: seen[-1].epoch},
+        )
+    )
     seen = await poll_until_async(prefiller, has("prefills"))
     [prefill] = [done for events in seen for done in events.prefills]
     await encoder.release([e.ref.transfer_id for e in encoded.embeddings])
@@ -96,10 +103,17 @@ def test_actors_pass_a_request_through_the_object_store_with_the_colocated_token
         prefill, prefill_epoch = await encode_and_prefill(manager, cat_request, "r1")
         [prefiller], [decoder] = manager.workers("prefill"), manager.workers("decode")
         await decoder.submit_decode(
-            DecodeJob("r1", cat_request.prompt_token_ids, GREEDY, prefill.first_token_id,
-                      prefill.image_spans, prefill.kv, prefill.kv_dtype,
-                      {prefiller.worker_id: prefill_epoch})
-        )  # fmt: skip
+            DecodeJob(
+                request_id="r1",
+                prompt_token_ids=cat_request.prompt_token_ids,
+                sampling_params=GREEDY,
+                first_token_id=prefill.first_token_id,
+                image_spans=prefill.image_spans,
+                kv=prefill.kv,
+                kv_dtype=prefill.kv_dtype,
+                expected_epochs={prefiller.worker_id: prefill_epoch},
+            )
+        )
         seen = await poll_until_async(decoder, is_finished("r1"))
         consumed = [c.transfer_id for events in seen for c in events.consumed]
         await prefiller.release(consumed)
@@ -117,10 +131,17 @@ def test_a_decode_actor_rejects_kv_from_a_stale_epoch(manager, run, cat_request)
         prefill, prefill_epoch = await encode_and_prefill(manager, cat_request, "r2")
         [prefiller], [decoder] = manager.workers("prefill"), manager.workers("decode")
         await decoder.submit_decode(
-            DecodeJob("r2", cat_request.prompt_token_ids, GREEDY, prefill.first_token_id,
-                      prefill.image_spans, prefill.kv, prefill.kv_dtype,
-                      {prefiller.worker_id: prefill_epoch - 1})
-        )  # fmt: skip
+            DecodeJob(
+                request_id="r2",
+                prompt_token_ids=cat_request.prompt_token_ids,
+                sampling_params=GREEDY,
+                first_token_id=prefill.first_token_id,
+                image_spans=prefill.image_spans,
+                kv=prefill.kv,
+                kv_dtype=prefill.kv_dtype,
+                expected_epochs={prefiller.worker_id: prefill_epoch - 1},
+            )
+        )
         seen = await poll_until_async(decoder, has("failures"))
         await prefiller.release([prefill.kv.transfer_id])
         return seen, await decoder.load()
@@ -137,8 +158,25 @@ def test_scaling_down_drains_the_decode_actor_then_retires_it(manager, run):
 
     async def scale_down():
         change = await manager.scale("decode", 0)
-        kv = TransferRef("prefill-0/x", [None], 0, 0, "prefill-0", 1)
-        await decoder.submit_decode(DecodeJob("late", [5, 6], GREEDY, 7, [], kv, "float32"))
+        kv = TransferRef(
+            transfer_id="prefill-0/x",
+            handle=[None],
+            nbytes=0,
+            checksum=0,
+            producer_id="prefill-0",
+            producer_epoch=1,
+        )
+        await decoder.submit_decode(
+            DecodeJob(
+                request_id="late",
+                prompt_token_ids=[5, 6],
+                sampling_params=GREEDY,
+                first_token_id=7,
+                image_spans=[],
+                kv=kv,
+                kv_dtype="float32",
+            )
+        )
         seen = await poll_until_async(decoder, has("failures"))
         return change, seen, await manager.retire_idle()
 

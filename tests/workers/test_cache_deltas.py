@@ -4,9 +4,9 @@ one, so that the scheduler's copy of them (listed once by `load()`) stays exact.
 from __future__ import annotations
 
 from tests.workers.support import has, is_finished, poll_until, wait_for
-from workers.engine.block_hash import ROOT_HASH, hash_block
-from workers.engine.sampling_params import SamplingParams
-from workers.protocol import PrefillJob, WorkerEvents
+from workers.contract.block_hash import ROOT_HASH, hash_block
+from workers.contract.messages import PrefillJob, WorkerEvents
+from workers.contract.sampling_params import SamplingParams
 
 ONE_TOKEN = SamplingParams(max_tokens=1, ignore_eos=True, seed=0)
 FIRST = list(range(5, 45))  # 40 tokens: 2 full blocks of 16, and 8 more
@@ -23,7 +23,15 @@ def block_hashes(prompt: list[int], num_blocks: int) -> list[str]:
 
 
 def prefill(worker, request_id: str, prompt: list[int]) -> None:
-    worker.submit_prefill(PrefillJob(request_id, prompt, ONE_TOKEN, [], decode_here=True))
+    worker.submit_prefill(
+        PrefillJob(
+            request_id=request_id,
+            prompt_token_ids=prompt,
+            sampling_params=ONE_TOKEN,
+            images=[],
+            decode_here=True,
+        )
+    )
 
 
 def changes(seen: list[WorkerEvents]) -> tuple[list[str], list[str]]:

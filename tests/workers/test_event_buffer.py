@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from workers.contract.messages import TokenDelta, WorkerLoad
 from workers.event_buffer import EventBuffer
-from workers.protocol import TokenDelta, WorkerLoad
 
-LOAD = WorkerLoad("pd-0", 1, "PD", False, 0, 0, 0, 32, 0, 0)
+LOAD = WorkerLoad(
+    worker_id="pd-0",
+    epoch=1,
+    stages="PD",
+    is_draining=False,
+    num_encode_queued=0,
+    num_waiting=0,
+    num_running=0,
+    num_kv_blocks=32,
+    num_kv_blocks_used=0,
+    num_kv_blocks_cached=0,
+)
 
 
 def turn(*deltas: TokenDelta, step_ms: float = 2.0) -> EventBuffer:
@@ -17,23 +28,56 @@ def turn(*deltas: TokenDelta, step_ms: float = 2.0) -> EventBuffer:
 
 def test_three_missed_steps_arrive_as_one_delta_per_request_with_summed_steps():
     first = TokenDelta(
-        "a", [7], None, num_cached_tokens=16, prefill_queue_ms=1.5, prefill_compute_ms=2.0
+        request_id="a",
+        token_ids=[7],
+        finish_reason=None,
+        num_cached_tokens=16,
+        prefill_queue_ms=1.5,
+        prefill_compute_ms=2.0,
     )
     published = EventBuffer()
     published.merge(turn(first))
-    published.merge(turn(TokenDelta("a", [8], None, 1, 2.0, decode_queue_ms=0.5)))
-    published.merge(turn(TokenDelta("a", [9], "length", 1, 2.0), TokenDelta("b", [3], None)))
+    published.merge(
+        turn(
+            TokenDelta(
+                request_id="a",
+                token_ids=[8],
+                finish_reason=None,
+                num_decode_steps=1,
+                decode_compute_ms=2.0,
+                decode_queue_ms=0.5,
+            )
+        )
+    )
+    published.merge(
+        turn(
+            TokenDelta(
+                request_id="a",
+                token_ids=[9],
+                finish_reason="length",
+                num_decode_steps=1,
+                decode_compute_ms=2.0,
+            ),
+            TokenDelta(request_id="b", token_ids=[3], finish_reason=None),
+        )
+    )
     message = published.to_message("pd-0", 1, LOAD)
 
     assert (message.num_steps, message.step_ms) == (3, 6.0)
     assert message.tokens == [
         TokenDelta(
-            "a", [7, 8, 9], "length", num_decode_steps=2, decode_compute_ms=4.0,
-            decode_queue_ms=0.5, num_cached_tokens=16, prefill_queue_ms=1.5,
+            request_id="a",
+            token_ids=[7, 8, 9],
+            finish_reason="length",
+            num_decode_steps=2,
+            decode_compute_ms=4.0,
+            decode_queue_ms=0.5,
+            num_cached_tokens=16,
+            prefill_queue_ms=1.5,
             prefill_compute_ms=2.0,
         ),
-        TokenDelta("b", [3], None),
-    ]  # fmt: skip
+        TokenDelta(request_id="b", token_ids=[3], finish_reason=None),
+    ]
 
 
 def test_cache_changes_of_several_missed_turns_arrive_net():

@@ -14,8 +14,8 @@ from tests.workers.support import (
     poll_until,
     token_ids,
 )
-from workers.engine.sampling_params import SamplingParams
-from workers.protocol import DecodeJob, PrefillDone, PrefillJob
+from workers.contract.messages import DecodeJob, PrefillDone, PrefillJob
+from workers.contract.sampling_params import SamplingParams
 
 LONG = SamplingParams(max_tokens=200, ignore_eos=True, seed=0)
 PROMPT = list(range(5, 25))
@@ -40,23 +40,45 @@ class StalledFetch:
 
 
 def handed_off(prefiller, request_id: str) -> PrefillDone:
-    prefiller.submit_prefill(PrefillJob(request_id, PROMPT, GREEDY, [], decode_here=False))
+    prefiller.submit_prefill(
+        PrefillJob(
+            request_id=request_id,
+            prompt_token_ids=PROMPT,
+            sampling_params=GREEDY,
+            images=[],
+            decode_here=False,
+        )
+    )
     [done] = [d for e in poll_until(prefiller.poll, has("prefills")) for d in e.prefills]
     return done
 
 
 def decode_job(done: PrefillDone, epoch: int) -> DecodeJob:
     return DecodeJob(
-        done.request_id, PROMPT, GREEDY, done.first_token_id, done.image_spans, done.kv,
-        done.kv_dtype, {"p-0": epoch},
-    )  # fmt: skip
+        request_id=done.request_id,
+        prompt_token_ids=PROMPT,
+        sampling_params=GREEDY,
+        first_token_id=done.first_token_id,
+        image_spans=done.image_spans,
+        kv=done.kv,
+        kv_dtype=done.kv_dtype,
+        expected_epochs={"p-0": epoch},
+    )
 
 
 def test_running_requests_keep_going_while_another_jobs_kv_is_fetched(
     start_worker, transport, monkeypatch
 ):
     prefiller, decoder = start_worker("p-0", "P"), start_worker("d-0", "PD")
-    decoder.submit_prefill(PrefillJob("running", PROMPT, LONG, [], decode_here=True))
+    decoder.submit_prefill(
+        PrefillJob(
+            request_id="running",
+            prompt_token_ids=PROMPT,
+            sampling_params=LONG,
+            images=[],
+            decode_here=True,
+        )
+    )
     poll_until(decoder.poll, lambda seen: token_ids(seen, "running") != [])
     slow = handed_off(prefiller, "slow")
     stalled = StalledFetch(transport, slow.kv.transfer_id)
@@ -65,7 +87,15 @@ def test_running_requests_keep_going_while_another_jobs_kv_is_fetched(
         decoder.submit_decode(decode_job(slow, prefiller.epoch))
         assert stalled.is_stalled.wait(DEADLINE_S)
         assert (decoder.load().num_waiting, decoder.is_idle()) == (1, False)
-        decoder.submit_prefill(PrefillJob("quick", PROMPT, GREEDY, [], decode_here=True))
+        decoder.submit_prefill(
+            PrefillJob(
+                request_id="quick",
+                prompt_token_ids=PROMPT,
+                sampling_params=GREEDY,
+                images=[],
+                decode_here=True,
+            )
+        )
         during = poll_until(
             decoder.poll,
             lambda seen: len(token_ids(seen, "running")) >= 3 and is_finished("quick")(seen),

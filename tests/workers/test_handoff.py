@@ -18,13 +18,14 @@ from tests.workers.support import (
     token_ids,
     wait_for,
 )
-from workers.engine.config import EngineConfig
+from workers.contract.engine_config import EngineConfig
+from workers.contract.messages import DecodeJob, EmbeddingInput, PrefillJob, TokenDelta
+from workers.contract.worker_config import WorkerConfig
 from workers.engine.engine import Engine
 from workers.local_client import LocalWorkerClient
-from workers.protocol import DecodeJob, EmbeddingInput, PrefillJob, TokenDelta
 from workers.stage_runner import StageRunner
 from workers.transport import TransferError
-from workers.worker import WorkerConfig, WorkerCore
+from workers.worker import WorkerCore
 
 
 def test_encode_prefill_decode_on_three_workers_gives_the_colocated_tokens(
@@ -43,9 +44,15 @@ def test_encode_prefill_decode_on_three_workers_gives_the_colocated_tokens(
     [embedding] = encoded.embeddings
     assert embedding.image_hash == cat_request.image.image_hash
     prefiller.submit_prefill(
-        PrefillJob("r1", cat_request.prompt_token_ids, GREEDY, encoded.embeddings,
-                   decode_here=False, expected_epochs={"e-0": encoder.epoch})
-    )  # fmt: skip
+        PrefillJob(
+            request_id="r1",
+            prompt_token_ids=cat_request.prompt_token_ids,
+            sampling_params=GREEDY,
+            images=encoded.embeddings,
+            decode_here=False,
+            expected_epochs={"e-0": encoder.epoch},
+        )
+    )
     seen = poll_until(prefiller.poll, has("prefills"))
     [prefill] = [done for events in seen for done in events.prefills]
     consumed = [c for events in seen for c in events.consumed]
@@ -62,9 +69,17 @@ def test_encode_prefill_decode_on_three_workers_gives_the_colocated_tokens(
     assert not [d for events in seen for d in events.tokens]  # the first token rides PrefillDone
 
     decoder.submit_decode(
-        DecodeJob("r1", cat_request.prompt_token_ids, GREEDY, prefill.first_token_id,
-                  prefill.image_spans, prefill.kv, prefill.kv_dtype, {"p-0": prefiller.epoch})
-    )  # fmt: skip
+        DecodeJob(
+            request_id="r1",
+            prompt_token_ids=cat_request.prompt_token_ids,
+            sampling_params=GREEDY,
+            first_token_id=prefill.first_token_id,
+            image_spans=prefill.image_spans,
+            kv=prefill.kv,
+            kv_dtype=prefill.kv_dtype,
+            expected_epochs={"p-0": prefiller.epoch},
+        )
+    )
     decoded = poll_until(decoder.poll, is_finished("r1"))
     assert [prefill.first_token_id] + token_ids(decoded, "r1") == expected
     assert finish_reason(decoded, "r1") == "length"
@@ -80,7 +95,7 @@ def test_embeddings_kept_for_a_prefill_on_the_same_worker_never_enter_the_transp
     worker.submit_encode(cat_request.encode_job("r1", export=False))
     [encoded] = [d for events in poll_until(worker.poll, has("encodes")) for d in events.encodes]
 
-    assert encoded.embeddings == [EmbeddingInput(cat_request.image.image_hash, ref=None)]
+    assert encoded.embeddings == [EmbeddingInput(image_hash=cat_request.image.image_hash, ref=None)]
     assert (transport.held("epd-0"), worker.is_idle()) == ([], True)
     assert worker.load().embedding_cache_keys == [cat_request.image.image_hash]
 
@@ -102,14 +117,28 @@ def test_a_prefill_worker_reuses_embeddings_it_imported_before(start_worker, cat
     [encoded] = [d for events in poll_until(encoder.poll, has("encodes")) for d in events.encodes]
     prompt = cat_request.prompt_token_ids
     prefiller.submit_prefill(
-        PrefillJob("turn-1", prompt, GREEDY, encoded.embeddings, decode_here=True,
-                   expected_epochs={"e-0": encoder.epoch})
-    )  # fmt: skip
+        PrefillJob(
+            request_id="turn-1",
+            prompt_token_ids=prompt,
+            sampling_params=GREEDY,
+            images=encoded.embeddings,
+            decode_here=True,
+            expected_epochs={"e-0": encoder.epoch},
+        )
+    )
     first = token_ids(poll_until(prefiller.poll, is_finished("turn-1")), "turn-1")
     assert prefiller.load().embedding_cache_keys == [cat_request.image.image_hash]
 
-    cached = [EmbeddingInput(cat_request.image.image_hash, ref=None)]
-    prefiller.submit_prefill(PrefillJob("turn-2", prompt, GREEDY, cached, decode_here=True))
+    cached = [EmbeddingInput(image_hash=cat_request.image.image_hash, ref=None)]
+    prefiller.submit_prefill(
+        PrefillJob(
+            request_id="turn-2",
+            prompt_token_ids=prompt,
+            sampling_params=GREEDY,
+            images=cached,
+            decode_here=True,
+        )
+    )
     assert token_ids(poll_until(prefiller.poll, is_finished("turn-2")), "turn-2") == first
 
 
@@ -117,7 +146,15 @@ def test_tokens_of_concurrent_requests_arrive_together_one_delta_per_request(sta
     worker = start_worker("epd-0", "EPD")
     prompts = {"a": list(range(5, 25)), "b": list(range(40, 55))}
     for request_id, prompt in prompts.items():
-        worker.submit_prefill(PrefillJob(request_id, prompt, GREEDY, [], decode_here=True))
+        worker.submit_prefill(
+            PrefillJob(
+                request_id=request_id,
+                prompt_token_ids=prompt,
+                sampling_params=GREEDY,
+                images=[],
+                decode_here=True,
+            )
+        )
     wait_for(lambda: worker.load().num_active == 0)
     [everything] = [worker.poll(0.0)]
     assert [(d.request_id, len(d.token_ids), d.finish_reason) for d in everything.tokens] == [
@@ -126,7 +163,15 @@ def test_tokens_of_concurrent_requests_arrive_together_one_delta_per_request(sta
     assert everything.step_ms > 0
 
     for request_id, prompt in prompts.items():
-        worker.submit_prefill(PrefillJob(f"{request_id}2", prompt, GREEDY, [], decode_here=True))
+        worker.submit_prefill(
+            PrefillJob(
+                request_id=f"{request_id}2",
+                prompt_token_ids=prompt,
+                sampling_params=GREEDY,
+                images=[],
+                decode_here=True,
+            )
+        )
     streamed = poll_until(worker.poll, lambda s: is_finished("a2")(s) and is_finished("b2")(s))
     for events in streamed:
         request_ids = [d.request_id for d in events.tokens]
@@ -139,7 +184,15 @@ def test_tokens_of_concurrent_requests_arrive_together_one_delta_per_request(sta
 
 def test_a_late_poll_gets_every_step_in_one_message_with_exact_step_counts(start_worker):
     worker = start_worker("pd-0", "PD")
-    worker.submit_prefill(PrefillJob("r1", list(range(5, 25)), GREEDY, [], decode_here=True))
+    worker.submit_prefill(
+        PrefillJob(
+            request_id="r1",
+            prompt_token_ids=list(range(5, 25)),
+            sampling_params=GREEDY,
+            images=[],
+            decode_here=True,
+        )
+    )
     wait_for(lambda: worker.load().num_active == 0)
     events = worker.poll(0.0)
 
@@ -157,7 +210,15 @@ def test_a_colocated_request_reports_its_prefix_cache_hits_with_its_first_token(
     prompt = list(range(5, 25))  # its first block of 16 tokens can be cached
     cached = {}
     for request_id in ("r1", "r2"):
-        worker.submit_prefill(PrefillJob(request_id, prompt, GREEDY, [], decode_here=True))
+        worker.submit_prefill(
+            PrefillJob(
+                request_id=request_id,
+                prompt_token_ids=prompt,
+                sampling_params=GREEDY,
+                images=[],
+                decode_here=True,
+            )
+        )
         seen = poll_until(worker.poll, is_finished(request_id))
         deltas = [d for events in seen for d in events.tokens if d.request_id == request_id]
         cached[request_id] = [
@@ -187,11 +248,24 @@ def test_release_frees_the_producers_copy(start_worker, transport, cat_request):
 def test_a_decoder_keeps_a_private_copy_of_imported_kv_so_the_producer_can_free_it(
     tiny_model_dir, transport
 ):
-    decoder = StageRunner("d-0", 1, Engine(EngineConfig(str(tiny_model_dir), "D")), transport)
+    decoder = StageRunner(
+        "d-0", 1, Engine(EngineConfig(model_dir=str(tiny_model_dir), stages="D")), transport
+    )
     layout, prompt = decoder.fetcher.kv_layout, [5, 6, 7, 8, 9]
     shape = (layout.num_layers, 2, len(prompt), layout.num_kv_heads, layout.head_dim)
     ref = transport.put(np.full(shape, 0.5, np.float32), "p-0", epoch=3)
-    decoder.start_decode(DecodeJob("r1", prompt, GREEDY, 10, [], ref, "float32", {"p-0": 3}))
+    decoder.start_decode(
+        DecodeJob(
+            request_id="r1",
+            prompt_token_ids=prompt,
+            sampling_params=GREEDY,
+            first_token_id=10,
+            image_spans=[],
+            kv=ref,
+            kv_dtype="float32",
+            expected_epochs={"p-0": 3},
+        )
+    )
 
     kv = decoder.engine.get_request("r1").prompt_kv.kv
     stored = transport.arrays[ref.transfer_id]  # what every fetch maps, read-only
@@ -207,10 +281,20 @@ def test_a_decoder_keeps_a_private_copy_of_imported_kv_so_the_producer_can_free_
 
 def test_local_client_serves_the_worker_interface(tiny_model_dir, transport):
     async def run() -> tuple[list[TokenDelta], int]:
-        config = WorkerConfig("epd-0", EngineConfig(str(tiny_model_dir)), pool="colocated")
+        config = WorkerConfig(
+            worker_id="epd-0", engine=EngineConfig(model_dir=str(tiny_model_dir)), pool="colocated"
+        )
         client = await LocalWorkerClient.start(config, transport)
         assert (client.worker_id, client.stages, client.pool) == ("epd-0", "EPD", "colocated")
-        await client.submit_prefill(PrefillJob("r1", [5, 6, 7], GREEDY, [], decode_here=True))
+        await client.submit_prefill(
+            PrefillJob(
+                request_id="r1",
+                prompt_token_ids=[5, 6, 7],
+                sampling_params=GREEDY,
+                images=[],
+                decode_here=True,
+            )
+        )
         deltas = []
         while not any(d.finish_reason for d in deltas):
             deltas += (await client.poll(5.0)).tokens
@@ -225,7 +309,11 @@ def test_local_client_serves_the_worker_interface(tiny_model_dir, transport):
 
 def test_torch_threads_option_sets_the_process_thread_count(tiny_model_dir, transport):
     before = torch.get_num_threads()
-    config = WorkerConfig("e-0", EngineConfig(str(tiny_model_dir), stages="E"), torch_threads=1)
+    config = WorkerConfig(
+        worker_id="e-0",
+        engine=EngineConfig(model_dir=str(tiny_model_dir), stages="E"),
+        torch_threads=1,
+    )
     worker = WorkerCore(config, transport)
     try:
         assert torch.get_num_threads() == 1

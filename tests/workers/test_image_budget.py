@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from tests.workers.support import distinct_images
-from workers.engine.config import EngineConfig
+from workers.contract.engine_config import EngineConfig
+from workers.contract.messages import EncodeJob
 from workers.engine.engine import Engine
 from workers.event_buffer import EventBuffer
-from workers.protocol import EncodeJob
 from workers.stage_runner import StageRunner
 
 EPOCH = 1
@@ -19,7 +19,7 @@ EPOCH = 1
 @pytest.fixture
 def make_encoder(tiny_model_dir, transport):
     def make(**options) -> StageRunner:
-        engine = Engine(EngineConfig(str(tiny_model_dir), "E"))
+        engine = Engine(EngineConfig(model_dir=str(tiny_model_dir), stages="E"))
         return StageRunner("e-0", EPOCH, engine, transport, **options)
 
     return make
@@ -37,7 +37,7 @@ def turns_until_idle(runner: StageRunner) -> list[tuple[EventBuffer, int]]:
 def test_five_images_under_a_budget_of_two_take_three_turns_and_one_encode_done(
     make_encoder, transport
 ):
-    job = EncodeJob("r1", distinct_images(5))
+    job = EncodeJob(request_id="r1", images=distinct_images(5))
     hashes = [image.image_hash for image in job.images]
     split = make_encoder(max_encode_images=2)
     split.queue_encode(job)
@@ -64,7 +64,7 @@ def test_five_images_under_a_budget_of_two_take_three_turns_and_one_encode_done(
 def test_small_jobs_share_a_turn_up_to_the_budget(make_encoder):
     encoder = make_encoder(max_encode_images=3)
     for request_id, images in [("a", distinct_images(2)), ("b", distinct_images(2, 200))]:
-        encoder.queue_encode(EncodeJob(request_id, images))
+        encoder.queue_encode(EncodeJob(request_id=request_id, images=images))
     turns = turns_until_idle(encoder)
 
     # a's 2 images and b's first in turn 1; b's second in turn 2.
@@ -73,8 +73,8 @@ def test_small_jobs_share_a_turn_up_to_the_budget(make_encoder):
 
 def test_an_aborted_job_is_dropped_with_the_images_it_had_left(make_encoder):
     encoder = make_encoder(max_encode_images=2)
-    encoder.queue_encode(EncodeJob("big", distinct_images(5)))
-    encoder.queue_encode(EncodeJob("next", distinct_images(1, 200)))
+    encoder.queue_encode(EncodeJob(request_id="big", images=distinct_images(5)))
+    encoder.queue_encode(EncodeJob(request_id="next", images=distinct_images(1, 200)))
     encoder.turn()  # 2 of big's 5 images
     encoder.abort("big")
 
@@ -87,6 +87,6 @@ def test_an_aborted_job_is_dropped_with_the_images_it_had_left(make_encoder):
 
 
 def test_a_budget_below_one_image_is_refused(tiny_model_dir, transport):
-    engine = Engine(EngineConfig(str(tiny_model_dir), "E"))
+    engine = Engine(EngineConfig(model_dir=str(tiny_model_dir), stages="E"))
     with pytest.raises(ValueError, match="max_encode_images must be >= 1"):
         StageRunner("e-0", EPOCH, engine, transport, max_encode_images=0)

@@ -9,7 +9,7 @@ import pytest
 
 from cluster.config import ClusterConfig, PoolConfig, parse_pools
 from cluster.pools import PoolManager, WorkerBusyError
-from workers.worker import WorkerConfig
+from workers.contract.worker_config import WorkerConfig
 
 
 @dataclass

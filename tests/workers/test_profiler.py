@@ -8,11 +8,13 @@ import fcntl
 import pytest
 
 from tests.workers.support import GREEDY, colocated_tokens
-from workers.cost_profile import DecodeCost, LinearCost, StepBudgets
-from workers.engine.config import EngineConfig
-from workers.engine.engine import Engine, EngineStats
+from workers.contract.cost_profile import DecodeCost, LinearCost, StepBudgets
+from workers.contract.engine_config import EngineConfig
+from workers.contract.worker_config import WorkerConfig
+from workers.engine.engine import Engine
+from workers.engine_messages import EngineStats
 from workers.profiler import PROFILING_LOCK, _one_profile_at_a_time, profile_worker
-from workers.worker import WorkerConfig, WorkerCore
+from workers.worker import WorkerCore
 
 # The costs the fake engine below takes (ms), and the time they leave in a TPOT of 100.1 ms:
 # decode of 8 x 256 tokens 3 + 0.5 * 8 + 2048 / 128 = 23 ms, so 77.1 ms are left:
@@ -61,7 +63,7 @@ def approx(cost):
 def test_profiling_recovers_the_engines_costs_and_fills_the_tpot_with_them(
     tiny_model_dir, monkeypatch
 ):
-    engine = Engine(EngineConfig(str(tiny_model_dir), "EPD", num_kv_blocks=64))
+    engine = Engine(EngineConfig(model_dir=str(tiny_model_dir), stages="EPD", num_kv_blocks=64))
     clock = WorkClock()
     with_fake_costs(engine, clock, monkeypatch)
     profile = profile_worker(engine, tpot_target_ms=100.1, clock=clock)
@@ -76,13 +78,13 @@ def test_profiling_recovers_the_engines_costs_and_fills_the_tpot_with_them(
 
 
 def test_without_a_tpot_target_the_budgets_are_the_configured_ones(tiny_model_dir):
-    engine = Engine(EngineConfig(str(tiny_model_dir), "EPD", num_kv_blocks=64))
+    engine = Engine(EngineConfig(model_dir=str(tiny_model_dir), stages="EPD", num_kv_blocks=64))
     profile = profile_worker(engine, tpot_target_ms=None)
     assert profile.budgets == StepBudgets(max_num_batched_tokens=512, max_encode_images=64)
 
 
 def test_profiling_the_tiny_model_leaves_the_engine_as_loaded(tiny_model_dir):
-    config = EngineConfig(str(tiny_model_dir), "EPD", num_kv_blocks=64)
+    config = EngineConfig(model_dir=str(tiny_model_dir), stages="EPD", num_kv_blocks=64)
     engine = Engine(config)
     profile = profile_worker(engine, tpot_target_ms=200.0)
 
@@ -91,10 +93,16 @@ def test_profiling_the_tiny_model_leaves_the_engine_as_loaded(tiny_model_dir):
     assert profile.encode.predict(4 * 16) >= profile.encode.predict(16) > 0
     assert profile.decode.predict(16, 16 * 256) >= profile.decode.predict(1, 32) > 0
     assert engine.stats() == EngineStats(
-        num_waiting=0, num_running=0, num_kv_blocks=64, num_free_blocks=64,
-        num_cached_blocks=0, num_used_blocks=0, num_preemptions=0, prefix_cache_hit_rate=0.0,
+        num_waiting=0,
+        num_running=0,
+        num_kv_blocks=64,
+        num_free_blocks=64,
+        num_cached_blocks=0,
+        num_used_blocks=0,
+        num_preemptions=0,
+        prefix_cache_hit_rate=0.0,
         embedding_cache_hit_rate=0.0,
-    )  # fmt: skip
+    )
     assert (len(engine.embedding_cache), engine.block_pool.num_hashed_blocks) == (0, 0)
     assert engine.block_pool.cache_delta.is_empty()
     assert engine.embedding_cache.cache_delta.is_empty()
@@ -109,7 +117,7 @@ def test_profiling_the_tiny_model_leaves_the_engine_as_loaded(tiny_model_dir):
 
 @pytest.mark.parametrize("stages,measured", [("E", "encode"), ("P", "prefill"), ("D", "decode")])
 def test_a_worker_measures_only_the_stages_it_runs(tiny_model_dir, stages, measured):
-    engine = Engine(EngineConfig(str(tiny_model_dir), stages, num_kv_blocks=64))
+    engine = Engine(EngineConfig(model_dir=str(tiny_model_dir), stages=stages, num_kv_blocks=64))
     profile = profile_worker(engine, tpot_target_ms=200.0)  # D: decodes imported KV
     costs = {"encode": profile.encode, "prefill": profile.prefill, "decode": profile.decode}
     assert [name for name, cost in costs.items() if cost is not None] == [measured]
@@ -120,9 +128,11 @@ def test_a_worker_profiled_at_start_runs_with_its_budgets_and_gives_the_same_tok
     tiny_model_dir, transport, start_worker, cat_request
 ):
     expected = colocated_tokens(start_worker("epd-0", "EPD"), cat_request, "r1")
-    engine = EngineConfig(str(tiny_model_dir), "EPD", num_kv_blocks=32)
+    engine = EngineConfig(model_dir=str(tiny_model_dir), stages="EPD", num_kv_blocks=32)
     # A TPOT no decode step meets: the smallest budgets, one block of tokens and one image.
-    config = WorkerConfig("epd-1", engine, profile_at_start=True, tpot_target_ms=1e-3)
+    config = WorkerConfig(
+        worker_id="epd-1", engine=engine, profile_at_start=True, tpot_target_ms=1e-3
+    )
     worker = WorkerCore(config, transport)
     try:
         assert worker.budgets == StepBudgets(max_num_batched_tokens=16, max_encode_images=1)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 
 from tests.workers.support import GREEDY, distinct_images
-from workers.engine.config import EngineConfig
+from workers.contract.engine_config import EngineConfig
+from workers.contract.messages import DecodeJob, EncodeJob, PrefillJob
 from workers.engine.engine import Engine
 from workers.event_buffer import EventBuffer
-from workers.protocol import DecodeJob, EncodeJob, PrefillJob
 from workers.stage_runner import StageRunner
 
 STEP_MS = 15.625
@@ -43,7 +43,9 @@ def make_runner(tiny_model_dir, transport, clock, monkeypatch):
     def make(
         worker_id: str, stages: str, max_encode_images: int = 64, **engine_options
     ) -> StageRunner:
-        config = EngineConfig(str(tiny_model_dir), stages, num_kv_blocks=32, **engine_options)
+        config = EngineConfig(
+            model_dir=str(tiny_model_dir), stages=stages, num_kv_blocks=32, **engine_options
+        )
         engine = Engine(config)
         for name in ("step", "encode"):
             monkeypatch.setattr(engine, name, _taking(STEP_MS, getattr(engine, name), clock))
@@ -74,8 +76,24 @@ def test_prefill_is_charged_every_chunk_and_waiting_behind_another_prompt_is_que
 ):
     runner = make_runner("pd-0", "PD", max_num_batched_tokens=8)
     long, short = list(range(5, 25)), list(range(40, 50))
-    runner.start_prefill(PrefillJob("long", long, GREEDY, [], decode_here=True))
-    runner.start_prefill(PrefillJob("short", short, GREEDY, [], decode_here=True))
+    runner.start_prefill(
+        PrefillJob(
+            request_id="long",
+            prompt_token_ids=long,
+            sampling_params=GREEDY,
+            images=[],
+            decode_here=True,
+        )
+    )
+    runner.start_prefill(
+        PrefillJob(
+            request_id="short",
+            prompt_token_ids=short,
+            sampling_params=GREEDY,
+            images=[],
+            decode_here=True,
+        )
+    )
     events = run_until_idle(runner)
 
     # 8 tokens a step:   step 1  step 2  step 3          step 4            steps 5..11
@@ -108,7 +126,7 @@ def test_a_job_split_by_the_image_budget_is_charged_every_piece_and_queued_until
     make_runner, clock
 ):
     encoder = make_runner("e-0", "E", max_encode_images=2)
-    encoder.queue_encode(EncodeJob("r1", distinct_images(5)), arrival=clock())
+    encoder.queue_encode(EncodeJob(request_id="r1", images=distinct_images(5)), arrival=clock())
     clock.advance_ms(31.25)
     [done] = run_until_idle(encoder).encodes
 
@@ -124,19 +142,33 @@ def test_handed_off_request_reports_prefill_and_decode_times_without_the_fetches
     encoder.queue_encode(cat_request.encode_job("r1"))
     [encoded] = run_until_idle(encoder).encodes
     prefiller.start_prefill(
-        PrefillJob("r1", cat_request.prompt_token_ids, GREEDY, encoded.embeddings,
-                   decode_here=False, expected_epochs={"e-0": 1}),
+        PrefillJob(
+            request_id="r1",
+            prompt_token_ids=cat_request.prompt_token_ids,
+            sampling_params=GREEDY,
+            images=encoded.embeddings,
+            decode_here=False,
+            expected_epochs={"e-0": 1},
+        ),
         arrival=clock(),
-    )  # fmt: skip
+    )
     clock.advance_ms(31.25)
     prefilled = run_until_idle(prefiller)
     [done] = prefilled.prefills
     arrival = clock()
     decoder.start_decode(
-        DecodeJob("r1", cat_request.prompt_token_ids, GREEDY, done.first_token_id,
-                  done.image_spans, done.kv, done.kv_dtype, {"p-0": 1}),
+        DecodeJob(
+            request_id="r1",
+            prompt_token_ids=cat_request.prompt_token_ids,
+            sampling_params=GREEDY,
+            first_token_id=done.first_token_id,
+            image_spans=done.image_spans,
+            kv=done.kv,
+            kv_dtype=done.kv_dtype,
+            expected_epochs={"p-0": 1},
+        ),
         arrival=arrival,
-    )  # fmt: skip
+    )
     clock.advance_ms(62.5)
     decoded = run_until_idle(decoder)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import ray
 
+from workers.contract.messages import TransferRef
 from workers.object_store_transport import ObjectStoreTransport
-from workers.protocol import TransferRef
 from workers.transport import InProcessTransport, TransferError, array_checksum
 
 
@@ -68,7 +68,14 @@ def test_an_object_store_failure_names_its_class_and_logs_rays_text(monkeypatch,
         raise ray.exceptions.GetTimeoutError('Get timed out\nTraceback ...\n  File "/x.py"')
 
     monkeypatch.setattr(ray, "get", lost)
-    ref = TransferRef("p-0/1", [object()], 8, 0, "p-0", producer_epoch=7)
+    ref = TransferRef(
+        transfer_id="p-0/1",
+        handle=[object()],
+        nbytes=8,
+        checksum=0,
+        producer_id="p-0",
+        producer_epoch=7,
+    )
     with pytest.raises(TransferError) as failure:
         ObjectStoreTransport().fetch(ref, expected_epoch=7)
     assert str(failure.value) == "transfer p-0/1 cannot be fetched (GetTimeoutError)"

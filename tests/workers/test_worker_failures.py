@@ -15,8 +15,7 @@ from tests.workers.support import (
     poll_until,
     token_ids,
 )
-from workers.engine.sampling_params import SamplingParams
-from workers.protocol import (
+from workers.contract.messages import (
     DecodeJob,
     EmbeddingInput,
     EncodeJob,
@@ -25,6 +24,7 @@ from workers.protocol import (
     TransferRef,
     WorkerEvents,
 )
+from workers.contract.sampling_params import SamplingParams
 
 LONG = SamplingParams(max_tokens=200, ignore_eos=True, seed=0)
 TRACEBACK = 'Traceback (most recent call last):\n  File "/srv/triserve/x.py", line 1\nKeyError: 3'
@@ -56,18 +56,30 @@ def encode(encoder, request, request_id="r1"):
 
 def prefill(prefiller, encoder, request, encoded, request_id="r1"):
     prefiller.submit_prefill(
-        PrefillJob(request_id, request.prompt_token_ids, GREEDY, encoded.embeddings,
-                   decode_here=False, expected_epochs={encoder.worker_id: encoder.epoch})
-    )  # fmt: skip
+        PrefillJob(
+            request_id=request_id,
+            prompt_token_ids=request.prompt_token_ids,
+            sampling_params=GREEDY,
+            images=encoded.embeddings,
+            decode_here=False,
+            expected_epochs={encoder.worker_id: encoder.epoch},
+        )
+    )
     [done] = [d for events in poll_until(prefiller.poll, has("prefills")) for d in events.prefills]
     return done
 
 
 def decode_job(request, done, expected_epochs, request_id="r1") -> DecodeJob:
     return DecodeJob(
-        request_id, request.prompt_token_ids, GREEDY, done.first_token_id, done.image_spans,
-        done.kv, done.kv_dtype, expected_epochs,
-    )  # fmt: skip
+        request_id=request_id,
+        prompt_token_ids=request.prompt_token_ids,
+        sampling_params=GREEDY,
+        first_token_id=done.first_token_id,
+        image_spans=done.image_spans,
+        kv=done.kv,
+        kv_dtype=done.kv_dtype,
+        expected_epochs=expected_epochs,
+    )
 
 
 def test_corrupt_embeddings_are_rejected_retriably_and_nothing_is_imported(
@@ -78,9 +90,15 @@ def test_corrupt_embeddings_are_rejected_retriably_and_nothing_is_imported(
     stored = transport.arrays[encoded.embeddings[0].ref.transfer_id]
     stored.reshape(-1).view(np.uint8)[100] ^= 0x10  # one bit, somewhere in the object store
     prefiller.submit_prefill(
-        PrefillJob("r1", cat_request.prompt_token_ids, GREEDY, encoded.embeddings,
-                   decode_here=False, expected_epochs={"e-0": encoder.epoch})
-    )  # fmt: skip
+        PrefillJob(
+            request_id="r1",
+            prompt_token_ids=cat_request.prompt_token_ids,
+            sampling_params=GREEDY,
+            images=encoded.embeddings,
+            decode_here=False,
+            expected_epochs={"e-0": encoder.epoch},
+        )
+    )
     seen = poll_until(prefiller.poll, has("failures"))
     assert failures(seen) == [("r1", "prefill", True)]
     assert "corrupt" in reasons(seen)[0]
@@ -117,11 +135,28 @@ def test_kv_of_the_wrong_shape_fails_its_request_and_not_the_running_batch(
     start_worker, transport, cat_request
 ):
     decoder = start_worker("d-0", "PD")
-    decoder.submit_prefill(PrefillJob("running", list(range(5, 25)), LONG, [], decode_here=True))
+    decoder.submit_prefill(
+        PrefillJob(
+            request_id="running",
+            prompt_token_ids=list(range(5, 25)),
+            sampling_params=LONG,
+            images=[],
+            decode_here=True,
+        )
+    )
     poll_until(decoder.poll, lambda seen: token_ids(seen, "running") != [])
     wrong = transport.put(np.zeros((2, 2, 3, 2, 16), np.float32), "p-0", epoch=1)
     decoder.submit_decode(
-        DecodeJob("bad", [5, 6, 7, 8], GREEDY, 9, [], wrong, "float32", {"p-0": 1})
+        DecodeJob(
+            request_id="bad",
+            prompt_token_ids=[5, 6, 7, 8],
+            sampling_params=GREEDY,
+            first_token_id=9,
+            image_spans=[],
+            kv=wrong,
+            kv_dtype="float32",
+            expected_epochs={"p-0": 1},
+        )
     )
     seen = poll_until(decoder.poll, lambda s: has("failures")(s) and is_finished("running")(s))
     assert failures(seen) == [("bad", "decode", False)]
@@ -150,9 +185,25 @@ def test_abort_frees_every_kv_block(start_worker, cat_request):
 
 def test_draining_worker_refuses_new_jobs_retriably_and_finishes_running_ones(start_worker):
     worker = start_worker("epd-0", "EPD")
-    worker.submit_prefill(PrefillJob("old", list(range(5, 25)), GREEDY, [], decode_here=True))
+    worker.submit_prefill(
+        PrefillJob(
+            request_id="old",
+            prompt_token_ids=list(range(5, 25)),
+            sampling_params=GREEDY,
+            images=[],
+            decode_here=True,
+        )
+    )
     worker.drain()
-    worker.submit_prefill(PrefillJob("new", list(range(5, 25)), GREEDY, [], decode_here=True))
+    worker.submit_prefill(
+        PrefillJob(
+            request_id="new",
+            prompt_token_ids=list(range(5, 25)),
+            sampling_params=GREEDY,
+            images=[],
+            decode_here=True,
+        )
+    )
     seen = poll_until(worker.poll, is_finished("old"))
     assert failures(seen) == [("new", "prefill", True)]
     assert reasons(seen) == ["epd-0 is draining"]
@@ -165,13 +216,39 @@ def test_workers_refuse_stages_they_do_not_run(start_worker):
     encoder, prefiller, decoder = (
         start_worker("e-0", "E"), start_worker("p-0", "P"), start_worker("d-0", "D")
     )  # fmt: skip
-    kv = TransferRef("p-0/x", None, 0, 0, "p-0", 1)
-    text_prefill = PrefillJob("r", [5, 6, 7], GREEDY, [], decode_here=False)
+    kv = TransferRef(
+        transfer_id="p-0/x", handle=None, nbytes=0, checksum=0, producer_id="p-0", producer_epoch=1
+    )
+    text_prefill = PrefillJob(
+        request_id="r",
+        prompt_token_ids=[5, 6, 7],
+        sampling_params=GREEDY,
+        images=[],
+        decode_here=False,
+    )
     encoder.submit_prefill(text_prefill)
-    encoder.submit_decode(DecodeJob("r", [5, 6, 7], GREEDY, 8, [], kv, "float32"))
-    prefiller.submit_prefill(PrefillJob("r", [5, 6, 7], GREEDY, [], decode_here=True))
-    prefiller.submit_encode(EncodeJob("r", []))
-    decoder.submit_encode(EncodeJob("r", []))
+    encoder.submit_decode(
+        DecodeJob(
+            request_id="r",
+            prompt_token_ids=[5, 6, 7],
+            sampling_params=GREEDY,
+            first_token_id=8,
+            image_spans=[],
+            kv=kv,
+            kv_dtype="float32",
+        )
+    )
+    prefiller.submit_prefill(
+        PrefillJob(
+            request_id="r",
+            prompt_token_ids=[5, 6, 7],
+            sampling_params=GREEDY,
+            images=[],
+            decode_here=True,
+        )
+    )
+    prefiller.submit_encode(EncodeJob(request_id="r", images=[]))
+    decoder.submit_encode(EncodeJob(request_id="r", images=[]))
     decoder.submit_prefill(text_prefill)
     assert failures([encoder.poll(0.0)]) == [("r", "prefill", False), ("r", "decode", False)]
     assert failures([prefiller.poll(0.0)]) == [("r", "prefill", False), ("r", "encode", False)]
@@ -181,7 +258,9 @@ def test_workers_refuse_stages_they_do_not_run(start_worker):
 
 def test_an_undecodable_image_fails_its_request_only(start_worker, cat_request):
     encoder = start_worker("e-0", "E")
-    encoder.submit_encode(EncodeJob("bad", [ImageInput("0" * 32, b"not an image")]))
+    encoder.submit_encode(
+        EncodeJob(request_id="bad", images=[ImageInput(image_hash="0" * 32, data=b"not an image")])
+    )
     encoder.submit_encode(cat_request.encode_job("good"))
     seen = poll_until(encoder.poll, lambda s: has("failures")(s) and has("encodes")(s))
     assert failures(seen) == [("bad", "encode", False)]
@@ -192,8 +271,8 @@ def test_an_undecodable_image_fails_its_request_only(start_worker, cat_request):
 
 def test_an_image_hash_that_is_not_the_pixels_hash_is_refused(start_worker, cat_request):
     encoder = start_worker("e-0", "E")
-    wrong = ImageInput("f" * 32, cat_request.image.data)
-    encoder.submit_encode(EncodeJob("r1", [wrong]))
+    wrong = ImageInput(image_hash="f" * 32, data=cat_request.image.data)
+    encoder.submit_encode(EncodeJob(request_id="r1", images=[wrong]))
     seen = poll_until(encoder.poll, has("failures"))
     assert failures(seen) == [("r1", "encode", False)]
     assert invalid_inputs(seen) == ["r1"]
@@ -203,7 +282,15 @@ def test_an_image_hash_that_is_not_the_pixels_hash_is_refused(start_worker, cat_
 def test_a_prompt_too_long_for_the_workers_kv_cache_fails_as_invalid_input(start_worker):
     worker = start_worker("pd-0", "PD")  # 32 blocks of 16 tokens
     too_long = SamplingParams(max_tokens=1000, ignore_eos=True, seed=0)
-    worker.submit_prefill(PrefillJob("r1", [5, 6, 7], too_long, [], decode_here=True))
+    worker.submit_prefill(
+        PrefillJob(
+            request_id="r1",
+            prompt_token_ids=[5, 6, 7],
+            sampling_params=too_long,
+            images=[],
+            decode_here=True,
+        )
+    )
     seen = poll_until(worker.poll, has("failures"))
     assert failures(seen) == [("r1", "prefill", False)]
     assert invalid_inputs(seen) == ["r1"]
@@ -212,9 +299,15 @@ def test_a_prompt_too_long_for_the_workers_kv_cache_fails_as_invalid_input(start
 
 def test_embeddings_missing_from_the_workers_cache_fail_retriably(start_worker, cat_request):
     prefiller = start_worker("p-0", "PD")
-    cached = [EmbeddingInput(cat_request.image.image_hash, ref=None)]
+    cached = [EmbeddingInput(image_hash=cat_request.image.image_hash, ref=None)]
     prefiller.submit_prefill(
-        PrefillJob("r1", cat_request.prompt_token_ids, GREEDY, cached, decode_here=True)
+        PrefillJob(
+            request_id="r1",
+            prompt_token_ids=cat_request.prompt_token_ids,
+            sampling_params=GREEDY,
+            images=cached,
+            decode_here=True,
+        )
     )
     seen = poll_until(prefiller.poll, has("failures"))
     assert failures(seen) == [("r1", "prefill", True)]
@@ -224,7 +317,15 @@ def test_embeddings_missing_from_the_workers_cache_fail_retriably(start_worker, 
 def test_a_worker_whose_engine_thread_died_says_so_on_poll(start_worker, monkeypatch):
     worker = start_worker("epd-0", "EPD")
     monkeypatch.setattr(worker.engine, "stats", lambda: 1 / 0)  # a bug outside any one job
-    worker.submit_prefill(PrefillJob("r1", [5, 6, 7], GREEDY, [], decode_here=True))
+    worker.submit_prefill(
+        PrefillJob(
+            request_id="r1",
+            prompt_token_ids=[5, 6, 7],
+            sampling_params=GREEDY,
+            images=[],
+            decode_here=True,
+        )
+    )
     with pytest.raises(RuntimeError, match="epd-0 stopped: ZeroDivisionError"):
         poll_until(worker.poll, lambda seen: False)
 
@@ -238,7 +339,15 @@ def test_an_internal_error_is_reported_as_a_class_and_logged_in_full(
 ):
     worker = start_worker("pd-0", "PD")
     monkeypatch.setattr(worker.engine, "add_request", _raise_traceback)
-    worker.submit_prefill(PrefillJob("r1", [5, 6, 7], GREEDY, [], decode_here=True))
+    worker.submit_prefill(
+        PrefillJob(
+            request_id="r1",
+            prompt_token_ids=[5, 6, 7],
+            sampling_params=GREEDY,
+            images=[],
+            decode_here=True,
+        )
+    )
     seen = poll_until(worker.poll, has("failures"))
     assert failures(seen) == [("r1", "prefill", False)]
     assert reasons(seen) == ["internal error"]
@@ -250,7 +359,15 @@ def test_a_failed_engine_step_fails_its_batch_retriably_without_the_exceptions_t
 ):
     worker = start_worker("pd-0", "PD")
     monkeypatch.setattr(worker.engine, "step", _raise_traceback)
-    worker.submit_prefill(PrefillJob("r1", [5, 6, 7], GREEDY, [], decode_here=True))
+    worker.submit_prefill(
+        PrefillJob(
+            request_id="r1",
+            prompt_token_ids=[5, 6, 7],
+            sampling_params=GREEDY,
+            images=[],
+            decode_here=True,
+        )
+    )
     seen = poll_until(worker.poll, has("failures"))
     assert failures(seen) == [("r1", "prefill", True)]
     assert reasons(seen) == ["engine step failed"]

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from workers.engine.block_hash import extend_block_hashes
+from workers.contract.block_hash import extend_block_hashes
 from workers.engine.block_manager import BlockPool
 from workers.engine.request import Request, RequestStatus
 

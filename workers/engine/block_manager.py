@@ -13,7 +13,7 @@ Every block is in exactly one of three states, which gives the invariant
 
 All operations are O(1) per block: `_free` is a deque and `_evictable` an insertion-ordered dict.
 `cache_delta` records, also in O(1), which hashes became hittable and which stopped being since
-the worker last reported them (see cache_delta.py).
+the worker last reported them (see workers/cache_delta.py).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from workers.engine.block_hash import BlockHash
-from workers.engine.cache_delta import CacheDelta
+from workers.cache_delta import CacheDelta
+from workers.contract.block_hash import BlockHash
 
 
 @dataclass

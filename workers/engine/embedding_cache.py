@@ -1,12 +1,12 @@
 """LRU cache of image embeddings, keyed by image hash. `cache_delta` records the keys it gained
-and lost since the worker last reported them (see cache_delta.py)."""
+and lost since the worker last reported them (see workers/cache_delta.py)."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
-from workers.engine.cache_delta import CacheDelta
-from workers.engine.messages import ImageEmbedding
+from workers.cache_delta import CacheDelta
+from workers.engine_messages import ImageEmbedding
 
 
 class EmbeddingCache:

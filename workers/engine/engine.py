@@ -6,54 +6,45 @@
     add_prefilled(PrefillResult)        -> step() continues decoding from imported KV
     step()                              -> [StepOutput], one per request that advanced
 
-A colocated engine (stages "EPD") runs the same code with no export or import.
+A colocated engine (stages "EPD") runs the same code with no export or import. Workers drive it
+through workers/engine_interface.py, which it implements.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from workers.cache_delta import CacheDelta
+from workers.contract.block_hash import BlockHash
+from workers.contract.engine_config import EngineConfig
+from workers.contract.errors import InvalidImageError, InvalidRequestError, PromptTooLongError
+from workers.contract.sampling_params import SamplingParams
 from workers.engine.batcher import Batcher, BatcherConfig
 from workers.engine.block_manager import BlockPool
-from workers.engine.config import EngineConfig
+from workers.engine.dtypes import torch_dtype
 from workers.engine.embedding_cache import EmbeddingCache
-from workers.engine.errors import InvalidImageError, InvalidRequestError, PromptTooLongError
-from workers.engine.image_processor import ImageProcessorConfig, image_hash, preprocess
+from workers.engine.engine_report import engine_spec, engine_stats
+from workers.engine.image_encoder import ImageEncoder
+from workers.engine.image_processor import ImageProcessorConfig
 from workers.engine.image_spans import find_image_spans
 from workers.engine.kv_cache import KVCache
-from workers.engine.messages import ImageEmbedding, PrefillResult, StepOutput
 from workers.engine.model_config import ModelConfig
 from workers.engine.model_runner import ModelRunner
-from workers.engine.prompt import load_tokenizer
+from workers.engine.prompt import eos_token_ids, load_tokenizer
 from workers.engine.request import Request, RequestStatus
-from workers.engine.sampling_params import SamplingParams
 from workers.engine.weights import load_model
+from workers.engine_messages import EngineStats, ImageEmbedding, PrefillResult, StepOutput
 
 
 @dataclass
 class Completion:
     token_ids: list[int]
     finish_reason: str | None
-
-
-@dataclass(frozen=True)
-class EngineStats:
-    num_waiting: int
-    num_running: int
-    num_kv_blocks: int
-    num_free_blocks: int
-    num_cached_blocks: int
-    num_used_blocks: int
-    num_preemptions: int
-    prefix_cache_hit_rate: float  # prompt tokens served from the cache / prompt tokens admitted
-    embedding_cache_hit_rate: float
 
 
 class Engine:
@@ -63,31 +54,34 @@ class Engine:
         self.model_config = ModelConfig.from_pretrained(config.model_dir)
         self.tokenizer = load_tokenizer(config.model_dir)
         self.model = load_model(
-            config.model_dir, self.model_config, self.device, config.torch_dtype,
+            config.model_dir, self.model_config, self.device, torch_dtype(config.dtype),
             has_vision=config.has_encode, has_language=config.has_language_model,
         )  # fmt: skip
         self.embedding_cache = EmbeddingCache(config.embedding_cache_size)
-        self.image_config = (
-            ImageProcessorConfig.from_pretrained(config.model_dir) if config.has_encode else None
-        )
+        self.encoder: ImageEncoder | None = None
+        if config.has_encode:
+            image_config = ImageProcessorConfig.from_pretrained(config.model_dir)
+            self.encoder = ImageEncoder(self.model, image_config, self.embedding_cache, self.device)
+        text = self.model_config.text
+        self.max_model_len = min(config.max_model_len or 10**9, text.max_position_embeddings)
         self.batcher: Batcher | None = None
         if config.has_language_model:
             self._init_language_stages()
+        self.spec = engine_spec(self.model_config, self.max_model_len, self.batcher)
 
     def _init_language_stages(self) -> None:
         text, cfg = self.model_config.text, self.config
-        self.max_model_len = min(cfg.max_model_len or 10**9, text.max_position_embeddings)
         num_blocks = cfg.num_kv_blocks or max(
             1,
             cfg.kv_cache_memory_bytes
             // KVCache.bytes_per_block(
                 text.num_hidden_layers, cfg.block_size, text.num_key_value_heads, text.head_dim,
-                cfg.torch_dtype,
+                torch_dtype(cfg.dtype),
             ),
         )  # fmt: skip
         self.kv_cache = KVCache(
             text.num_hidden_layers, num_blocks, cfg.block_size, text.num_key_value_heads,
-            text.head_dim, cfg.torch_dtype, self.device,
+            text.head_dim, torch_dtype(cfg.dtype), self.device,
         )  # fmt: skip
         self.block_pool = BlockPool(num_blocks, cfg.block_size)
         self.batcher = Batcher(
@@ -108,27 +102,9 @@ class Engine:
     # ----------------------------------------------------------------- encode stage
     def encode(self, images: Sequence[Image.Image]) -> list[ImageEmbedding]:
         """Images -> embeddings [image_tokens, hidden] each, served from the LRU cache when seen."""
-        if not self.config.has_encode:
+        if self.encoder is None:
             raise RuntimeError(f"this engine runs {self.config.stages}, not encode")
-        hashes = [image_hash(image) for image in images]
-        results: dict[str, ImageEmbedding] = {}
-        todo: dict[str, Image.Image] = {}
-        for key, image in zip(hashes, images, strict=True):
-            cached = self.embedding_cache.get(key)
-            if cached is not None:
-                results[key] = cached
-            else:
-                todo.setdefault(key, image)
-        if todo:
-            pixels = np.stack([preprocess(image, self.image_config) for image in todo.values()])
-            pixel_values = torch.from_numpy(pixels).to(self.device)
-            embeddings = self.model.encode_images(pixel_values)
-            if embeddings.dtype == torch.bfloat16:
-                embeddings = embeddings.float()
-            for key, rows in zip(todo, embeddings.cpu().numpy(), strict=True):
-                results[key] = ImageEmbedding(key, rows)
-                self.embedding_cache.put(results[key])
-        return [results[key] for key in hashes]
+        return self.encoder.encode(images)
 
     # ----------------------------------------------------------------- prefill / decode stages
     def add_request(
@@ -155,9 +131,14 @@ class Engine:
             raise InvalidImageError(f"image embeddings must be [tokens, {hidden}]")
         rows = np.concatenate([i.embeddings for i in images]) if images else None
         request = Request(
-            request_id, prompt, params, image_spans=spans, image_embeddings=rows,
-            export_kv=export_kv, priority=priority,
-        )  # fmt: skip
+            request_id=request_id,
+            prompt_token_ids=prompt,
+            sampling_params=params,
+            image_spans=spans,
+            image_embeddings=rows,
+            export_kv=export_kv,
+            priority=priority,
+        )
         self._enqueue(request)
 
     def add_prefilled(self, prefill: PrefillResult, sampling_params: SamplingParams) -> None:
@@ -171,9 +152,12 @@ class Engine:
                 f"KV covers {prefill.kv.num_tokens} tokens, the prompt has {len(prompt)}"
             )
         request = Request(
-            prefill.request_id, prompt, params, image_spans=list(prefill.image_spans),
+            request_id=prefill.request_id,
+            prompt_token_ids=prompt,
+            sampling_params=params,
+            image_spans=list(prefill.image_spans),
             prompt_kv=prefill.kv,
-        )  # fmt: skip
+        )
         request.token_ids.append(prefill.first_token_id)
         reason = request.check_stop(self.batcher.eos_token_ids, self.max_model_len, self.detokenize)
         if reason is not None:
@@ -193,14 +177,22 @@ class Engine:
             prefill = None
             if req.status is RequestStatus.HANDED_OFF:
                 prefill = PrefillResult(
-                    req.request_id, req.prompt_token_ids, event.token_id,
-                    self.kv_cache.export(req.block_table, req.num_prompt_tokens), req.image_spans,
-                )  # fmt: skip
+                    request_id=req.request_id,
+                    prompt_token_ids=req.prompt_token_ids,
+                    first_token_id=event.token_id,
+                    kv=self.kv_cache.export(req.block_table, req.num_prompt_tokens),
+                    image_spans=req.image_spans,
+                )
             if req.is_done:
                 self.batcher.release(req)
                 del self._requests[req.request_id]
             outputs.append(
-                StepOutput(req.request_id, [event.token_id], event.finish_reason, prefill)
+                StepOutput(
+                    request_id=req.request_id,
+                    new_token_ids=[event.token_id],
+                    finish_reason=event.finish_reason,
+                    prefill=prefill,
+                )
             )
         return outputs
 
@@ -209,7 +201,9 @@ class Engine:
         results: dict[str, Completion] = {}
         while self.has_unfinished_requests():
             for out in self.step():
-                done = results.setdefault(out.request_id, Completion([], None))
+                done = results.setdefault(
+                    out.request_id, Completion(token_ids=[], finish_reason=None)
+                )
                 done.token_ids.extend(out.new_token_ids)
                 done.finish_reason = out.finish_reason
         return results
@@ -219,7 +213,8 @@ class Engine:
         if self.batcher is None or self.batcher.abort(request_id) is None:
             return False
         del self._requests[request_id]
-        self._pending_outputs.append(StepOutput(request_id, [], "abort"))
+        abort = StepOutput(request_id=request_id, new_token_ids=[], finish_reason="abort")
+        self._pending_outputs.append(abort)
         return True
 
     def get_request(self, request_id: str) -> Request | None:
@@ -249,22 +244,26 @@ class Engine:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
     def stats(self) -> EngineStats:
-        pool = self.block_pool if self.batcher else None
-        cache = self.embedding_cache
-        return EngineStats(
-            num_waiting=len(self.batcher.waiting) if pool else 0,
-            num_running=len(self.batcher.running) if pool else 0,
-            num_kv_blocks=pool.num_blocks if pool else 0,
-            num_free_blocks=pool.num_free if pool else 0,
-            num_cached_blocks=pool.num_cached if pool else 0,
-            num_used_blocks=pool.num_used if pool else 0,
-            num_preemptions=self.batcher.num_preemptions if pool else 0,
-            prefix_cache_hit_rate=self.batcher.num_prefix_hit_tokens
-            / max(1, self.batcher.num_prompt_tokens_admitted)
-            if pool
-            else 0.0,
-            embedding_cache_hit_rate=cache.num_hits / max(1, cache.num_queries),
-        )
+        return engine_stats(self.batcher, self.embedding_cache)
+
+    # ----------------------------------------------------------------- caches
+    def cached_embedding(self, image_hash: str) -> ImageEmbedding | None:
+        return self.embedding_cache.get(image_hash)
+
+    def cache_embedding(self, embedding: ImageEmbedding) -> None:
+        self.embedding_cache.put(embedding)
+
+    def embedding_cache_keys(self) -> list[str]:
+        return self.embedding_cache.keys()
+
+    def prefix_cache_hashes(self) -> list[BlockHash]:
+        return self.block_pool.cached_hashes() if self.batcher else []
+
+    def take_embedding_cache_delta(self) -> CacheDelta[str]:
+        return self.embedding_cache.cache_delta.take()
+
+    def take_prefix_cache_delta(self) -> CacheDelta[BlockHash]:
+        return self.block_pool.cache_delta.take() if self.batcher else CacheDelta()
 
     # ----------------------------------------------------------------- validation
     def _require(self, *stages: str) -> None:
@@ -293,13 +292,3 @@ class Engine:
                 f"prompt plus max_tokens needs {peak_tokens} tokens of KV; this worker holds "
                 f"{self.block_pool.num_blocks * self.block_pool.block_size}"
             )
-
-
-def eos_token_ids(model_dir: str, tokenizer) -> list[int]:
-    """The tokenizer's EOS plus any listed in `generation_config.json` (Llama 3 has several)."""
-    ids = {tokenizer.eos_token_id} - {None}
-    path = Path(model_dir) / "generation_config.json"
-    if path.exists():
-        listed = json.loads(path.read_text()).get("eos_token_id")
-        ids.update([listed] if isinstance(listed, int) else listed or [])
-    return sorted(ids)

@@ -1,22 +1,18 @@
 """CLIP-style image preprocessing with pillow, driven by the checkpoint's
-`preprocessor_config.json`: convert to RGB, resize, center-crop, rescale, normalise."""
+`preprocessor_config.json`: convert to RGB, resize, center-crop, rescale, normalise. (Decoding
+an image's bytes and its content hash are the contract's: workers/contract/images.py.)"""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
-
-from workers.engine.errors import InvalidImageError
+from PIL import Image
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-MAX_IMAGE_PIXELS = 64_000_000  # refuse decompression bombs early
 
 
 @dataclass(frozen=True)
@@ -66,29 +62,6 @@ class ImageProcessorConfig:
             resample=raw.get("resample", Image.Resampling.BICUBIC),
             do_convert_rgb=raw.get("do_convert_rgb", True),
         )
-
-
-def decode_image(data: bytes) -> Image.Image:
-    """Decode PNG/JPEG/... bytes, or raise InvalidImageError."""
-    try:
-        image = Image.open(io.BytesIO(data))
-        if image.width * image.height > MAX_IMAGE_PIXELS:
-            raise InvalidImageError(f"image of {image.width}x{image.height} pixels is too large")
-        image.load()
-    except UnidentifiedImageError:
-        raise InvalidImageError(
-            "cannot decode image: not a PNG, JPEG or other known format"
-        ) from None
-    except (OSError, Image.DecompressionBombError, ValueError) as e:
-        raise InvalidImageError(f"cannot decode image: {e}") from None
-    return image
-
-
-def image_hash(image: Image.Image) -> str:
-    """Content hash of the decoded pixels: the key of embedding caches and prefix blocks."""
-    digest = hashlib.blake2b(f"{image.mode}:{image.width}x{image.height}:".encode(), digest_size=16)
-    digest.update(image.tobytes())
-    return digest.hexdigest()
 
 
 def preprocess(image: Image.Image, config: ImageProcessorConfig) -> np.ndarray:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from workers.engine.block_hash import ImageSpan
-from workers.engine.errors import InvalidImageError
-from workers.engine.messages import ImageEmbedding
+from workers.contract.block_hash import ImageSpan
+from workers.contract.errors import InvalidImageError
+from workers.engine_messages import ImageEmbedding
 
 
 def find_image_spans(

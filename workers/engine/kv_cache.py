@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from workers.engine.errors import InvalidRequestError
-from workers.engine.messages import PromptKV
+from workers.contract.errors import InvalidRequestError
+from workers.engine_messages import PromptKV
 
 
 def token_slots(block_table: Sequence[int], positions: np.ndarray, block_size: int) -> np.ndarray:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.engine.config import EngineConfig
+from workers.contract.engine_config import EngineConfig
+from workers.contract.errors import InvalidImageError
+from workers.contract.images import decode_image
+from workers.contract.sampling_params import SamplingParams
 from workers.engine.engine import Engine
-from workers.engine.errors import InvalidImageError
-from workers.engine.image_processor import decode_image
 from workers.engine.prompt import PromptBuilder
-from workers.engine.sampling_params import SamplingParams
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import AutoConfig
-
 SUPPORTED_TEXT_MODELS = ("llama", "mistral", "qwen2")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 
@@ -75,6 +73,10 @@ class ModelConfig:
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path) -> ModelConfig:
+        # Imported when a checkpoint is read, not with this module: transformers loads torch,
+        # and the ingress (which imports this module) must not until it loads a model.
+        from transformers import AutoConfig
+
         hf = AutoConfig.from_pretrained(str(model_dir))
         if hf.model_type != "llava":
             raise ValueError(f"{model_dir}: model_type {hf.model_type!r} is not 'llava'")

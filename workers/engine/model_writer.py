@@ -1,7 +1,6 @@
 """Write random-weight LLaVA checkpoints in Hugging Face format (config, safetensors, tokenizer,
 image processor and processor configs), so that tests and the embedded default need no download.
-
-`tiny` loads in a second and is for tests; `small` (about 100M parameters) is for benchmarks.
+The presets (`tiny`, `small`) are in model_presets.py.
 """
 
 from __future__ import annotations
@@ -9,61 +8,15 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from workers.engine.model_presets import PRESETS, ModelSpec
 from workers.engine.tokenizer_trainer import train_tokenizer
 
 FORMAT_VERSION = 1  # bump when a preset changes, so caches rebuild
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    vocab_size: int = 1024  # BPE training target; the config gets the trained size
-    text_hidden: int = 64
-    text_intermediate: int = 172
-    text_layers: int = 2
-    text_heads: int = 4
-    text_kv_heads: int = 2
-    max_position_embeddings: int = 1024
-    rope_parameters: dict = field(
-        default_factory=lambda: {"rope_type": "default", "rope_theta": 1e4}
-    )
-    tie_word_embeddings: bool = False
-    vision_hidden: int = 48
-    vision_intermediate: int = 96
-    vision_layers: int = 3
-    vision_heads: int = 4
-    image_size: int = 32
-    patch_size: int = 8
-    vision_hidden_act: str = "quick_gelu"
-    vision_feature_layer: int | list[int] = -2
-    vision_feature_select_strategy: str = "default"
-    projector_hidden_act: str = "gelu"
-    initializer_range: float = 0.02
-    seed: int = 0
-
-
-PRESETS: dict[str, ModelSpec] = {
-    "tiny": ModelSpec(),
-    "small": ModelSpec(
-        vocab_size=8192,
-        text_hidden=768,
-        text_intermediate=2048,
-        text_layers=12,
-        text_heads=12,
-        text_kv_heads=4,
-        max_position_embeddings=4096,
-        vision_hidden=384,
-        vision_intermediate=1536,
-        vision_layers=6,
-        vision_heads=6,
-        image_size=224,
-        patch_size=14,
-    ),
-}
 
 
 def write_checkpoint(model_dir: str | Path, spec: ModelSpec | str = "tiny") -> Path:

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from transformers import AutoTokenizer
 
-from workers.engine.errors import InvalidImageError, InvalidRequestError
+from workers.contract.errors import InvalidImageError, InvalidRequestError
 from workers.engine.image_processor import ImageProcessorConfig, preprocess
 from workers.engine.model_config import ModelConfig
 
@@ -24,6 +23,10 @@ class Prompt:
 
 
 def load_tokenizer(model_dir: str | Path):
+    # Imported when a checkpoint is read, not with this module: transformers loads torch,
+    # and the ingress (which imports this module) must not until it loads a model.
+    from transformers import AutoTokenizer
+
     return AutoTokenizer.from_pretrained(str(model_dir))
 
 
@@ -68,3 +71,13 @@ def _processor_image_tokens(
     height, width = image_config.crop_size
     tokens = (height // patch) * (width // patch) + processor.get("num_additional_image_tokens", 1)
     return tokens - 1 if strategy == "default" else tokens
+
+
+def eos_token_ids(model_dir: str, tokenizer) -> list[int]:
+    """The tokenizer's EOS plus any listed in `generation_config.json` (Llama 3 has several)."""
+    ids = {tokenizer.eos_token_id} - {None}
+    path = Path(model_dir) / "generation_config.json"
+    if path.exists():
+        listed = json.loads(path.read_text()).get("eos_token_id")
+        ids.update([listed] if isinstance(listed, int) else listed or [])
+    return sorted(ids)

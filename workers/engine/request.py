@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.engine.block_hash import BlockHash, ImageSpan
-from workers.engine.sampling_params import SamplingParams
+from workers.contract.block_hash import BlockHash, ImageSpan
+from workers.contract.sampling_params import SamplingParams
 
 
 class RequestStatus(enum.Enum):

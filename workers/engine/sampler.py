@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from workers.engine.sampling_params import SamplingParams
+from workers.contract.sampling_params import SamplingParams
 
 
 def _step_seed(seed: int, output_index: int) -> int:

@@ -1,0 +1,3 @@
+from bench.engine.benchmark import main
+
+main()

@@ -1,0 +1,113 @@
+"""The engine benchmark's results as markdown tables (the JSON holds every number)."""
+
+from __future__ import annotations
+
+from bench.common.output import table_row
+
+SYSTEMS = ("triserve", "transformers")
+
+
+def _num(value: float, digits: int = 1) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def _comparison_row(workload: str, metric: str, pair: tuple, higher_is_better: bool, digits=1):
+    tri, hf = pair
+    speedup = tri / hf if higher_is_better else hf / tri
+    return table_row([workload, metric, _num(tri, digits), _num(hf, digits), f"{speedup:.2f}x"])
+
+
+def comparison_table(results: dict) -> list[str]:
+    single, batch, image = results["single"], results["batch"], results["image_ttft"]
+
+    def pair(section: dict, key: str) -> tuple:
+        return tuple(section[name][key] for name in SYSTEMS)
+
+    one = f"batch 1 ({single['prompt_tokens']}-token prompt, {single['new_tokens']} new)"
+    many = (
+        f"batch {batch['batch_size']} mixed (prompts {batch['prompt_tokens_range']}, "
+        f"max_tokens {batch['max_tokens_range']})"
+    )
+    img = f"1 image ({image['image_tokens']} image tokens)"
+    lines = [
+        table_row(["Workload", "Metric", "Triserve", "transformers", "Triserve speedup"]),
+        table_row(["---", "---", "---:", "---:", "---:"]),
+        _comparison_row(one, "decode tok/s (after 1st token)", pair(single, "decode_tok_s"), True),
+        _comparison_row(one, "ms per decode step", pair(single, "ms_per_step"), False, 2),
+        _comparison_row(one, "TTFT, text prompt (ms)", pair(single, "ttft_ms"), False),
+        _comparison_row(many, "useful tok/s", pair(batch, "useful_tok_s"), True),
+        _comparison_row(many, "wall time (s)", pair(batch, "wall_s"), False, 2),
+        _comparison_row(img, "TTFT median (ms)", pair(image, "median_ms"), False),
+    ]
+    return lines
+
+
+def floor_table(results: dict) -> list[str]:
+    floor = results["floor"]
+    lines = [
+        table_row(
+            ["Decode step", "measured ms", "floor ms", "MB read", "KV tokens", "measured/floor"]
+        ),
+        table_row(["---", "---:", "---:", "---:", "---:", "---:"]),
+    ]
+    for key, label in (
+        ("single_triserve", "batch 1, Triserve"),
+        ("single_transformers", "batch 1, transformers"),
+        ("batch_triserve", "mixed batch, Triserve pure-decode steps"),
+        ("batch_transformers", "mixed batch, transformers (padded)"),
+    ):
+        if key not in floor:
+            continue
+        f = floor[key]
+        if "mean_batch" in f:
+            label += f" (mean batch {f['mean_batch']:.1f})"
+        lines.append(
+            table_row(
+                [
+                    label,
+                    _num(f["measured_ms_per_step"], 2),
+                    _num(f["floor_ms_per_step"], 2),
+                    _num(f["bytes_per_step"] / 1e6),
+                    _num(f["kv_tokens"], 0),
+                    f"{f['measured_over_floor']:.2f}",
+                ]
+            )
+        )
+    return lines
+
+
+def markdown_report(results: dict) -> str:
+    machine, config, batch = results["machine"], results["config"], results["batch"]
+    bandwidth, floor = results["bandwidth"], results["floor"]
+    hf = batch["transformers"]
+    device = machine["gpu_name"] or machine["cpu_model"]
+    lines = [
+        f"## Engine benchmark: preset {config['preset']}, {config['device']}, {config['dtype']}",
+        "",
+        f"{device}; {machine['num_cpus']} CPUs; torch {machine['torch']}, "
+        f"transformers {machine['transformers']}. Greedy, EOS ignored by both systems.",
+        "",
+        *comparison_table(results),
+        "",
+        f"Mixed batch: Triserve adds all {batch['batch_size']} requests and steps until done "
+        f"(continuous batching). transformers runs them as one left-padded batch to the largest "
+        f"max_tokens; only each request's own max_tokens count as useful "
+        f"({batch['useful_tokens']} useful of {hf['generated_tokens']} generated, "
+        f"{hf['generated_tok_s']:,.1f} tok/s counting all). "
+        f"Greedy tokens match at batch 1: {results['single']['greedy_tokens_match']}.",
+        "",
+        f"### Memory-bandwidth floor ({bandwidth['gb_per_s']:.1f} GB/s measured, "
+        f"median copy {bandwidth['median_gb_per_s']:.1f} GB/s)",
+        "",
+        *floor_table(results),
+        "",
+        f"Floor = (weights {floor['weight_bytes'] / 1e6:,.1f} MB + KV tokens x "
+        f"{floor['kv_bytes_per_token']:,} B) / bandwidth. Weights: decoder layers, final norm and "
+        f"lm_head; the input embedding table ({floor['embedding_bytes_not_counted'] / 1e6:,.1f} "
+        "MB) is left out because a step gathers one row of it per sequence. Bandwidth: "
+        f"{bandwidth['definition']} of {bandwidth['num_repeats']} copies of "
+        f"{bandwidth['copy_bytes'] / 2**20:,.0f} MiB.",
+        "",
+        f"Runtime {results['runtime_s']:.1f} s.",
+    ]
+    return "\n".join(lines)

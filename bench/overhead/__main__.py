@@ -1,0 +1,3 @@
+from bench.overhead.benchmark import main
+
+main()

@@ -1,0 +1,63 @@
+"""WorkerClient: the scheduler's view of one worker, what it must offer, and the rules both sides
+keep (the one text of these rules; the messages they name are in messages.py).
+
+Two implementations sit behind this Protocol, each next to what it wraps: `RayWorkerClient`
+(workers/ray_client.py) over a WorkerActor handle, and `LocalWorkerClient`
+(workers/local_client.py) over a WorkerCore in this process. Rules:
+
+- **Job ids name attempts.** The `request_id` of a job is the request's id on its first attempt
+  and `"<request_id>~<n>"` on its n-th re-drive. Events echo the job's id; events for an id the
+  scheduler no longer tracks are ignored, so a late event of an old attempt is harmless.
+- **One poll, everything since the previous one.** `poll(timeout_s)` returns as soon as the
+  worker has something to report, or an empty `WorkerEvents` (with its load) after
+  `timeout_s`. A message normally covers one engine step; when the poller falls behind it
+  covers several (`WorkerEvents.num_steps`), with each request's tokens merged into one
+  `TokenDelta` whose `num_decode_steps` and `decode_compute_ms` add up. The trace's decode
+  step count sums `num_decode_steps`, so it counts engine steps, not messages. A poll that
+  raises means the worker is gone: its requests are re-driven.
+- **Who reports the first token.** With `PrefillJob.decode_here`, every token, the first one
+  included, comes as a `TokenDelta`; the one with the first token also carries
+  `num_cached_tokens` and the prefill's `queue_ms`/`compute_ms` (no `PrefillDone` is sent).
+  Without it, the first token comes in `PrefillDone` only. A `DecodeJob` streams the tokens
+  after `first_token_id`.
+- **Transfers.** An `EncodeJob` with `export` puts every image's embeddings in the transport as
+  a `TransferRef`; without it (prefill will run on the encode worker) they normally stay in
+  its embedding cache only, every ref None. The consumer checks checksum and `expected_epochs`,
+  reports `TransferConsumed`, or a retriable `StageFailed` when the array is missing, corrupt
+  or stale. The producer frees an array on `release([transfer_id])`; the scheduler also
+  releases the refs it never routes (a prefill on the encode worker itself reads its own
+  embedding cache: `EmbeddingInput.ref is None`).
+- **Errors.** `submit_*` raises `InvalidRequestError` (errors.py) for input the worker refuses;
+  the request fails with it, as it does on a `StageFailed` with `is_invalid_input`. Any other
+  exception marks the worker as gone. `abort` and `release` of an id the worker does not hold
+  (never had, finished, already freed) do nothing.
+- **Times** (`queue_ms`, `compute_ms`, in ms) are measured by the worker; the trace keeps them
+  (see scheduler/lifecycle.py), and messages.py says what each one covers.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from workers.contract.messages import DecodeJob, EncodeJob, PrefillJob, WorkerEvents, WorkerLoad
+
+
+class WorkerClient(Protocol):
+    worker_id: str
+    stages: str  # a non-empty subset of "EPD", e.g. "E", "PD", "EPD"
+    pool: str  # the pool the worker belongs to (for snapshots and metrics)
+    model: str  # the model it serves
+
+    async def submit_encode(self, job: EncodeJob) -> None: ...
+
+    async def submit_prefill(self, job: PrefillJob) -> None: ...
+
+    async def submit_decode(self, job: DecodeJob) -> None: ...
+
+    async def poll(self, timeout_s: float) -> WorkerEvents: ...
+
+    async def abort(self, request_id: str) -> None: ...
+
+    async def release(self, transfer_ids: list[str]) -> None: ...
+
+    async def load(self) -> WorkerLoad: ...
