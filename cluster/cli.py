@@ -59,9 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--tpot-ms", type=float, help="server only: TPOT target (class default)")
     gen.add_argument("--priority", choices=["interactive", "batch"], default="", help="server")
     gen.add_argument(
-        "--admission", choices=["reject", "degrade", "best_effort"], default="",
+        "--admission",
+        choices=["reject", "degrade", "best_effort"],
+        default="",
         help="server only: when predicted to miss its SLO (default: the cluster's)",
-    )  # fmt: skip
+    )
     gen.add_argument("--json", action="store_true", help='print {"token_ids": [...], "text": ...}')
     _add_server_flags(gen, with_server=False)
 

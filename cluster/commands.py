@@ -54,13 +54,22 @@ def _generate_remote(args: argparse.Namespace) -> int:
     try:
         with TriserveClient(args.server, api_token=args.api_token) as client:
             for chunk in client.generate(
-                prompt=args.prompt, images=images, model=args.model or "",
-                request_id=args.request_id, max_tokens=args.max_tokens,
-                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                seed=args.seed, stop=args.stop, ignore_eos=args.ignore_eos,
-                ttft_ms=args.ttft_ms, tpot_ms=args.tpot_ms, priority=args.priority,
+                prompt=args.prompt,
+                images=images,
+                model=args.model or "",
+                request_id=args.request_id,
+                max_tokens=args.max_tokens,
+                temperature=args.temperature,
+                top_k=args.top_k,
+                top_p=args.top_p,
+                seed=args.seed,
+                stop=args.stop,
+                ignore_eos=args.ignore_eos,
+                ttft_ms=args.ttft_ms,
+                tpot_ms=args.tpot_ms,
+                priority=args.priority,
                 admission=args.admission,
-            ):  # fmt: skip
+            ):
                 done.add(chunk)
                 if not args.json:
                     print(chunk.text, end="", flush=True)

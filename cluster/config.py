@@ -1,8 +1,9 @@
 """Cluster configuration: the models, the worker pools, and how clients reach the cluster.
 
-Read from YAML (`load_config`), or from command-line pool specs (`parse_pools`,
-`colocated_pools`); `resolve_config` combines both. Every key is optional; unknown keys and bad
-values raise `ConfigError` naming the key. `deploy/cluster.example.yaml` shows a whole file.
+Read from YAML, or from command-line pool specs (config_sources.py: `load_config`,
+`parse_pools`, `colocated_pools`, and `resolve_config`, which combines them). Every key is
+optional; unknown keys and bad values raise `ConfigError` naming the key.
+`deploy/cluster.example.yaml` shows a whole file.
 
     models:                 # model name -> checkpoint directory, or a preset Triserve writes
       tiny: tiny            #   itself ("tiny", "small"). Default: {tiny: tiny}
@@ -93,44 +94,65 @@ class PoolConfig:
 
     def __post_init__(self) -> None:
         where = f"pool {self.name!r}"
-        _require(bool(self.name), f"{where}: name must not be empty")
-        _require(self.stages in STAGES, f"{where}: stages must be one of {STAGES}")
-        _require(self.dtype in DTYPES, f"{where}: dtype must be one of {DTYPES}")
-        _require(self.device.startswith(("cpu", "cuda")), f"{where}: device must be cpu or cuda")
-        _require(self.num_workers >= 0, f"{where}: num_workers must be >= 0")
-        _require(self.num_gpus >= 0 and self.num_cpus >= 0, f"{where}: num_gpus/num_cpus < 0")
-        _require(self.max_restarts >= -1, f"{where}: max_restarts must be >= -1")
-        _require(0 <= self.nice <= 19, f"{where}: nice must be in 0..19")
-        for key in ("num_kv_blocks", "block_size", "max_num_seqs", "max_num_batched_tokens",
-                    "max_model_len", "torch_threads", "kv_cache_memory_bytes"):  # fmt: skip
+        require(bool(self.name), f"{where}: name must not be empty")
+        require(self.stages in STAGES, f"{where}: stages must be one of {STAGES}")
+        require(self.dtype in DTYPES, f"{where}: dtype must be one of {DTYPES}")
+        require(self.device.startswith(("cpu", "cuda")), f"{where}: device must be cpu or cuda")
+        require(self.num_workers >= 0, f"{where}: num_workers must be >= 0")
+        require(self.num_gpus >= 0 and self.num_cpus >= 0, f"{where}: num_gpus/num_cpus < 0")
+        require(self.max_restarts >= -1, f"{where}: max_restarts must be >= -1")
+        require(0 <= self.nice <= 19, f"{where}: nice must be in 0..19")
+        for key in (
+            "num_kv_blocks",
+            "block_size",
+            "max_num_seqs",
+            "max_num_batched_tokens",
+            "max_model_len",
+            "torch_threads",
+            "kv_cache_memory_bytes",
+        ):
             value = getattr(self, key)
-            _require(value is None or value >= 1, f"{where}: {key} must be >= 1")
+            require(value is None or value >= 1, f"{where}: {key} must be >= 1")
 
     def engine_config(self, model_dir: str | Path) -> EngineConfig:
         """The EngineConfig of each worker of this pool."""
         return EngineConfig(
-            model_dir=str(model_dir), stages=self.stages, device=self.device, dtype=self.dtype,
-            block_size=self.block_size, num_kv_blocks=self.num_kv_blocks,
-            kv_cache_memory_bytes=self.kv_cache_memory_bytes, max_num_seqs=self.max_num_seqs,
-            max_num_batched_tokens=self.max_num_batched_tokens, max_model_len=self.max_model_len,
+            model_dir=str(model_dir),
+            stages=self.stages,
+            device=self.device,
+            dtype=self.dtype,
+            block_size=self.block_size,
+            num_kv_blocks=self.num_kv_blocks,
+            kv_cache_memory_bytes=self.kv_cache_memory_bytes,
+            max_num_seqs=self.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            max_model_len=self.max_model_len,
             enable_prefix_caching=self.enable_prefix_caching,
             embedding_cache_size=self.embedding_cache_size,
-        )  # fmt: skip
+        )
 
     def worker_config(
         self, worker_id: str, model_dir: str | Path, tpot_target_ms: float | None = None
     ) -> WorkerConfig:
         """`tpot_target_ms`: what a profiling worker derives its step budgets from."""
         return WorkerConfig(
-            worker_id=worker_id, engine=self.engine_config(model_dir), pool=self.name,
-            model=self.model, torch_threads=self.torch_threads, nice=self.nice,
-            profile_at_start=self.profile_at_start, tpot_target_ms=tpot_target_ms,
-        )  # fmt: skip
+            worker_id=worker_id,
+            engine=self.engine_config(model_dir),
+            pool=self.name,
+            model=self.model,
+            torch_threads=self.torch_threads,
+            nice=self.nice,
+            profile_at_start=self.profile_at_start,
+            tpot_target_ms=tpot_target_ms,
+        )
 
 
 def default_pools(model: str = "tiny") -> tuple[PoolConfig, ...]:
     """One pool per stage: the smallest disaggregated layout."""
-    return parse_pools("encode=1,prefill=1,decode=1", model)
+    return tuple(
+        PoolConfig(name=name, stages=STAGE_NAMES[name], num_workers=1, model=model)
+        for name in ("encode", "prefill", "decode")
+    )
 
 
 @dataclass(frozen=True)
@@ -148,20 +170,20 @@ class ClusterConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
     def __post_init__(self) -> None:
-        _require(bool(self.models), "models: at least one model is needed")
-        _require(bool(self.pools), "pools: at least one pool is needed")
+        require(bool(self.models), "models: at least one model is needed")
+        require(bool(self.pools), "pools: at least one pool is needed")
         names = [pool.name for pool in self.pools]
-        _require(len(set(names)) == len(names), f"pools: names must be unique, got {names}")
+        require(len(set(names)) == len(names), f"pools: names must be unique, got {names}")
         for pool in self.pools:
-            _require(pool.model in self.models, f"pool {pool.name!r}: unknown model {pool.model!r}")
+            require(pool.model in self.models, f"pool {pool.name!r}: unknown model {pool.model!r}")
         stages = "".join(pool.stages for pool in self.pools)
-        _require("P" in stages and "D" in stages, "pools: no pool runs prefill (P) or decode (D)")
-        _require(0 <= self.port <= 65535, "port must be in [0, 65535]")
-        _require(
+        require("P" in stages and "D" in stages, "pools: no pool runs prefill (P) or decode (D)")
+        require(0 <= self.port <= 65535, "port must be in [0, 65535]")
+        require(
             self.metrics_port is None or 0 <= self.metrics_port <= 65535,
             "metrics_port must be in [0, 65535] or null",
         )
-        _require(self.fetch_timeout_s > 0 and self.call_timeout_s > 0, "timeouts must be > 0")
+        require(self.fetch_timeout_s > 0 and self.call_timeout_s > 0, "timeouts must be > 0")
 
     def pool(self, name: str) -> PoolConfig:
         for pool in self.pools:
@@ -190,9 +212,9 @@ class ClusterConfig:
             values[key] = _secret(values.get(key), key)
         models = values.setdefault("models", {"tiny": "tiny"})
         for name, source in _mapping(models, "models").items():
-            _require(isinstance(source, str) and source, f"models.{name}: must be a path/preset")
+            require(isinstance(source, str) and source, f"models.{name}: must be a path/preset")
         if "pools" in raw:
-            _require(isinstance(raw["pools"], list), "pools: must be a list of pools")
+            require(isinstance(raw["pools"], list), "pools: must be a list of pools")
             default_model = next(iter(models)) if len(models) == 1 else None
             values["pools"] = tuple(
                 _pool_from_dict(item, f"pools[{i}]", default_model)
@@ -206,90 +228,39 @@ class ClusterConfig:
         return replace(self, pools=tuple(pools))
 
 
-def load_config(path: str | Path) -> ClusterConfig:
-    import yaml
-
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: cannot read the configuration: {e}") from None
-    try:
-        return ClusterConfig.from_dict(raw or {})
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-
-
-def parse_pools(spec: str, model: str = "tiny") -> tuple[PoolConfig, ...]:
-    """`encode=1,prefill=1,decode=1` or `ep=2,d=1`: comma-separated `stages=num_workers`, where
-    stages is a stage name (encode, prefill, decode, colocated) or letters (e, p, d, ep, pd,
-    epd). The pool is named after what was written, lower-cased."""
-    pools = []
-    for item in spec.split(","):
-        name, sep, count = item.strip().partition("=")
-        name = name.strip().lower()
-        stages = STAGE_NAMES.get(name, "".join(s for s in "EPD" if s in name.upper()))
-        is_letters = sorted(name.upper()) == sorted(stages) and len(set(name)) == len(name)
-        _require(
-            bool(sep) and (name in STAGE_NAMES or is_letters) and stages in STAGES,
-            f"--pools: {item.strip()!r} is not STAGES=N (STAGES: encode, prefill, decode, "
-            f"colocated, or one of {', '.join(s.lower() for s in STAGES)})",
-        )
-        _require(count.strip().isdigit(), f"--pools: {item.strip()!r}: N must be an integer >= 0")
-        pools.append(PoolConfig(name=name, stages=stages, num_workers=int(count), model=model))
-    names = [pool.name for pool in pools]
-    _require(len(set(names)) == len(names), f"--pools: {spec!r} names a pool twice")
-    return tuple(pools)
-
-
-def colocated_pools(num_workers: int, model: str = "tiny") -> tuple[PoolConfig, ...]:
-    """`--colocated N`: one pool of N workers that each run encode, prefill and decode."""
-    _require(num_workers >= 1, f"--colocated: needs at least 1 worker, got {num_workers}")
-    return (PoolConfig(name="colocated", stages="EPD", num_workers=num_workers, model=model),)
-
-
-def resolve_config(
-    path: str | Path | None = None, pools: str | None = None, colocated: int | None = None
-) -> ClusterConfig:
-    """A YAML file (or the defaults), with its pools replaced by `--pools` or `--colocated`."""
-    _require(pools is None or colocated is None, "use either --pools or --colocated, not both")
-    config = load_config(path) if path else ClusterConfig()
-    model = config.pools[0].model
-    if pools is not None:
-        return config.with_pools(parse_pools(pools, model))
-    if colocated is not None:
-        return config.with_pools(colocated_pools(colocated, model))
-    return config
-
-
 # --------------------------------------------------------------------- validation helpers
 _TYPES = {
-    "str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
-    "int | None": (int, type(None)), "str | None": (str, type(None)),
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "int | None": (int, type(None)),
+    "str | None": (str, type(None)),
     "dict[str, str]": (dict,),
-}  # fmt: skip
+}
 
 
-def _require(condition: bool, message: str) -> None:
+def require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
 
 
 def _mapping(raw: Any, where: str) -> Mapping[str, Any]:
-    _require(isinstance(raw, Mapping), f"{where}: must be a mapping of keys to values")
+    require(isinstance(raw, Mapping), f"{where}: must be a mapping of keys to values")
     return raw
 
 
 def _check_keys(raw: Mapping[str, Any], cls: type, where: str) -> None:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - known)
-    _require(not unknown, f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+    require(not unknown, f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
 
 
 def _typed(cls: type, key: str, value: Any, where: str) -> Any:
     kind = next(f.type for f in dataclasses.fields(cls) if f.name == key)
     allowed = _TYPES.get(kind, (object,))
     is_bool_as_number = isinstance(value, bool) and bool not in allowed
-    _require(
+    require(
         isinstance(value, allowed) and not is_bool_as_number,
         f"{where}: expected {kind}, got {value!r}",
     )
@@ -300,10 +271,10 @@ def _pool_from_dict(raw: Any, where: str, default_model: str | None) -> PoolConf
     raw = _mapping(raw, where)
     _check_keys(raw, PoolConfig, where)
     for key in ("name", "stages"):
-        _require(key in raw, f"{where}: {key} is required")
+        require(key in raw, f"{where}: {key} is required")
     values = {k: _typed(PoolConfig, k, v, f"{where}.{k}") for k, v in raw.items()}
     if "model" not in values:
-        _require(default_model is not None, f"{where}: model is required with several models")
+        require(default_model is not None, f"{where}: model is required with several models")
         values["model"] = default_model
     values["stages"] = values["stages"].upper()
     try:
@@ -326,5 +297,5 @@ def _secret(value: str | None, key: str) -> str | None:
     if value is None or not value.startswith("env:"):
         return value
     name = value.removeprefix("env:")
-    _require(bool(os.environ.get(name)), f"{key}: environment variable {name} is not set")
+    require(bool(os.environ.get(name)), f"{key}: environment variable {name} is not set")
     return os.environ[name]

@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cluster.config import ClusterConfig, ConfigError, resolve_config
+from cluster.config import ClusterConfig, ConfigError
+from cluster.config_sources import resolve_config
 
 NAMESPACE = "triserve"
 APP_NAME = "triserve"  # the Serve application; clients send it as `application` metadata

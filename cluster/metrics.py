@@ -68,31 +68,47 @@ class ServingMetrics:
         self.registry = registry or CollectorRegistry()
         by_class = ["request_class"]
         self.ttft = Histogram(
-            "triserve_ttft_seconds", "Time to first token of finished requests.",
-            by_class, registry=self.registry, buckets=TTFT_BUCKETS,
-        )  # fmt: skip
+            "triserve_ttft_seconds",
+            "Time to first token of finished requests.",
+            by_class,
+            registry=self.registry,
+            buckets=TTFT_BUCKETS,
+        )
         self.tpot = Histogram(
-            "triserve_tpot_seconds", "Time per output token after the first (2+ tokens).",
-            by_class, registry=self.registry, buckets=TPOT_BUCKETS,
-        )  # fmt: skip
+            "triserve_tpot_seconds",
+            "Time per output token after the first (2+ tokens).",
+            by_class,
+            registry=self.registry,
+            buckets=TPOT_BUCKETS,
+        )
         self.e2e = Histogram(
-            "triserve_e2e_latency_seconds", "Arrival to last token of finished requests.",
-            by_class, registry=self.registry, buckets=E2E_BUCKETS,
-        )  # fmt: skip
+            "triserve_e2e_latency_seconds",
+            "Arrival to last token of finished requests.",
+            by_class,
+            registry=self.registry,
+            buckets=E2E_BUCKETS,
+        )
         self.requests = Counter(
-            "triserve_requests", "Ended requests: attained or missed their SLO (finished), "
+            "triserve_requests",
+            "Ended requests: attained or missed their SLO (finished), "
             "rejected at admission, failed or cancelled.",
-            ["request_class", "outcome"], registry=self.registry,
-        )  # fmt: skip
+            ["request_class", "outcome"],
+            registry=self.registry,
+        )
         self.stage_time = Histogram(
-            "triserve_stage_seconds", "Per request and stage: time in the scheduler's queue, "
+            "triserve_stage_seconds",
+            "Per request and stage: time in the scheduler's queue, "
             "the worker's queue, engine compute, and the transfer of the stage's input.",
-            ["stage", "kind"], registry=self.registry, buckets=STAGE_BUCKETS,
-        )  # fmt: skip
+            ["stage", "kind"],
+            registry=self.registry,
+            buckets=STAGE_BUCKETS,
+        )
         self.transfer_bytes = Counter(
-            "triserve_transfer_bytes", "Bytes fetched between workers (embeddings, KV).",
-            ["kind"], registry=self.registry,
-        )  # fmt: skip
+            "triserve_transfer_bytes",
+            "Bytes fetched between workers (embeddings, KV).",
+            ["kind"],
+            registry=self.registry,
+        )
         for request_class in REQUEST_CLASSES:  # every series exists from the start (rate() works)
             for outcome in OUTCOMES:
                 self.requests.labels(request_class, outcome)
@@ -177,13 +193,15 @@ class SchedulerGauges(Collector):
             yield _gauge(
                 "triserve_prefix_cache_hit_rate",
                 "Prompt tokens served from a prefix cache / prompt tokens prefilled.",
-                [], [([], ledger.prefix_hit_rate)],
-            )  # fmt: skip
+                [],
+                [([], ledger.prefix_hit_rate)],
+            )
             yield _gauge(
                 "triserve_embedding_cache_hit_rate",
                 "Images whose embeddings a worker already held / images admitted.",
-                [], [([], ledger.embedding_hit_rate)],
-            )  # fmt: skip
+                [],
+                [([], ledger.embedding_hit_rate)],
+            )
             attainment = [
                 ([name], counts.num_attained / counts.num_finished)
                 for name, counts in ledger.classes.items()
@@ -192,13 +210,16 @@ class SchedulerGauges(Collector):
             yield _gauge(
                 "triserve_slo_attainment",
                 "Finished requests that met both SLO targets / finished requests, since start.",
-                ["request_class"], attainment,
-            )  # fmt: skip
+                ["request_class"],
+                attainment,
+            )
         queued = [([stage], count) for stage, count in snapshot.num_queued_by_stage.items()]
         yield _gauge(
-            "triserve_scheduler_queued_jobs", "Jobs waiting in the scheduler's stage queues.",
-            ["stage"], queued,
-        )  # fmt: skip
+            "triserve_scheduler_queued_jobs",
+            "Jobs waiting in the scheduler's stage queues.",
+            ["stage"],
+            queued,
+        )
         pools = [([pool], size) for pool, size in readings.num_workers_by_pool.items()]
         yield _gauge(
             "triserve_pool_workers", "Active (not draining) workers per pool.", ["pool"], pools
@@ -212,8 +233,9 @@ class SchedulerGauges(Collector):
         yield _gauge(
             "triserve_cost_correction",
             "Observed / profiled stage time per worker (EWMA; 1 = as profiled).",
-            ["worker", "stage"], corrections,
-        )  # fmt: skip
+            ["worker", "stage"],
+            corrections,
+        )
 
 
 def _runs(snapshot: SchedulerSnapshot, worker_id: str, stage: str) -> bool:

@@ -69,10 +69,13 @@ class RayWorkerLauncher:
         from workers.ray_client import RayWorkerClient
 
         handle = start_worker_actor(
-            worker, num_cpus=pool.num_cpus, num_gpus=pool.num_gpus,
-            max_restarts=pool.max_restarts, name=f"triserve-{self.cluster_id}-{worker.worker_id}",
+            worker,
+            num_cpus=pool.num_cpus,
+            num_gpus=pool.num_gpus,
+            max_restarts=pool.max_restarts,
+            name=f"triserve-{self.cluster_id}-{worker.worker_id}",
             fetch_timeout_s=self.config.fetch_timeout_s,
-        )  # fmt: skip
+        )
         client = RayWorkerClient(handle, worker, self.config.call_timeout_s)
         try:
             await client.ready(self.ready_timeout_s)

@@ -18,9 +18,11 @@ def worker_state_message(
     worker: WorkerSnapshot, cost: WorkerCostSnapshot | None = None
 ) -> pb.WorkerState:
     message = pb.WorkerState(
-        worker_id=worker.worker_id, stages=worker.stages, draining=worker.is_draining,
+        worker_id=worker.worker_id,
+        stages=worker.stages,
+        draining=worker.is_draining,
         epoch=worker.epoch,
-    )  # fmt: skip
+    )
     if cost is not None:
         message.cost_model.CopyFrom(cost_model_message(cost))
     load = worker.load
@@ -38,10 +40,11 @@ def worker_state_message(
 
 def cost_model_message(cost: WorkerCostSnapshot) -> pb.WorkerCostModel:
     message = pb.WorkerCostModel(
-        corrections=cost.corrections, num_observations=cost.num_observations,
+        corrections=cost.corrections,
+        num_observations=cost.num_observations,
         max_num_batched_tokens=cost.max_num_batched_tokens,
         max_encode_images=cost.max_encode_images,
-    )  # fmt: skip
+    )
     if cost.encode is not None:
         message.encode_base_ms = cost.encode.base_ms
         message.encode_ms_per_image_token = cost.encode.per_unit_ms
@@ -57,10 +60,12 @@ def cost_model_message(cost: WorkerCostSnapshot) -> pb.WorkerCostModel:
 
 def pool_state_message(pool: PoolSnapshot) -> pb.PoolState:
     return pb.PoolState(
-        name=pool.name, stages=pool.stages, model=pool.model,
+        name=pool.name,
+        stages=pool.stages,
+        model=pool.model,
         target_workers=pool.target_workers,
         workers=[worker_state_message(w, pool.costs.get(w.worker_id)) for w in pool.workers],
-    )  # fmt: skip
+    )
 
 
 def class_state_messages(ledger: SloLedger) -> list[pb.RequestClassState]:
@@ -73,7 +78,7 @@ def class_state_messages(ledger: SloLedger) -> list[pb.RequestClassState]:
             degraded=counts.num_degraded,
             best_effort=counts.num_best_effort,
             failed=counts.num_failed,
-        )  # fmt: skip
+        )
         for name, counts in ledger.classes.items()
     ]
 
@@ -96,9 +101,11 @@ def cluster_state_message(snapshot: ClusterSnapshot) -> pb.ClusterState:
 
 def trace_message(trace: Trace) -> pb.Trace:
     message = pb.Trace(
-        request_id=trace.request_id, state=trace.state, model=trace.model,
+        request_id=trace.request_id,
+        state=trace.state,
+        model=trace.model,
         arrival_unix_ms=trace.arrival_time * 1000.0,
-    )  # fmt: skip
+    )
     for event in trace.events:
         attrs = dict(event.attrs)
         numbers = {

@@ -57,7 +57,7 @@ class ActiveRequest:
 
     @property
     def job_id(self) -> str:
-        """The id workers know this attempt by (see worker_client.py)."""
+        """The id workers know this attempt by (see workers/contract/worker_client.py)."""
         return self.request_id if self.attempt == 0 else f"{self.request_id}~{self.attempt}"
 
     @property

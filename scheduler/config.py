@@ -72,10 +72,16 @@ class SchedulerConfig:
         positive = {
             name: getattr(self, name)
             for name in (
-                "sand_ttft_ms", "sand_tpot_ms", "pebble_ttft_ms", "pebble_tpot_ms",
-                "rock_ttft_ms", "rock_tpot_ms", "dispatch_horizon_ms", "poll_timeout_s",
+                "sand_ttft_ms",
+                "sand_tpot_ms",
+                "pebble_ttft_ms",
+                "pebble_tpot_ms",
+                "rock_ttft_ms",
+                "rock_tpot_ms",
+                "dispatch_horizon_ms",
+                "poll_timeout_s",
             )
-        }  # fmt: skip
+        }
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"scheduler.{name} must be > 0, got {value}")

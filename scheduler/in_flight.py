@@ -1,7 +1,7 @@
 """The requests in flight, by request id and by the job id of their current attempt.
 
-Workers echo job ids (see worker_client.py), so events are matched through `job()`: an event of
-an attempt that ended or was superseded finds nothing.
+Workers echo job ids (see workers/contract/worker_client.py), so events are matched through
+`job()`: an event of an attempt that ended or was superseded finds nothing.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ feedback.py.
 Tokens of all a worker's requests arrive in one message per engine step: the scheduler makes no
 per-token call. The request lifecycle is in lifecycle.py. What events do to requests is decided
 in event_applier.py, what failures do in recovery.py; driver.py alone acts on those decisions.
-The rules a worker keeps are in worker_client.py.
+The rules a worker keeps are in workers/contract/worker_client.py.
 """
 
 from __future__ import annotations

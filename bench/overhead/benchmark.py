@@ -110,7 +110,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 
     from bench.common.cluster import start_cluster, stop_cluster
     from bench.common.machine import describe_machine
-    from cluster.config import ClusterConfig, parse_pools
+    from cluster.config import ClusterConfig
+    from cluster.config_sources import parse_pools
     from workers.engine.prompt import load_tokenizer
 
     started = time.perf_counter()

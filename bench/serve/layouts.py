@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from cluster.config import ClusterConfig, PoolConfig, colocated_pools, parse_pools
+from cluster.config import ClusterConfig, PoolConfig
+from cluster.config_sources import colocated_pools, parse_pools
 from scheduler.config import SchedulerConfig
 
 DEFAULT_DISAGG_POOLS = "encode=1,prefill=1,decode=1"

@@ -12,7 +12,8 @@ from dataclasses import replace
 
 import pytest
 
-from cluster.config import ClusterConfig, parse_pools
+from cluster.config import ClusterConfig
+from cluster.config_sources import parse_pools
 from cluster.pools import PoolManager, RayWorkerLauncher
 from tests.workers.support import (
     GREEDY,

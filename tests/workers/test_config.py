@@ -6,15 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.config import (
-    ClusterConfig,
-    ConfigError,
-    PoolConfig,
-    colocated_pools,
-    load_config,
-    parse_pools,
-    resolve_config,
-)
+from cluster.config import ClusterConfig, ConfigError, PoolConfig
+from cluster.config_sources import colocated_pools, load_config, parse_pools, resolve_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "cluster.example.yaml"
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from cluster.config import ClusterConfig, PoolConfig, parse_pools
+from cluster.config import ClusterConfig, PoolConfig
+from cluster.config_sources import parse_pools
 from cluster.pools import PoolManager, WorkerBusyError
 from workers.contract.worker_config import WorkerConfig
 
