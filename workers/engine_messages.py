@@ -80,17 +80,18 @@ class EngineSpec:
 
 @dataclass(frozen=True)
 class EngineStats:
-    """The engine's counters after its last step (cheap: read every turn)."""
+    """The engine's counters after its last step (cheap: read every turn). An engine without a
+    KV cache (encode only) leaves the KV and prefix counters at 0."""
 
-    num_waiting: int
-    num_running: int
-    num_kv_blocks: int
-    num_free_blocks: int
-    num_cached_blocks: int
-    num_used_blocks: int
-    num_preemptions: int
-    prefix_cache_hit_rate: float  # prompt tokens served from the cache / prompt tokens admitted
-    embedding_cache_hit_rate: float
+    num_waiting: int = 0
+    num_running: int = 0
+    num_kv_blocks: int = 0
+    num_free_blocks: int = 0
+    num_cached_blocks: int = 0
+    num_used_blocks: int = 0
+    num_preemptions: int = 0
+    prefix_cache_hit_rate: float = 0.0  # prompt tokens served from the cache / admitted
+    embedding_cache_hit_rate: float = 0.0
     # Full KV blocks a prefix lookup can hit (used or evictable), and images in the embedding
     # cache: the sizes of the caches whose entries `prefix_cache_hashes` and
     # `embedding_cache_keys` list.

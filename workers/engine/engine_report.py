@@ -36,17 +36,7 @@ def engine_stats(batcher: Batcher | None, embedding_cache: EmbeddingCache) -> En
     embedding_hit_rate = cache.num_hits / max(1, cache.num_queries)
     if batcher is None:
         return EngineStats(
-            num_waiting=0,
-            num_running=0,
-            num_kv_blocks=0,
-            num_free_blocks=0,
-            num_cached_blocks=0,
-            num_used_blocks=0,
-            num_preemptions=0,
-            prefix_cache_hit_rate=0.0,
-            embedding_cache_hit_rate=embedding_hit_rate,
-            num_prefix_cache_blocks=0,
-            num_embedding_cache_entries=len(cache),
+            embedding_cache_hit_rate=embedding_hit_rate, num_embedding_cache_entries=len(cache)
         )
     pool = batcher.block_pool
     return EngineStats(
