@@ -13,7 +13,10 @@ to be missed, the request's admission policy decides:
                  decode slot and KV for less time; placement already takes the fastest pool
     best_effort  admitted at low priority: it yields to every other job for a bounded time
 
-A stage queue that is full rejects whatever the policy: no queue grows without bound.
+A stage queue that is full rejects whatever the policy: no queue grows without bound. An idle
+cluster (nothing queued, no worker holding a job) admits whatever the forecast says: a request
+that waits for nobody harms nobody, and refusing it would leave the learned errors that made
+the forecast (cost_model.py) nothing to learn from.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from scheduler.slo import SloTargets
 from scheduler.stage import Stage, stages_for
 from workers.contract.cost_profile import WorkerProfile
 
+IDLE_REASON = "the cluster is idle"
+
 
 class Admission(Enum):
     ADMIT = "admit"
@@ -46,7 +51,7 @@ class AdmissionDecision:
     action: Admission
     predicted_ttft_ms: float
     predicted_tpot_ms: float
-    reason: str  # empty when the request is predicted to attain
+    reason: str  # empty when the request is predicted to attain (IDLE_REASON: admitted anyway)
     retry_after_ms: float | None = None  # REJECT only
 
 
@@ -119,11 +124,13 @@ class AdmissionControl:
         forecaster: Forecaster,
         work_ahead_ms: Callable[[Stage, float, bool], float],  # (stage, latest start, low)
         is_queue_full: Callable[[Stage], bool],
+        is_idle: Callable[[], bool] = lambda: False,  # nothing queued, no worker holds a job
     ) -> None:
         self.config = config
         self.forecaster = forecaster
         self._work_ahead_ms = work_ahead_ms
         self._is_queue_full = is_queue_full
+        self._is_idle = is_idle
         self._models: dict[str, ModelInfo] = {}
 
     def learn_model(self, model: str, profile: WorkerProfile | None) -> None:
@@ -176,8 +183,10 @@ class AdmissionControl:
         residuals, k = self.forecaster.costs.residuals, self.config.admission_margin_deviations
         ttft = max(model_ttft, model_ttft + residuals.ttft_margin_ms(request_class.value, k))
         first_gap = max(model_gap, model_gap + residuals.tpot_margin_ms(request_class.value, k))
-        if self.config.policy != "slo":
+        if not self.config.mode.is_slo_aware:
             decision = AdmissionDecision(Admission.ADMIT, ttft, first_gap, "", None)
+        elif self._is_idle():
+            decision = AdmissionDecision(Admission.ADMIT, ttft, first_gap, IDLE_REASON, None)
         else:
             policy = spec.admission or self.config.admission
             decision = decide(policy, targets, ttft, first_gap, self._is_queue_full(stages[0]))

@@ -61,6 +61,13 @@ class SchedulerConfig:
     arrival_window_ms: float = 0.0
     # The EWMA weight of a new observation in the online cost model.
     cost_ewma_alpha: float = 0.2
+    # What the cost model learned fades when nothing refreshes it: a stage's correction back
+    # to 1 and a class's residual (error and deviation) back to 0, by half per half-life
+    # since its last observation (cost_model.py). Under steady load observations come many
+    # times a half-life and fading changes little; after a burst that taught a large error,
+    # it lets the class be admitted again instead of being refused for good.
+    correction_half_life_s: float = 30.0
+    residual_half_life_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -80,6 +87,8 @@ class SchedulerConfig:
                 "rock_tpot_ms",
                 "dispatch_horizon_ms",
                 "poll_timeout_s",
+                "correction_half_life_s",
+                "residual_half_life_s",
             )
         }
         for name, value in positive.items():

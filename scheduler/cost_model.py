@@ -16,10 +16,18 @@ per request class as the EWMA of measured minus predicted TTFT (at each first to
 (at each end), with the EWMA of its deviation; admission adds the mean plus
 `SchedulerConfig.admission_margin_deviations` deviations to later forecasts
 (`LatencyResiduals`).
+
+Everything learned fades when nothing refreshes it: a correction back toward 1 and a residual
+back toward 0, by half every `SchedulerConfig.correction_half_life_s` / `residual_half_life_s`
+since its last observation. Both learn only from admitted requests, so without fading a burst
+that taught them a large error would lock a class out for good: every forecast would pass its
+target, nothing would be admitted, and nothing would correct them (`fade`).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from scheduler.stage import Stage
@@ -31,6 +39,17 @@ PRIOR_PREFILL = LinearCost(base_ms=2.0, per_unit_ms=0.1)  # per prompt token
 PRIOR_DECODE = DecodeCost(base_ms=2.0, per_seq_ms=0.5, per_context_token_ms=0.0)
 # An observation off by more than this factor is clamped: one stall must not swing the model.
 MAX_CORRECTION_STEP = 4.0
+
+
+def fade(value: float, neutral: float, age_ms: float, half_life_ms: float) -> float:
+    """`value`, learned `age_ms` ago, moved toward `neutral` by half each half-life."""
+    if half_life_ms == math.inf or age_ms <= 0:
+        return value
+    return neutral + (value - neutral) * 0.5 ** (age_ms / half_life_ms)
+
+
+def _no_clock() -> float:
+    return 0.0
 
 
 @dataclass(frozen=True)
@@ -47,19 +66,35 @@ class WorkerCostSnapshot:
 
 
 class WorkerCosts:
-    def __init__(self, profile: WorkerProfile | None, alpha: float) -> None:
+    """`clock_ms` and `half_life_ms` fade the corrections (the default: never)."""
+
+    def __init__(
+        self,
+        profile: WorkerProfile | None,
+        alpha: float,
+        clock_ms: Callable[[], float] = _no_clock,
+        half_life_ms: float = math.inf,
+    ) -> None:
         self.profile = profile
         self.alpha = alpha
+        self.clock_ms = clock_ms
+        self.half_life_ms = half_life_ms
         self.encode = (profile.encode if profile else None) or PRIOR_ENCODE
         self.prefill = (profile.prefill if profile else None) or PRIOR_PREFILL
         self.decode = (profile.decode if profile else None) or PRIOR_DECODE
-        self.corrections = {stage: 1.0 for stage in Stage}
+        self.corrections = {stage: 1.0 for stage in Stage}  # as last learned
+        self._learned_ms = {stage: 0.0 for stage in Stage}
         self.num_observations = {stage: 0 for stage in Stage}
+
+    def correction(self, stage: Stage) -> float:
+        """observed / profiled time of `stage`, as learned and faded since."""
+        age_ms = self.clock_ms() - self._learned_ms[stage]
+        return fade(self.corrections[stage], 1.0, age_ms, self.half_life_ms)
 
     def encode_ms(self, num_image_tokens: int) -> float:
         if num_image_tokens <= 0:
             return 0.0
-        return self.encode.predict(num_image_tokens) * self.corrections[Stage.ENCODE]
+        return self.encode.predict(num_image_tokens) * self.correction(Stage.ENCODE)
 
     def prefill_ms(self, num_tokens: int) -> float:
         """Prefill of `num_tokens` uncached prompt tokens, in chunks of the worker's budget."""
@@ -68,12 +103,11 @@ class WorkerCosts:
         budget = self.profile.budgets.max_num_batched_tokens if self.profile else num_tokens
         num_chunks = -(-num_tokens // max(1, budget))
         per_chunk_base = self.prefill.base_ms * num_chunks
-        return (per_chunk_base + self.prefill.per_unit_ms * num_tokens) * self.corrections[
-            Stage.PREFILL
-        ]
+        per_token = self.prefill.per_unit_ms * num_tokens
+        return (per_chunk_base + per_token) * self.correction(Stage.PREFILL)
 
     def decode_step_ms(self, batch: int, context_tokens: int) -> float:
-        return self.decode.predict(batch, context_tokens) * self.corrections[Stage.DECODE]
+        return self.decode.predict(batch, context_tokens) * self.correction(Stage.DECODE)
 
     def observe(self, stage: Stage, predicted_ms: float, observed_ms: float) -> None:
         """Fold in one measured time of a job predicted (with the current correction) to take
@@ -81,8 +115,9 @@ class WorkerCosts:
         if predicted_ms <= 0 or observed_ms <= 0:
             return
         ratio = min(MAX_CORRECTION_STEP, max(1 / MAX_CORRECTION_STEP, observed_ms / predicted_ms))
-        current = self.corrections[stage]
+        current = self.correction(stage)
         self.corrections[stage] = (1 - self.alpha) * current + self.alpha * current * ratio
+        self._learned_ms[stage] = self.clock_ms()
         self.num_observations[stage] += 1
 
     def snapshot(self) -> WorkerCostSnapshot:
@@ -91,7 +126,7 @@ class WorkerCosts:
             encode=self.encode,
             prefill=self.prefill,
             decode=self.decode,
-            corrections={stage.value: value for stage, value in self.corrections.items()},
+            corrections={stage.value: self.correction(stage) for stage in Stage},
             num_observations={stage.value: n for stage, n in self.num_observations.items()},
             max_num_batched_tokens=budgets.max_num_batched_tokens if budgets else None,
             max_encode_images=budgets.max_encode_images if budgets else None,
@@ -142,57 +177,89 @@ class LatencyResiduals:
     deviations, so that a request it admits makes its target even when its error is a bad one.
     """
 
-    def __init__(self, alpha: float) -> None:
+    def __init__(
+        self,
+        alpha: float,
+        clock_ms: Callable[[], float] = _no_clock,
+        half_life_ms: float = math.inf,
+    ) -> None:
         self.alpha = alpha
+        self.clock_ms = clock_ms
+        self.half_life_ms = half_life_ms
+        # As last learned, before fading (`margins` fades them).
         self.ttft_ms: dict[str, float] = {}
         self.tpot_ms: dict[str, float] = {}
         self.ttft_dev_ms: dict[str, float] = {}
         self.tpot_dev_ms: dict[str, float] = {}
+        self._learned_ms: dict[tuple[str, str], float] = {}  # ("ttft" | "tpot", class) -> when
 
     def observe_ttft(self, request_class: str, predicted_ms: float, measured_ms: float) -> None:
         """At the first token, not the end: under a load that grows, the sooner the better."""
-        self._fold(self.ttft_ms, self.ttft_dev_ms, request_class, measured_ms - predicted_ms)
+        error = measured_ms - predicted_ms
+        self._fold("ttft", self.ttft_ms, self.ttft_dev_ms, request_class, error)
 
     def observe_tpot(self, request_class: str, predicted_ms: float, measured_ms: float) -> None:
-        self._fold(self.tpot_ms, self.tpot_dev_ms, request_class, measured_ms - predicted_ms)
+        error = measured_ms - predicted_ms
+        self._fold("tpot", self.tpot_ms, self.tpot_dev_ms, request_class, error)
 
     def ttft_margin_ms(self, request_class: str, num_deviations: float) -> float:
-        return _margin(self.ttft_ms, self.ttft_dev_ms, request_class, num_deviations)
+        mean, deviation = self._faded("ttft", self.ttft_ms, self.ttft_dev_ms, request_class)
+        return mean + num_deviations * deviation
 
     def tpot_margin_ms(self, request_class: str, num_deviations: float) -> float:
-        return _margin(self.tpot_ms, self.tpot_dev_ms, request_class, num_deviations)
+        mean, deviation = self._faded("tpot", self.tpot_ms, self.tpot_dev_ms, request_class)
+        return mean + num_deviations * deviation
+
+    def _faded(
+        self, kind: str, means: dict[str, float], deviations: dict[str, float], request_class: str
+    ) -> tuple[float, float]:
+        """The class's mean error and deviation (0, 0 until seen), faded toward 0 since."""
+        if request_class not in means:
+            return 0.0, 0.0
+        age_ms = self.clock_ms() - self._learned_ms[(kind, request_class)]
+        mean = fade(means[request_class], 0.0, age_ms, self.half_life_ms)
+        return mean, fade(deviations[request_class], 0.0, age_ms, self.half_life_ms)
 
     def _fold(
         self,
+        kind: str,
         means: dict[str, float],
         deviations: dict[str, float],
         request_class: str,
         error: float,
     ) -> None:
-        mean = means.get(request_class)
-        if mean is None:  # the first error: its size is all we know of the spread
-            means[request_class], deviations[request_class] = error, abs(error) / 2
-            return
-        a = self.alpha
-        deviations[request_class] = (1 - a) * deviations[request_class] + a * abs(error - mean)
-        means[request_class] = (1 - a) * mean + a * error
-
-
-def _margin(
-    means: dict[str, float], deviations: dict[str, float], request_class: str, k: float
-) -> float:
-    return means.get(request_class, 0.0) + k * deviations.get(request_class, 0.0)
+        if request_class not in means:  # the first error: its size is all we know of the spread
+            mean, deviation = error, abs(error) / 2
+        else:
+            mean, deviation = self._faded(kind, means, deviations, request_class)
+            a = self.alpha
+            deviation = (1 - a) * deviation + a * abs(error - mean)
+            mean = (1 - a) * mean + a * error
+        means[request_class], deviations[request_class] = mean, deviation
+        self._learned_ms[(kind, request_class)] = self.clock_ms()
 
 
 class CostModel:
-    def __init__(self, alpha: float) -> None:
+    """`clock_ms` and the half-lives (ms) fade what is learned (the defaults: never)."""
+
+    def __init__(
+        self,
+        alpha: float,
+        clock_ms: Callable[[], float] = _no_clock,
+        correction_half_life_ms: float = math.inf,
+        residual_half_life_ms: float = math.inf,
+    ) -> None:
         self.alpha = alpha
+        self.clock_ms = clock_ms
+        self.correction_half_life_ms = correction_half_life_ms
         self.transfers = TransferCosts(alpha)
-        self.residuals = LatencyResiduals(alpha)
+        self.residuals = LatencyResiduals(alpha, clock_ms, residual_half_life_ms)
         self._workers: dict[str, WorkerCosts] = {}
 
     def add_worker(self, worker_id: str, profile: WorkerProfile | None) -> None:
-        self._workers[worker_id] = WorkerCosts(profile, self.alpha)
+        self._workers[worker_id] = WorkerCosts(
+            profile, self.alpha, self.clock_ms, self.correction_half_life_ms
+        )
 
     def remove_worker(self, worker_id: str) -> None:
         self._workers.pop(worker_id, None)

@@ -71,7 +71,12 @@ class Scheduler:
         self.config = config or SchedulerConfig()
         self._clock = clock
         self._workers = WorkerRegistry()
-        self.costs = CostModel(self.config.cost_ewma_alpha)
+        self.costs = CostModel(
+            self.config.cost_ewma_alpha,
+            self._clock_ms,
+            correction_half_life_ms=self.config.correction_half_life_s * 1000.0,
+            residual_half_life_ms=self.config.residual_half_life_s * 1000.0,
+        )
         self.caches = CacheDirectory()
         self.ledger = SloLedger()
         self.forecaster = Forecaster(self.costs, self.caches, self._load_view)
@@ -97,6 +102,7 @@ class Scheduler:
             forecaster=self.forecaster,
             work_ahead_ms=self._dispatcher.work_ahead_ms,
             is_queue_full=self._dispatcher.is_full,
+            is_idle=self._is_idle,
         )
         self._requests = InFlight()
         self._traces = TraceStore(self.config.trace_capacity)
@@ -192,6 +198,18 @@ class Scheduler:
 
     def _clock_ms(self) -> float:
         return self._clock() * 1000.0
+
+    def _is_idle(self) -> bool:
+        """Nothing is queued and no worker holds a job: a request admitted now waits for no one."""
+        if any(self._dispatcher.queued_counts().values()):
+            return False
+        return not any(
+            slot.outstanding
+            or slot.decoding
+            or slot.load.num_active
+            or slot.num_dispatched_since_load
+            for slot in self._workers
+        )
 
     def _load_view(self, worker_id: str, prefill_priority: float | None) -> WorkerLoadView:
         slot = self._workers[worker_id]
