@@ -1,0 +1,1 @@
+"""The fault benchmark: killed workers, clients that leave, malformed input (benchmark.py)."""

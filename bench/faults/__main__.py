@@ -1,0 +1,3 @@
+from bench.faults.benchmark import main
+
+main()

@@ -1,0 +1,61 @@
+"""Finding, killing and counting a cluster's workers from outside, as an operator would.
+
+A worker is a Ray actor named `triserve-<cluster id>-<worker id>`; `kill -9` of its process is
+the fault (Ray may restart the actor; the pool manager replaces one that stays dead). Capacity
+is back when every pool has as many live, unsuspected workers as its target.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+
+def worker_pid(worker_id: str) -> int:
+    """The process id of the live actor of `worker_id` (ValueError when there is none)."""
+    import ray
+
+    suffix = f"-{worker_id}"
+    # From the GCS directly: the state API needs the dashboard, which local clusters leave off.
+    for actor in ray._private.state.state.actor_table(None, actor_state_name="ALIVE").values():
+        if (actor["Name"] or "").endswith(suffix) and actor["Pid"]:
+            return int(actor["Pid"])
+    raise ValueError(f"no live actor for worker {worker_id!r}")
+
+
+def kill_worker(worker_id: str) -> int:
+    """SIGKILL the worker's process; its pid."""
+    pid = worker_pid(worker_id)
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def busiest_worker(client, pool: str) -> str:
+    """The worker of `pool` running the most requests now (the first one on a tie)."""
+    state = client.cluster_state()
+    workers = list(next(p.workers for p in state.pools if p.name == pool))
+    return max(workers, key=lambda w: (w.running + w.waiting, -workers.index(w))).worker_id
+
+
+def pools_at_capacity(client) -> bool:
+    """Every pool has its target number of workers, none of them suspected or starting."""
+    for pool in client.cluster_state().pools:
+        live = [w for w in pool.workers if not getattr(w, "suspected", False)]
+        if len(live) < pool.target_workers or getattr(pool, "starting", 0):
+            return False
+    return True
+
+
+def seconds_to_capacity(client, since: float, timeout_s: float = 120.0) -> float | None:
+    """Seconds from `since` (time.monotonic) until every pool is back at capacity; None when it
+    is not after `timeout_s`."""
+    deadline = since + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if pools_at_capacity(client):
+                return time.monotonic() - since
+        except Exception:  # the control plane may be busy recovering: ask again
+            pass
+        time.sleep(0.2)
+    return None
