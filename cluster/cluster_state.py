@@ -14,8 +14,11 @@ class PoolSnapshot:
     name: str
     stages: str
     model: str
-    target_workers: int  # active workers; draining ones are listed but not counted
-    workers: list[WorkerSnapshot]
+    target_workers: int  # what the pool is kept at: its configured size, then the last scale
+    workers: list[WorkerSnapshot]  # as the scheduler knows them, draining and suspected ones too
+    num_live: int = 0  # taking work: registered with the scheduler, not suspected, not draining
+    num_starting: int = 0  # launched and loading their model (replacements included)
+    num_suspected: int = 0  # their last poll failed; they get no work until they answer
     costs: dict[str, WorkerCostSnapshot] = field(default_factory=dict)  # of `workers`, by id
 
 

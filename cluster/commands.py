@@ -159,9 +159,14 @@ def _print_classes(classes) -> None:
 
 
 def _print_pool(pool) -> None:
-    print(f"pool {pool.name} ({pool.stages}, model {pool.model}): {pool.target_workers} workers")
+    print(
+        f"pool {pool.name} ({pool.stages}, model {pool.model}): target {pool.target_workers}, "
+        f"live {pool.live_workers}, starting {pool.starting_workers}, "
+        f"suspected {pool.suspected_workers}"
+    )
     for w in pool.workers:
         flag = " draining" if w.draining else ""
+        flag += " suspected" if w.suspected else ""
         print(
             f"  {w.worker_id}{flag}: queued {w.encode_queued} img, {w.waiting} waiting, "
             f"{w.running} running, KV {w.kv_blocks_used}/{w.kv_blocks_total} blocks "

@@ -1,11 +1,14 @@
 """The control plane: one named async Ray actor holding the global scheduler and the pools.
 
-The ingress (stateless, scalable) calls it for every request; it calls the workers. Draining
-workers are retired here once the scheduler says nothing is active on them or still needs
-them. Everything runs on the actor's one event loop (the scheduler's asyncio state is bound to
-it; Ray concurrency groups would add loops), with a concurrency limit high enough that open
-streams never delay a health check, a cancel or a scale. The Prometheus endpoint is served from
-a thread of this actor; its scrapes read the scheduler on that loop (cluster/metrics.py).
+The ingress (stateless, scalable) calls it for every request; it calls the workers. A
+supervision loop keeps the pools whole: it retires draining workers once the scheduler says
+nothing is active on them or still needs them, discards workers the scheduler dropped (or that
+Ray says are dead for good), and starts replacements until each pool is back at its target
+(the worker lifecycle: scheduler/poller.py; README "Failures"). Everything runs on the actor's
+one event loop (the scheduler's asyncio state is bound to it; Ray concurrency groups would add
+loops), with a concurrency limit high enough that open streams never delay a health check, a
+cancel or a scale. The Prometheus endpoint is served from a thread of this actor; its scrapes
+read the scheduler on that loop (cluster/metrics.py).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from cluster.cluster_state import ClusterSnapshot, PoolSnapshot
@@ -25,7 +29,7 @@ from cluster.metrics import (
     ServingMetrics,
     on_loop,
 )
-from cluster.pools import PoolManager, RayWorkerLauncher
+from cluster.pools import ManagedWorker, PoolManager, RayWorkerLauncher
 from scheduler.request import RequestOutput, RequestSpec
 from scheduler.scheduler import Scheduler
 from scheduler.snapshot import SchedulerSnapshot
@@ -33,7 +37,8 @@ from scheduler.trace import Trace
 
 logger = logging.getLogger("triserve.control_plane")
 CONTROL_PLANE_NAME = "triserve-control-plane"
-RETIRE_INTERVAL_S = 0.5
+SUPERVISE_INTERVAL_S = 0.5
+REPLACE_RETRY_S = 5.0  # after a replacement failed to start, wait this long before the next
 MAX_CONCURRENCY = 100_000  # open streams plus control calls
 
 
@@ -45,7 +50,10 @@ class ControlPlane:
         self.metrics = ServingMetrics()
         self.scheduler.add_observer(self.metrics.observe)
         self._metrics_server: MetricsServer | None = None
-        self._retire_task: asyncio.Task | None = None
+        self._supervise_task: asyncio.Task | None = None
+        self._registered: set[str] = set()  # worker ids given to the scheduler
+        self._replacing: dict[str, asyncio.Task] = {}  # pool -> its replenish task
+        self._next_replace_s: dict[str, float] = {}  # pool -> earliest next try (loop clock)
 
     async def start(self) -> str | None:
         """Serve the metrics, launch every pool and register its workers; returns once all
@@ -58,7 +66,8 @@ class ControlPlane:
             )
         for worker in await self.pools.start():
             await self.scheduler.add_worker(worker)
-        self._retire_task = asyncio.create_task(self._retire_drained_workers())
+            self._registered.add(worker.worker_id)
+        self._supervise_task = asyncio.create_task(self._supervise())
         return self._metrics_server.address if self._metrics_server else None
 
     async def ping(self) -> bool:
@@ -94,17 +103,19 @@ class ControlPlane:
             raise UnknownPoolError(f"unknown pool {pool!r}; pools: {names}") from None
         # Stop placing work on the leaving workers before they start refusing it.
         for worker in self.pools.workers(pool)[num_workers:]:
-            self.scheduler.set_draining(worker.worker_id)
+            if self.scheduler.has_worker(worker.worker_id):
+                self.scheduler.set_draining(worker.worker_id)
         change = await self.pools.scale(pool, num_workers)
         for worker in change.added:
-            await self.scheduler.add_worker(worker)
+            await self._register(worker)
         return self._pool_snapshot(pool)
 
     async def shutdown(self) -> None:
-        if self._retire_task is not None:
-            self._retire_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retire_task
+        for task in [self._supervise_task, *self._replacing.values()]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.scheduler.close()
         await self.pools.shutdown()
         if self._metrics_server is not None:
@@ -114,11 +125,18 @@ class ControlPlane:
         pool = self.config.pool(name)
         snapshot = snapshot or self.scheduler.snapshot()
         workers = [w for w in snapshot.workers.values() if w.pool == name]
+        members = [w.worker_id for w in self.pools.workers(name)]
+        known = [snapshot.workers[m] for m in members if m in snapshot.workers]
+        num_suspected = sum(w.is_suspected for w in known)
         return PoolSnapshot(
             name=pool.name,
             stages=pool.stages,
             model=pool.model,
-            target_workers=self.pools.size(name),
+            target_workers=self.pools.target(name),
+            num_live=len(known) - num_suspected,
+            # Loading a model: replacements, and workers of a scale not yet registered.
+            num_starting=self.pools.num_starting(name) + len(members) - len(known),
+            num_suspected=num_suspected,
             workers=workers,
             costs={
                 w.worker_id: snapshot.costs[w.worker_id]
@@ -131,16 +149,75 @@ class ControlPlane:
         sizes = {pool.name: self.pools.size(pool.name) for pool in self.config.pools}
         return ClusterReadings(self.scheduler.snapshot(), sizes)
 
-    async def _retire_drained_workers(self) -> None:
+    async def _supervise(self) -> None:
         while True:
-            await asyncio.sleep(RETIRE_INTERVAL_S)
-            for worker_id in self.pools.draining():
-                try:
-                    if not self.scheduler.is_idle(worker_id):
-                        continue
-                    await self.scheduler.remove_worker(worker_id)
-                    await self.pools.retire(worker_id, force=True)
-                except KeyError:  # the scheduler already lost it (it died)
-                    await self.pools.retire(worker_id, force=True)
-                except Exception:
-                    logger.exception("retiring %s failed", worker_id)
+            await asyncio.sleep(SUPERVISE_INTERVAL_S)
+            try:
+                await self._retire_drained_workers()
+                await self._discard_lost_workers()
+                self._start_replacements()
+            except Exception:
+                logger.exception("supervising the pools failed")
+
+    async def _retire_drained_workers(self) -> None:
+        for worker_id in self.pools.draining():
+            try:
+                if not self.scheduler.is_idle(worker_id):
+                    continue
+                await self.scheduler.remove_worker(worker_id)
+                await self.pools.retire(worker_id, force=True)
+            except KeyError:  # the scheduler already lost it (it died)
+                await self.pools.retire(worker_id, force=True)
+            except Exception:
+                logger.exception("retiring %s failed", worker_id)
+            self._registered.discard(worker_id)
+
+    async def _discard_lost_workers(self) -> None:
+        """Workers the scheduler dropped (silent too long, failed a submit), or whose actor
+        Ray says is dead for good, leave their pool; `_start_replacements` fills the gap."""
+        for worker in self.pools.workers():
+            worker_id = worker.worker_id
+            if worker_id not in self._registered:
+                continue  # still being registered
+            if self.scheduler.has_worker(worker_id):
+                if not worker.is_gone:
+                    continue
+                await self.scheduler.remove_worker(worker_id)
+            logger.warning("worker %s is gone; its pool will replace it", worker_id)
+            self._registered.discard(worker_id)
+            await self.pools.discard(worker_id)
+
+    def _start_replacements(self) -> None:
+        now_s = asyncio.get_running_loop().time()
+        for pool in self.config.pools:
+            name = pool.name
+            task = self._replacing.get(name)
+            if task is not None and not task.done():
+                continue
+            if self.pools.num_missing(name) and now_s >= self._next_replace_s.get(name, 0.0):
+                self._replacing[name] = asyncio.create_task(self._replace(name))
+
+    async def _replace(self, pool: str) -> None:
+        missing = self.pools.num_missing(pool)
+        started = time.monotonic()
+        workers = await self.pools.replenish(pool)
+        for worker in workers:
+            await self._register(worker)
+        if len(workers) < missing:
+            loop = asyncio.get_running_loop()
+            self._next_replace_s[pool] = loop.time() + REPLACE_RETRY_S
+        logger.warning(
+            "pool %s: started %d of %d replacements in %.1f s",
+            pool, len(workers), missing, time.monotonic() - started,
+        )  # fmt: skip
+
+    async def _register(self, worker: ManagedWorker) -> None:
+        """Give a started worker to the scheduler; one that cannot even report its load is
+        discarded (the supervision loop replaces it)."""
+        try:
+            await self.scheduler.add_worker(worker)
+        except Exception:
+            logger.exception("registering %s failed", worker.worker_id)
+            await self.pools.discard(worker.worker_id)
+            return
+        self._registered.add(worker.worker_id)

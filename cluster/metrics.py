@@ -224,6 +224,16 @@ class SchedulerGauges(Collector):
         yield _gauge(
             "triserve_pool_workers", "Active (not draining) workers per pool.", ["pool"], pools
         )
+        suspected = [
+            ([pool], sum(w.is_suspected for w in snapshot.workers.values() if w.pool == pool))
+            for pool in readings.num_workers_by_pool
+        ]
+        yield _gauge(
+            "triserve_pool_suspected_workers",
+            "Workers per pool whose last poll failed (no new work until they answer).",
+            ["pool"],
+            suspected,
+        )
         corrections = [
             ([worker_id, stage], value)
             for worker_id, costs in sorted(snapshot.costs.items())

@@ -10,7 +10,10 @@ request is cut off:
                                                 # or running, no transfer waiting; actor killed
     await manager.retire("decode-2", force=True)   # kill now; its requests need re-driving
 
-The newest workers of a pool are drained first. Workers are launched by a `WorkerLauncher`:
+The newest workers of a pool are drained first. Each pool has a target size (its configured
+size, then the last `scale`); a worker that is gone for good is `discard`ed, and `replenish`
+starts replacements until live + starting workers reach the target again (the control plane's
+supervision loop calls both, cluster/control_plane.py). Workers are launched by a `WorkerLauncher`:
 `RayWorkerLauncher` makes WorkerActors; tests can pass in-process or fake launchers. A worker
 of a pool with `profile_at_start` (the default) measures its engine before it reports ready,
 and sizes its steps to the scheduler's strictest TPOT target (workers/profiler.py).
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -27,12 +31,15 @@ from typing import Protocol
 from cluster.config import ClusterConfig, PoolConfig
 from workers.contract.worker_config import WorkerConfig
 
+logger = logging.getLogger(__name__)
+
 
 class ManagedWorker(Protocol):
     """A WorkerClient (see the scheduler) plus the calls the pool manager needs."""
 
     worker_id: str
     pool: str
+    is_gone: bool  # dead for good: its process will not come back (no restarts left)
 
     async def drain(self) -> None: ...
 
@@ -92,6 +99,8 @@ class PoolManager:
         self._active: dict[str, list[ManagedWorker]] = {pool.name: [] for pool in config.pools}
         self._draining: dict[str, ManagedWorker] = {}
         self._next_index = {pool.name: itertools.count() for pool in config.pools}
+        self._targets = {pool.name: pool.num_workers for pool in config.pools}
+        self._num_starting = {pool.name: 0 for pool in config.pools}  # replacements loading
         self._lock = asyncio.Lock()
 
     async def start(self) -> list[ManagedWorker]:
@@ -109,7 +118,18 @@ class PoolManager:
         return list(self._draining)
 
     def size(self, pool: str) -> int:
+        """Started workers that take new jobs (live or not: the scheduler knows which)."""
         return len(self._active[pool])
+
+    def target(self, pool: str) -> int:
+        return self._targets[pool]
+
+    def num_starting(self, pool: str) -> int:
+        """Replacements launched by `replenish` and still loading their model."""
+        return self._num_starting[pool]
+
+    def num_missing(self, pool: str) -> int:
+        return max(0, self._targets[pool] - len(self._active[pool]) - self._num_starting[pool])
 
     async def scale(self, pool: str, num_workers: int) -> ScaleChange:
         """Grow by starting workers, or shrink by draining the newest ones (see module doc)."""
@@ -117,9 +137,11 @@ class PoolManager:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         pool_config = self.config.pool(pool)
         async with self._lock:
+            self._targets[pool] = num_workers
             active = self._active[pool]
             if num_workers >= len(active):
-                added = await self._launch([(pool_config, num_workers - len(active))])
+                missing = self.num_missing(pool)
+                added = await self._launch([(pool_config, missing)]) if missing else []
                 change = ScaleChange(added=added)
             else:
                 leaving = active[num_workers:]
@@ -129,6 +151,43 @@ class PoolManager:
                 self._draining.update((worker.worker_id, worker) for worker in leaving)
                 change = ScaleChange(draining=[worker.worker_id for worker in leaving])
             return change
+
+    async def discard(self, worker_id: str) -> None:
+        """Forget an active worker that is gone (the scheduler dropped it) and stop its actor;
+        its pool is then below its target until `replenish` replaces it."""
+        async with self._lock:
+            for workers in self._active.values():
+                gone = [worker for worker in workers if worker.worker_id == worker_id]
+                workers[:] = [worker for worker in workers if worker.worker_id != worker_id]
+                for worker in gone:
+                    try:
+                        await worker.stop()
+                    except Exception:  # a dead actor may refuse even to be killed
+                        logger.warning("stopping %s failed", worker_id, exc_info=True)
+
+    async def replenish(self, pool: str) -> list[ManagedWorker]:
+        """Start workers until the pool's live and starting workers reach its target; returns
+        those that started (a launch that fails is logged; the next call tries again). The
+        loading is not under the lock: scaling and retiring go on meanwhile."""
+        pool_config = self.config.pool(pool)
+        async with self._lock:
+            count = self.num_missing(pool)
+            self._num_starting[pool] += count
+        if count == 0:
+            return []
+        try:
+            results = await self._start_workers([(pool_config, count)])
+        finally:
+            self._num_starting[pool] -= count
+        for failure in (r for r in results if isinstance(r, BaseException)):
+            logger.error("a replacement worker of pool %s failed to start: %r", pool, failure)
+        async with self._lock:
+            started = [r for r in results if not isinstance(r, BaseException)]
+            room = max(0, self._targets[pool] - len(self._active[pool]))
+            extra = started[room:]  # the pool was scaled down while they loaded
+            self._active[pool].extend(started[:room])
+        await asyncio.gather(*(worker.stop() for worker in extra), return_exceptions=True)
+        return started[:room]
 
     async def retire(self, worker_id: str, force: bool = False) -> None:
         """Kill a draining worker; unless `force`, only once it is idle."""
@@ -161,6 +220,20 @@ class PoolManager:
             await asyncio.gather(*(worker.stop() for worker in everyone))
 
     async def _launch(self, launches: list[tuple[PoolConfig, int]]) -> list[ManagedWorker]:
+        """Start workers, all or nothing, and make them active."""
+        results = await self._start_workers(launches)
+        started = [r for r in results if not isinstance(r, BaseException)]
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            await asyncio.gather(*(worker.stop() for worker in started), return_exceptions=True)
+            raise failures[0]
+        for worker in started:
+            self._active[worker.pool].append(worker)
+        return started
+
+    async def _start_workers(
+        self, launches: list[tuple[PoolConfig, int]]
+    ) -> list[ManagedWorker | BaseException]:
         configs = []
         # Under policy "slo" workers size their steps to the strictest TPOT target; the "fcfs"
         # baseline keeps the configured max_num_batched_tokens (they still profile).
@@ -171,15 +244,7 @@ class PoolManager:
             for _ in range(count):
                 worker_id = f"{pool.name}-{next(self._next_index[pool.name])}"
                 configs.append((pool, pool.worker_config(worker_id, model_dir, tpot_ms)))
-        results = await asyncio.gather(
+        return await asyncio.gather(
             *(self.launcher.launch(worker, pool) for pool, worker in configs),
             return_exceptions=True,
         )
-        started = [r for r in results if not isinstance(r, BaseException)]
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            await asyncio.gather(*(worker.stop() for worker in started), return_exceptions=True)
-            raise failures[0]
-        for worker in started:
-            self._active[worker.pool].append(worker)
-        return started

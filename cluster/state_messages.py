@@ -22,6 +22,7 @@ def worker_state_message(
         stages=worker.stages,
         draining=worker.is_draining,
         epoch=worker.epoch,
+        suspected=worker.is_suspected,
     )
     if cost is not None:
         message.cost_model.CopyFrom(cost_model_message(cost))
@@ -64,6 +65,9 @@ def pool_state_message(pool: PoolSnapshot) -> pb.PoolState:
         stages=pool.stages,
         model=pool.model,
         target_workers=pool.target_workers,
+        live_workers=pool.num_live,
+        starting_workers=pool.num_starting,
+        suspected_workers=pool.num_suspected,
         workers=[worker_state_message(w, pool.costs.get(w.worker_id)) for w in pool.workers],
     )
 

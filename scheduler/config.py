@@ -16,6 +16,9 @@ class SchedulerConfig:
     # "slo" or "fcfs": what each means is in mode.py (read it through `mode`).
     policy: str = "slo"
     poll_timeout_s: float = 0.5  # longest a poll waits for a worker's next step
+    # A worker whose poll fails is suspected (no new work; its requests fail over) and polled
+    # with a backoff; it is dropped when it has not answered for this long (poller.py).
+    worker_suspect_timeout_s: float = 30.0
     max_retries: int = 2  # re-drives per request before it fails
     # Streamed tokens a re-drive may regenerate (checked against the client's, then swallowed).
     # 1 covers a failure right after the first token, e.g. a failed KV import; a re-drive
@@ -87,6 +90,7 @@ class SchedulerConfig:
                 "rock_tpot_ms",
                 "dispatch_horizon_ms",
                 "poll_timeout_s",
+                "worker_suspect_timeout_s",
                 "correction_half_life_s",
                 "residual_half_life_s",
             )

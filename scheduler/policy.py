@@ -31,7 +31,7 @@ class WorkerView:
     worker_id: str
     model: str
     stages: str  # e.g. "EPD"
-    is_draining: bool  # takes no new work
+    is_draining: bool  # takes no new work: draining, or suspected (its last poll failed)
     num_active: int  # the worker's last reported num_active, plus jobs dispatched since
     backlog_ms: float = 0.0  # predicted encode and prefill work given to it and not yet done
 

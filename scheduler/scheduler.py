@@ -117,7 +117,7 @@ class Scheduler:
             traces=self._traces,
             observers=self._observers,
         )
-        self._poller = Poller(self._workers, self._driver, self.caches, self.config.poll_timeout_s)
+        self._poller = Poller(self._workers, self._driver, self.caches, self.config)
 
     # ------------------------------------------------------------------ workers
     async def add_worker(self, client: WorkerClient) -> None:
@@ -138,6 +138,10 @@ class Scheduler:
         slot = self._workers[worker_id]
         await self._driver.lose_worker(worker_id, "was removed")
         await stopped(slot.poll_task)
+
+    def has_worker(self, worker_id: str) -> bool:
+        """Registered and not lost (a suspected worker still counts: see poller.py)."""
+        return worker_id in self._workers
 
     def set_draining(self, worker_id: str, is_draining: bool = True) -> None:
         """A draining worker gets no new work; it finishes what it has."""

@@ -19,6 +19,7 @@ class WorkerSnapshot:
     is_draining: bool
     load: WorkerLoad | None  # as last reported
     num_dispatched_since_load: int  # jobs sent after that report
+    is_suspected: bool = False  # its last poll failed: no new work until it answers (poller.py)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,9 @@
 """The workers the scheduler knows: their clients, last reported load and epoch, and the calls
-that fan out to several of them (abort, release)."""
+that fan out to several of them (abort, release).
+
+A worker whose poll failed is *suspected* (poller.py): it takes no new work and gets no call;
+the aborts and releases meant for it wait on its slot until it answers again.
+"""
 
 from __future__ import annotations
 
@@ -49,6 +53,16 @@ class WorkerSlot:
     outstanding: dict[tuple[str, Stage], OutstandingJob] = field(default_factory=dict)
     # Requests decoding here (decode_here prefills included) -> their prompt length.
     decoding: dict[str, int] = field(default_factory=dict)
+    # When its poll first failed (event-loop clock, s); None while it answers.
+    suspected_since_s: float | None = None
+    # Aborts (job ids) and releases (transfer ids) held back while it is suspected: sent when
+    # it answers with the same epoch, dropped when it restarted (they went with the process).
+    deferred_aborts: list[str] = field(default_factory=list)
+    deferred_releases: list[str] = field(default_factory=list)
+
+    @property
+    def is_suspected(self) -> bool:
+        return self.suspected_since_s is not None
 
     def backlog_ms(self, now_ms: float, prefill_priority: float | None = None) -> float:
         """Predicted work still ahead of a new job, less what the oldest job has presumably
@@ -82,7 +96,7 @@ class WorkerSlot:
             worker_id=self.worker_id,
             model=self.client.model,
             stages=self.client.stages,
-            is_draining=self.is_draining or self.load.is_draining,
+            is_draining=self.is_draining or self.load.is_draining or self.is_suspected,
             num_active=self.load.num_active + self.num_dispatched_since_load,
             backlog_ms=self.backlog_ms(now_ms),
         )
@@ -95,6 +109,7 @@ class WorkerSlot:
             stages=self.client.stages,
             epoch=self.epoch,
             is_draining=self.is_draining,
+            is_suspected=self.is_suspected,
             load=self.load,
             num_dispatched_since_load=self.num_dispatched_since_load,
         )
@@ -138,6 +153,10 @@ class WorkerRegistry:
 
     async def abort(self, worker_ids: Iterable[str], job_id: str) -> None:
         slots = [self._slots[w] for w in sorted(worker_ids) if w in self._slots]
+        for slot in slots:
+            if slot.is_suspected:
+                slot.deferred_aborts.append(job_id)
+        slots = [slot for slot in slots if not slot.is_suspected]
         results = await asyncio.gather(
             *(slot.client.abort(job_id) for slot in slots), return_exceptions=True
         )
@@ -154,7 +173,24 @@ class WorkerRegistry:
             slot = self._slots.get(producer_id)
             if slot is None:
                 continue
+            if slot.is_suspected:
+                slot.deferred_releases.extend(transfer_ids)
+                continue
             try:
                 await slot.client.release(transfer_ids)
             except Exception as error:  # the producer is going away; its poll will tell
                 logger.warning("release on %s failed: %r", producer_id, error)
+
+    async def send_deferred(self, slot: WorkerSlot) -> None:
+        """A suspected worker answered with its old epoch: it may still hold the jobs and the
+        arrays the scheduler gave up while it was silent; abort and release them now."""
+        aborts, releases = slot.deferred_aborts, slot.deferred_releases
+        slot.deferred_aborts, slot.deferred_releases = [], []
+        results = await asyncio.gather(
+            *(slot.client.abort(job_id) for job_id in aborts),
+            *([slot.client.release(releases)] if releases else []),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, Exception):  # its next poll will tell
+                logger.warning("deferred call on %s failed: %r", slot.worker_id, result)

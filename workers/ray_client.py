@@ -3,7 +3,10 @@ WorkerActor handle (actor.py).
 
 Every call is an actor method whose ref is awaited with a deadline. A dead or restarting actor
 raises `WorkerUnavailableError` (a ConnectionError) and a missed deadline `TimeoutError`, so
-the scheduler, which must not import Ray, can catch both with builtins.
+the scheduler, which must not import Ray, can catch both with builtins. Ray tells the two
+apart: a restarting actor raises `ActorUnavailableError` (the scheduler suspects the worker
+and polls it until it is back), one with no restarts left `ActorDiedError`, which sets
+`is_gone`: the pool manager then replaces the worker without waiting out the suspicion.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class RayWorkerClient:
         self.worker_id, self.stages = config.worker_id, config.stages
         self.pool, self.model = config.pool, config.model
         self.call_timeout_s = call_timeout_s
+        self.is_gone = False  # Ray said the actor is dead for good
 
     async def submit_encode(self, job: EncodeJob) -> None:
         await self._call("submit_encode", job)
@@ -71,6 +75,9 @@ class RayWorkerClient:
         timeout_s = self.call_timeout_s if timeout_s is None else timeout_s
         try:
             return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout_s)
+        except ray.exceptions.ActorDiedError as e:
+            self.is_gone = True
+            raise WorkerUnavailableError(f"worker {self.worker_id} is dead: {e}") from e
         except ray.exceptions.RayActorError as e:
             raise WorkerUnavailableError(f"worker {self.worker_id} is unavailable: {e}") from e
         except asyncio.TimeoutError:

@@ -39,12 +39,13 @@ def busiest_worker(client, pool: str) -> str:
 
 
 def pools_at_capacity(client) -> bool:
-    """Every pool has its target number of workers, none of them suspected or starting."""
-    for pool in client.cluster_state().pools:
-        live = [w for w in pool.workers if not getattr(w, "suspected", False)]
-        if len(live) < pool.target_workers or getattr(pool, "starting", 0):
-            return False
-    return True
+    """Every pool has its target number of live workers, none suspected or starting."""
+    return all(
+        pool.live_workers >= pool.target_workers
+        and not pool.starting_workers
+        and not pool.suspected_workers
+        for pool in client.cluster_state().pools
+    )
 
 
 def seconds_to_capacity(client, since: float, timeout_s: float = 120.0) -> float | None:

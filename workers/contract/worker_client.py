@@ -14,7 +14,11 @@ Two implementations sit behind this Protocol, each next to what it wraps: `RayWo
   covers several (`WorkerEvents.num_steps`), with each request's tokens merged into one
   `TokenDelta` whose `num_decode_steps` and `decode_compute_ms` add up. The trace's decode
   step count sums `num_decode_steps`, so it counts engine steps, not messages. A poll that
-  raises means the worker is gone: its requests are re-driven.
+  raises makes the worker *suspected* (scheduler/poller.py): its requests are re-driven, it
+  gets no new work, and it is polled again with a backoff. Answering with the same epoch makes
+  it usable again; a newer epoch means it restarted and lost what it held, and it is taken back
+  with the caches it now reports; silent past `worker_suspect_timeout_s` it is dropped and the
+  pool manager replaces it.
 - **Who reports the first token.** With `PrefillJob.decode_here`, every token, the first one
   included, comes as a `TokenDelta`; the one with the first token also carries
   `num_cached_tokens` and the prefill's `queue_ms`/`compute_ms` (no `PrefillDone` is sent).
@@ -29,7 +33,7 @@ Two implementations sit behind this Protocol, each next to what it wraps: `RayWo
   embedding cache: `EmbeddingInput.ref is None`).
 - **Errors.** `submit_*` raises `InvalidRequestError` (errors.py) for input the worker refuses;
   the request fails with it, as it does on a `StageFailed` with `is_invalid_input`. Any other
-  exception marks the worker as gone. `abort` and `release` of an id the worker does not hold
+  exception makes the scheduler drop the worker (its requests are re-driven). `abort` and `release` of an id the worker does not hold
   (never had, finished, already freed) do nothing.
 - **Times** (`queue_ms`, `compute_ms`, in ms) are measured by the worker; the trace keeps them
   (see scheduler/lifecycle.py), and messages.py says what each one covers.

@@ -147,7 +147,7 @@ class GetClusterStateRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WorkerState(_message.Message):
-    __slots__ = ("worker_id", "stages", "draining", "epoch", "encode_queued", "waiting", "running", "kv_blocks_total", "kv_blocks_used", "kv_blocks_cached", "embedding_cache_entries", "prefix_cache_blocks", "cost_model")
+    __slots__ = ("worker_id", "stages", "draining", "epoch", "encode_queued", "waiting", "running", "kv_blocks_total", "kv_blocks_used", "kv_blocks_cached", "embedding_cache_entries", "prefix_cache_blocks", "cost_model", "suspected")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     STAGES_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +161,7 @@ class WorkerState(_message.Message):
     EMBEDDING_CACHE_ENTRIES_FIELD_NUMBER: _ClassVar[int]
     PREFIX_CACHE_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     COST_MODEL_FIELD_NUMBER: _ClassVar[int]
+    SUSPECTED_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     stages: str
     draining: bool
@@ -174,7 +175,8 @@ class WorkerState(_message.Message):
     embedding_cache_entries: int
     prefix_cache_blocks: int
     cost_model: WorkerCostModel
-    def __init__(self, worker_id: _Optional[str] = ..., stages: _Optional[str] = ..., draining: _Optional[bool] = ..., epoch: _Optional[int] = ..., encode_queued: _Optional[int] = ..., waiting: _Optional[int] = ..., running: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., kv_blocks_used: _Optional[int] = ..., kv_blocks_cached: _Optional[int] = ..., embedding_cache_entries: _Optional[int] = ..., prefix_cache_blocks: _Optional[int] = ..., cost_model: _Optional[_Union[WorkerCostModel, _Mapping]] = ...) -> None: ...
+    suspected: bool
+    def __init__(self, worker_id: _Optional[str] = ..., stages: _Optional[str] = ..., draining: _Optional[bool] = ..., epoch: _Optional[int] = ..., encode_queued: _Optional[int] = ..., waiting: _Optional[int] = ..., running: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., kv_blocks_used: _Optional[int] = ..., kv_blocks_cached: _Optional[int] = ..., embedding_cache_entries: _Optional[int] = ..., prefix_cache_blocks: _Optional[int] = ..., cost_model: _Optional[_Union[WorkerCostModel, _Mapping]] = ..., suspected: _Optional[bool] = ...) -> None: ...
 
 class WorkerCostModel(_message.Message):
     __slots__ = ("encode_base_ms", "encode_ms_per_image_token", "prefill_base_ms", "prefill_ms_per_token", "decode_base_ms", "decode_ms_per_seq", "decode_ms_per_context_token", "corrections", "num_observations", "max_num_batched_tokens", "max_encode_images")
@@ -217,18 +219,24 @@ class WorkerCostModel(_message.Message):
     def __init__(self, encode_base_ms: _Optional[float] = ..., encode_ms_per_image_token: _Optional[float] = ..., prefill_base_ms: _Optional[float] = ..., prefill_ms_per_token: _Optional[float] = ..., decode_base_ms: _Optional[float] = ..., decode_ms_per_seq: _Optional[float] = ..., decode_ms_per_context_token: _Optional[float] = ..., corrections: _Optional[_Mapping[str, float]] = ..., num_observations: _Optional[_Mapping[str, int]] = ..., max_num_batched_tokens: _Optional[int] = ..., max_encode_images: _Optional[int] = ...) -> None: ...
 
 class PoolState(_message.Message):
-    __slots__ = ("name", "stages", "model", "target_workers", "workers")
+    __slots__ = ("name", "stages", "model", "target_workers", "workers", "live_workers", "starting_workers", "suspected_workers")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STAGES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TARGET_WORKERS_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_WORKERS_FIELD_NUMBER: _ClassVar[int]
+    STARTING_WORKERS_FIELD_NUMBER: _ClassVar[int]
+    SUSPECTED_WORKERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     stages: str
     model: str
     target_workers: int
     workers: _containers.RepeatedCompositeFieldContainer[WorkerState]
-    def __init__(self, name: _Optional[str] = ..., stages: _Optional[str] = ..., model: _Optional[str] = ..., target_workers: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerState, _Mapping]]] = ...) -> None: ...
+    live_workers: int
+    starting_workers: int
+    suspected_workers: int
+    def __init__(self, name: _Optional[str] = ..., stages: _Optional[str] = ..., model: _Optional[str] = ..., target_workers: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerState, _Mapping]]] = ..., live_workers: _Optional[int] = ..., starting_workers: _Optional[int] = ..., suspected_workers: _Optional[int] = ...) -> None: ...
 
 class RequestClassState(_message.Message):
     __slots__ = ("request_class", "finished", "attained", "rejected", "degraded", "best_effort", "failed")
