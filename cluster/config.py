@@ -46,6 +46,16 @@ optional; unknown keys and bad values raise `ConfigError` naming the key.
       admission: reject     #   reject, degrade or best_effort, for requests that set none
       sand_ttft_ms: 1000    #   class SLO defaults: {sand,pebble,rock}_{ttft,tpot}_ms
       rock_min_images: 4    #   class thresholds: rock_min_{images,image_pixels,prompt_tokens}
+    limits:                 # per request, checked at the ingress (cluster/limits.py); a request
+                            # over one gets INVALID_ARGUMENT naming the limit and its value
+      max_request_bytes: 16777216  # the serialized GenerateRequest, checked before parsing it
+      max_request_id_chars: 256
+      max_prompt_chars: 1048576    # raw text, or all chat roles and texts, before tokenising
+      max_prompt_tokens: null      # after tokenising; null: the model's context length - 1
+      max_tokens: null             # the largest sampling.max_tokens; null: the context length
+      max_images: 64               # images per request
+      max_image_bytes: 8388608     # one encoded image
+      max_image_pixels: 16777216   # width x height, read from the header before decoding
 """
 
 from __future__ import annotations
@@ -57,6 +67,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cluster.limits import LimitsConfig
 from scheduler.config import SchedulerConfig
 from workers.contract.engine_config import DTYPES, STAGES, EngineConfig
 from workers.contract.worker_config import WorkerConfig
@@ -168,6 +179,7 @@ class ClusterConfig:
     call_timeout_s: float = 30.0
     metrics_port: int | None = 9464
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     def __post_init__(self) -> None:
         require(bool(self.models), "models: at least one model is needed")
@@ -204,10 +216,10 @@ class ClusterConfig:
     def from_dict(cls, raw: Mapping[str, Any]) -> ClusterConfig:
         raw = _mapping(raw, "the configuration")
         _check_keys(raw, cls, "the configuration")
-        nested = ("pools", "scheduler")
-        values = {k: _typed(cls, k, v, k) for k, v in raw.items() if k not in nested}
-        if "scheduler" in raw:
-            values["scheduler"] = _scheduler_from_dict(raw["scheduler"])
+        sections = {"scheduler": SchedulerConfig, "limits": LimitsConfig}
+        values = {k: _typed(cls, k, v, k) for k, v in raw.items() if k not in {"pools", *sections}}
+        for key in sections.keys() & raw.keys():
+            values[key] = _section_from_dict(raw[key], sections[key], key)
         for key in ("api_token", "admin_token"):
             values[key] = _secret(values.get(key), key)
         models = values.setdefault("models", {"tiny": "tiny"})
@@ -283,12 +295,13 @@ def _pool_from_dict(raw: Any, where: str, default_model: str | None) -> PoolConf
         raise ConfigError(f"{where}: {e}") from None
 
 
-def _scheduler_from_dict(raw: Any) -> SchedulerConfig:
-    raw = _mapping(raw, "scheduler")
-    _check_keys(raw, SchedulerConfig, "scheduler")
-    values = {k: _typed(SchedulerConfig, k, v, f"scheduler.{k}") for k, v in raw.items()}
+def _section_from_dict(raw: Any, cls: type, where: str) -> Any:
+    """A nested section (`scheduler`, `limits`): its dataclass, from a mapping of its keys."""
+    raw = _mapping(raw, where)
+    _check_keys(raw, cls, where)
+    values = {k: _typed(cls, k, v, f"{where}.{k}") for k, v in raw.items()}
     try:
-        return SchedulerConfig(**values)
+        return cls(**values)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

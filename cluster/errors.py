@@ -1,6 +1,9 @@
-"""One gRPC status per failure class. Clients see a clear message, never a traceback."""
+"""One gRPC status per failure class. Clients see a clear message, never a traceback, and the
+log gets one line per failed call; only an INTERNAL error, a bug of ours, logs its traceback."""
 
 from __future__ import annotations
+
+import logging
 
 import grpc
 
@@ -44,6 +47,36 @@ def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     if _is_ray_actor_error(cause):  # the control plane is gone or restarting
         return grpc.StatusCode.UNAVAILABLE, "the scheduler is unavailable; retry"
     return grpc.StatusCode.INTERNAL, "internal error; the server log has the details"
+
+
+LOG_FIELD_CHARS = 128  # a client-chosen text longer than this is cut in log lines
+
+
+def cut(text: str, max_chars: int = LOG_FIELD_CHARS) -> str:
+    """`text`, cut to `max_chars` characters, saying how many were left out."""
+    if len(text) <= max_chars:
+        return text
+    return f"{text[:max_chars]}... ({len(text) - max_chars:,} more characters)"
+
+
+def failure_line(code: grpc.StatusCode, message: str, request_id: str = "") -> str:
+    """One log line for a failed call, its client-chosen texts cut."""
+    request = f"request {cut(request_id)!r}: " if request_id else ""
+    return f"{request}{code.name}: {cut(message, 2 * LOG_FIELD_CHARS)}"
+
+
+def log_failure(
+    logger: logging.Logger,
+    error: BaseException,
+    code: grpc.StatusCode,
+    message: str,
+    request_id: str = "",
+) -> None:
+    """An INTERNAL error with its traceback; any other failure as one warning line."""
+    if code == grpc.StatusCode.INTERNAL:
+        logger.error(failure_line(code, message, request_id), exc_info=error)
+    else:
+        logger.warning(failure_line(code, message, request_id))
 
 
 def retry_after_ms(error: BaseException) -> float | None:

@@ -1,6 +1,7 @@
 """The gRPC ingress: a Ray Serve deployment answering `triserve.v1.Triserve` and the standard
-`grpc.health.v1.Health` service. It authenticates, validates and builds each request, then hands
-it to the scheduler actor and streams the scheduler's outputs back, one message per step."""
+`grpc.health.v1.Health` service. It authenticates, parses (the proxy forwards request bytes; see
+serve_grpc.py), checks the limits, builds each request, then hands it to the scheduler actor and
+streams the scheduler's outputs back, one message per step."""
 
 from __future__ import annotations
 
@@ -11,14 +12,21 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import grpc
 import ray
 from grpc_health.v1 import health_pb2
 from ray import serve
 
 from cluster.detokenizer import IncrementalDetokenizer
-from cluster.errors import TraceNotFoundError, UnauthenticatedError, retry_after_ms, status_for
-from cluster.request_builder import ModelFrontend, RequestBuilder, has_images
+from cluster.errors import (
+    TraceNotFoundError,
+    UnauthenticatedError,
+    log_failure,
+    retry_after_ms,
+    status_for,
+)
+from cluster.limits import LimitsConfig
+from cluster.request_builder import ModelFrontend, RequestBuilder, has_images, parse_message
+from cluster.serve_grpc import install_client_error_filter
 from cluster.state_messages import cluster_state_message, pool_state_message, trace_message
 from proto.triserve.v1 import triserve_pb2 as pb
 from scheduler.errors import DuplicateRequestError
@@ -46,16 +54,20 @@ class Ingress:
         model_dirs: dict[str, str],
         api_token: str | None = None,
         admin_token: str | None = None,
+        limits: LimitsConfig | None = None,
     ) -> None:
         self.scheduler = ray.get_actor(scheduler_name, namespace=namespace)
         self.api_token, self.admin_token = api_token, admin_token
+        self.limits = limits or LimitsConfig()
+        install_client_error_filter(drop=True)  # _fail logs each failure, once
         # Two build lanes, so that a text request never waits behind the image decoding of a
         # rock. One thread each, with its own tokenizers: a Rust tokenizer must not be used
         # from two threads at once.
         self._lanes = {
             has_images: BuildLane(
                 RequestBuilder(
-                    {name: ModelFrontend.load(name, path) for name, path in model_dirs.items()}
+                    {name: ModelFrontend.load(name, path) for name, path in model_dirs.items()},
+                    self.limits,
                 ),
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"build-{lane}"),
             )
@@ -63,19 +75,23 @@ class Ingress:
         }
 
     # ----------------------------------------------------------------- triserve.v1.Triserve
-    async def Generate(self, request: pb.GenerateRequest, grpc_context):  # noqa: N802
+    async def Generate(self, request: bytes | pb.GenerateRequest, grpc_context):  # noqa: N802
         arrival_time = time.time()
+        request_id = ""
         try:
             self._authenticate(grpc_context, self.api_token)
+            request = parse_message(pb.GenerateRequest, request, self.limits.max_request_bytes)
+            request_id = request.request_id
+            lane = self._lanes[has_images(request)]
+            lane.builder.check(request)  # an oversized request never waits for, or holds, a lane
             # Decoding images and tokenising are CPU work: keep them off the event loop that
             # streams every other request's tokens.
-            lane = self._lanes[has_images(request)]
             loop = asyncio.get_running_loop()
             spec, model = await loop.run_in_executor(
                 lane.thread, lane.builder.build, request, arrival_time
             )
         except Exception as e:
-            self._fail(grpc_context, e)
+            self._fail(grpc_context, e, request_id)
         detokenizer = IncrementalDetokenizer(model.detokenizer, spec.sampling_params.stop)
         stream = self.scheduler.generate.options(num_returns="streaming").remote(spec)
         owns_request = True  # False when the scheduler refused it (e.g. a duplicate id)
@@ -106,14 +122,16 @@ class Ingress:
     async def GetClusterState(self, request, grpc_context):  # noqa: N802
         try:
             self._authenticate(grpc_context, self.api_token)
+            parse_message(pb.GetClusterStateRequest, request, self.limits.max_request_bytes)
             snapshot = await self._call(self.scheduler.cluster_state.remote())
         except Exception as e:
             self._fail(grpc_context, e)
         return cluster_state_message(snapshot)
 
-    async def ScalePool(self, request: pb.ScalePoolRequest, grpc_context):  # noqa: N802
+    async def ScalePool(self, request: bytes | pb.ScalePoolRequest, grpc_context):  # noqa: N802
         try:
             self._authenticate(grpc_context, self.admin_token or self.api_token)
+            request = parse_message(pb.ScalePoolRequest, request, self.limits.max_request_bytes)
             if request.workers > MAX_WORKERS_PER_POOL:
                 raise InvalidRequestError(
                     f"a pool has at most {MAX_WORKERS_PER_POOL} workers, asked {request.workers}"
@@ -124,9 +142,10 @@ class Ingress:
             self._fail(grpc_context, e)
         return pb.ScalePoolResponse(pool=pool_state_message(pool))
 
-    async def GetTrace(self, request: pb.GetTraceRequest, grpc_context):  # noqa: N802
+    async def GetTrace(self, request: bytes | pb.GetTraceRequest, grpc_context):  # noqa: N802
         try:
             self._authenticate(grpc_context, self.api_token)
+            request = parse_message(pb.GetTraceRequest, request, self.limits.max_request_bytes)
             trace = await self._call(self.scheduler.trace.remote(request.request_id))
             if trace is None:
                 raise TraceNotFoundError(f"no trace for request {request.request_id!r}")
@@ -158,10 +177,10 @@ class Ingress:
             raise UnauthenticatedError("missing or wrong bearer token")
 
     @staticmethod
-    def _fail(grpc_context, error: BaseException):
+    def _fail(grpc_context, error: BaseException, request_id: str = ""):
+        """End the call with the error's status: one log line, a traceback only if INTERNAL."""
         code, message = status_for(error)
-        if code == grpc.StatusCode.INTERNAL:
-            logger.exception("internal error", exc_info=error)
+        log_failure(logger, error, code, message, request_id)
         retry_after = retry_after_ms(error)
         if retry_after is not None:
             grpc_context.set_trailing_metadata([("retry-after-ms", str(round(retry_after)))])

@@ -17,10 +17,6 @@ from cluster.config_sources import resolve_config
 
 NAMESPACE = "triserve"
 APP_NAME = "triserve"  # the Serve application; clients send it as `application` metadata
-SERVICERS = [
-    "proto.triserve.v1.triserve_pb2_grpc.add_TriserveServicer_to_server",
-    "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
-]
 START_TIMEOUT_S = 900.0  # loading every model (the small preset is written on first use)
 
 
@@ -69,6 +65,7 @@ def start_cluster(config: ClusterConfig, ray_init_kwargs: dict | None = None) ->
 
     from cluster.control_plane import CONTROL_PLANE_NAME, MAX_CONCURRENCY, ControlPlane
     from cluster.ingress import Ingress
+    from cluster.serve_grpc import SERVICER_FUNCTIONS
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     started_ray = not ray.is_initialized()
@@ -102,13 +99,18 @@ def start_cluster(config: ClusterConfig, ray_init_kwargs: dict | None = None) ->
             ray.shutdown()
         raise
     serve.start(
-        grpc_options=gRPCOptions(port=config.port, grpc_servicer_functions=SERVICERS),
+        grpc_options=gRPCOptions(port=config.port, grpc_servicer_functions=SERVICER_FUNCTIONS),
         http_options={"host": config.host, "port": free_port(config.host)},
     )
     model_dirs = {name: str(config.model_dir(name)) for name in config.models}
     serve.run(
         Ingress.bind(
-            CONTROL_PLANE_NAME, NAMESPACE, model_dirs, config.api_token, config.admin_token
+            CONTROL_PLANE_NAME,
+            NAMESPACE,
+            model_dirs,
+            config.api_token,
+            config.admin_token,
+            limits=config.limits,
         ),
         name=APP_NAME,
         route_prefix="/",

@@ -1,19 +1,25 @@
-"""The ingress's front half: a GenerateRequest (protobuf) -> a validated scheduler request.
+"""The ingress's front half: request bytes -> a GenerateRequest -> a validated scheduler request.
 
-Everything a client can get wrong is caught here, before any worker sees the request: unknown
-model, empty prompt, corrupt or unsupported image, wrong number of images, prompt longer than
-the context, bad sampling parameters. Each raises an InvalidRequestError subclass.
+Everything a client can get wrong is caught here, before any worker sees the request: bytes that
+are not the message, unknown model, empty prompt, corrupt or unsupported image, a request over
+one of the limits (cluster/limits.py), bad SLO targets or sampling parameters. Each raises an
+InvalidRequestError subclass. The checks run cheapest first: `parse_message` (request bytes),
+`RequestBuilder.check` (counts and lengths, on the event loop), then `RequestBuilder.build` (on a
+build lane: image headers, decoding, tokenising, prompt tokens).
 """
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from google.protobuf.message import DecodeError, Message
 from jinja2 import TemplateError
 
+from cluster.limits import LimitsConfig, check_limit
 from proto.triserve.v1 import triserve_pb2 as pb
 from scheduler.request import RequestSpec, UnknownModelError
 from workers.contract.errors import InvalidRequestError, PromptTooLongError
@@ -23,7 +29,6 @@ from workers.contract.sampling_params import SamplingParams
 from workers.engine.model_config import ModelConfig
 from workers.engine.prompt import PromptBuilder, load_tokenizer
 
-MAX_IMAGES_PER_REQUEST = 64
 ADMISSIONS = {
     pb.ADMISSION_UNSPECIFIED: None,
     pb.ADMISSION_REJECT: "reject",
@@ -61,10 +66,13 @@ class ModelFrontend:
 
 
 class RequestBuilder:
-    def __init__(self, models: dict[str, ModelFrontend]) -> None:
+    def __init__(
+        self, models: dict[str, ModelFrontend], limits: LimitsConfig | None = None
+    ) -> None:
         if not models:
             raise ValueError("a cluster serves at least one model")
         self.models = models
+        self.limits = limits or LimitsConfig()
 
     def model_for(self, name: str) -> ModelFrontend:
         if not name and len(self.models) == 1:
@@ -75,21 +83,46 @@ class RequestBuilder:
             )
         return self.models[name]
 
+    def check(self, request: pb.GenerateRequest) -> ModelFrontend:
+        """The cheap checks, in time linear in the number of parts, none proportional to an
+        image's or the prompt's size: run before the request waits for a build lane, so that an
+        oversized request never holds one. Returns the request's model."""
+        limits = self.limits
+        limits.check(
+            "max_request_id_chars", "request_id has", len(request.request_id), "characters"
+        )
+        model = self.model_for(request.model)
+        limits.check("max_prompt_chars", "prompt has", prompt_chars(request), "characters")
+        images = prompt_images(request)
+        limits.check("max_images", "request has", len(images), "images")
+        for i, data in enumerate(images):
+            limits.check("max_image_bytes", f"image {i} has", len(data), "bytes")
+        check_slo(request.slo)
+        if request.sampling.HasField("max_tokens"):
+            limit, name = limits.max_tokens_limit(model.max_model_len)
+            asked = request.sampling.max_tokens
+            check_limit("sampling.max_tokens asks for", asked, "tokens", limit, name)
+        return model
+
     def build(
         self, request: pb.GenerateRequest, arrival_time: float | None = None
     ) -> tuple[RequestSpec, ModelFrontend]:
         """`arrival_time`: when the call reached the ingress (time.time()); None: now. The SLO
-        clock starts there, so waiting for the build thread counts against the TTFT."""
-        model = self.model_for(request.model)
+        clock starts there, so waiting for the build thread counts against the TTFT.
+
+        A prompt plus `max_tokens` longer than the model's context is not refused: generation
+        stops at the context, with finish reason "length"."""
+        model = self.check(request)
         text, image_bytes = self._prompt_text(request, model)
-        if len(image_bytes) > MAX_IMAGES_PER_REQUEST:
-            raise InvalidRequestError(f"at most {MAX_IMAGES_PER_REQUEST} images per request")
-        images = [decode_image(data) for data in image_bytes]
+        images = [
+            decode_image(data, self.limits.max_image_pixels, "limits.max_image_pixels")
+            for data in image_bytes
+        ]
         token_ids = model.prompt_builder.build(text, images).token_ids
-        if len(token_ids) >= model.max_model_len:
+        limit, name = self.limits.prompt_token_limit(model.max_model_len)
+        if len(token_ids) > limit:
             raise PromptTooLongError(
-                f"prompt of {len(token_ids)} tokens does not fit the context of "
-                f"{model.max_model_len}"
+                f"prompt has {len(token_ids):,} tokens; the limit is {name} = {limit:,}"
             )
         spec = RequestSpec(
             request_id=request.request_id or uuid.uuid4().hex,
@@ -136,15 +169,63 @@ class RequestBuilder:
         return text, images
 
 
+def parse_message(message_type: type[Message], raw: bytes | Message, max_bytes: int) -> Message:
+    """Request bytes off the wire (the proxy passes them on unparsed) -> a `message_type`, or
+    InvalidRequestError: more than `max_bytes` (checked before parsing), not that message, a
+    truncated one, or a string field that is not UTF-8. A message passes as is."""
+    if isinstance(raw, Message):
+        size = raw.ByteSize()
+    elif isinstance(raw, bytes | bytearray | memoryview):
+        size = len(raw)
+    else:
+        raise InvalidRequestError(f"expected {message_type.DESCRIPTOR.full_name} bytes")
+    check_limit("request has", size, "bytes", max_bytes, "limits.max_request_bytes")
+    if isinstance(raw, Message):
+        return raw
+    try:
+        return message_type.FromString(bytes(raw))
+    except DecodeError as e:
+        reason = str(e).rpartition(": ")[2] or "cannot parse it"
+        raise InvalidRequestError(
+            f"the request is not a valid {message_type.DESCRIPTOR.full_name} ({reason})"
+        ) from None
+
+
 def has_images(request: pb.GenerateRequest) -> bool:
     """Whether the request carries an image (decided before any decoding)."""
+    return len(prompt_images(request)) > 0
+
+
+def prompt_images(request: pb.GenerateRequest) -> list[bytes]:
+    """The request's encoded images, in prompt order (not decoded)."""
     if request.WhichOneof("prompt") == "raw":
-        return len(request.raw.images) > 0
-    return any(
-        part.WhichOneof("part") == "image"
+        return list(request.raw.images)
+    return [
+        part.image
         for message in request.conversation.messages
         for part in message.content
+        if part.WhichOneof("part") == "image"
+    ]
+
+
+def prompt_chars(request: pb.GenerateRequest) -> int:
+    """Characters of the prompt as sent: raw text, or every chat message's role and text."""
+    if request.WhichOneof("prompt") == "raw":
+        return len(request.raw.text)
+    return sum(
+        len(message.role) + sum(len(part.text) for part in message.content)
+        for message in request.conversation.messages
     )
+
+
+def check_slo(slo: pb.SLO) -> None:
+    """SLO targets, when set, are positive and finite (milliseconds)."""
+    for key in ("ttft_ms", "tpot_ms"):
+        value = getattr(slo, key)
+        if slo.HasField(key) and not (math.isfinite(value) and value > 0):
+            raise InvalidRequestError(
+                f"slo.{key} must be a positive, finite number of milliseconds, got {value:g}"
+            )
 
 
 def sampling_params(sampling: pb.SamplingParams) -> SamplingParams:

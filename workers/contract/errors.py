@@ -16,3 +16,8 @@ class PromptTooLongError(InvalidRequestError):
 
 class InvalidImageError(InvalidRequestError):
     """An image could not be decoded, or does not match the prompt's `<image>` slots."""
+
+
+class LimitExceededError(InvalidRequestError):
+    """The request passes a size limit (bytes, characters, images, pixels, tokens); the message
+    names the limit and the value."""

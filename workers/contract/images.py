@@ -12,23 +12,38 @@ import io
 
 from PIL import Image, UnidentifiedImageError
 
-from workers.contract.errors import InvalidImageError
+from workers.contract.errors import InvalidImageError, LimitExceededError
 
-MAX_IMAGE_PIXELS = 64_000_000  # refuse decompression bombs early
+MAX_IMAGE_PIXELS = 64_000_000  # refuse decompression bombs early (the ingress sets a lower one)
 
 
-def decode_image(data: bytes) -> Image.Image:
-    """Decode PNG/JPEG/... bytes, or raise InvalidImageError."""
+def decode_image(
+    data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, limit_name: str = "the image pixel limit"
+) -> Image.Image:
+    """Decode PNG/JPEG/... bytes, or raise InvalidImageError. An image of more than `max_pixels`
+    (width x height, read from its header, before decoding) raises LimitExceededError."""
     try:
-        image = Image.open(io.BytesIO(data))
-        if image.width * image.height > MAX_IMAGE_PIXELS:
-            raise InvalidImageError(f"image of {image.width}x{image.height} pixels is too large")
+        image = Image.open(io.BytesIO(data))  # reads the header only
+        pixels = image.width * image.height
+        if pixels > max_pixels:
+            raise LimitExceededError(
+                f"image of {image.width:,}x{image.height:,} has {pixels:,} pixels; "
+                f"the limit is {limit_name} = {max_pixels:,}"
+            )
         image.load()
+    except LimitExceededError:
+        raise
     except UnidentifiedImageError:
         raise InvalidImageError(
             "cannot decode image: not a PNG, JPEG or other known format"
         ) from None
-    except (OSError, Image.DecompressionBombError, ValueError) as e:
+    except Image.DecompressionBombError:
+        # PIL's own bomb guard fired first: the header names far more pixels than any limit.
+        raise LimitExceededError(
+            f"image has more than {Image.MAX_IMAGE_PIXELS:,} pixels; "
+            f"the limit is {limit_name} = {max_pixels:,}"
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise InvalidImageError(f"cannot decode image: {e}") from None
     return image
 

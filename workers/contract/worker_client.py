@@ -33,8 +33,8 @@ Two implementations sit behind this Protocol, each next to what it wraps: `RayWo
   embedding cache: `EmbeddingInput.ref is None`).
 - **Errors.** `submit_*` raises `InvalidRequestError` (errors.py) for input the worker refuses;
   the request fails with it, as it does on a `StageFailed` with `is_invalid_input`. Any other
-  exception makes the scheduler drop the worker (its requests are re-driven). `abort` and `release` of an id the worker does not hold
-  (never had, finished, already freed) do nothing.
+  exception makes the scheduler drop the worker (its requests are re-driven). `abort` and
+  `release` of an id the worker does not hold (never had, finished, already freed) do nothing.
 - **Times** (`queue_ms`, `compute_ms`, in ms) are measured by the worker; the trace keeps them
   (see scheduler/lifecycle.py), and messages.py says what each one covers.
 """

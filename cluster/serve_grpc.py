@@ -1,0 +1,115 @@
+"""How Triserve plugs into Ray Serve's gRPC proxy: the servicer functions the proxy imports
+(`SERVICER_FUNCTIONS`, passed as `gRPCOptions.grpc_servicer_functions`), and the log filter that
+keeps a client's error to one line in Serve's logs.
+
+- The Triserve service is registered without request deserializers, so the proxy forwards each
+  request's bytes unparsed and the ingress parses them (`request_builder.parse_message`).
+  With the generated deserializer, bytes that are not the message, a truncated message or a
+  string field that is not UTF-8 failed inside grpc, which answers UNKNOWN with the Python
+  exception's text; the ingress answers INVALID_ARGUMENT. The proxy also parses nothing.
+- Serve enables server reflection as `grpc.reflection.v1alpha` only; current clients (grpcurl,
+  grpc-js) ask `grpc.reflection.v1` first. Its messages are v1alpha's under a new package name,
+  so the v1alpha servicer answers both.
+- Serve logs every failed call with a traceback (the replica two chained ones, the proxy one),
+  echoing the client's texts. `ClientErrorLogFilter` keeps a traceback for INTERNAL (and
+  UNKNOWN) only: it cuts any other to one line, or drops it where the ingress already logged it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from google.protobuf import message_factory
+from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection_pb2 as reflection_pb
+
+from cluster.errors import failure_line
+from proto.triserve.v1 import triserve_pb2 as pb
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Triserve"].full_name
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+HEALTH = "grpc.health.v1.Health"
+SERVICER_FUNCTIONS = [
+    "cluster.serve_grpc.add_triserve_servicer_to_server",
+    "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
+    "cluster.serve_grpc.add_reflection_v1_to_server",  # after the services it lists
+]
+SERVE_LOGGER = "ray.serve"
+TRACEBACK_CODES = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+
+
+def add_triserve_servicer_to_server(servicer, server) -> None:
+    """The generated `add_TriserveServicer_to_server`, less its request deserializers (every
+    method of the service, from its descriptor). Also installs `ClientErrorLogFilter` in the
+    process that calls it, Serve's proxy."""
+    _add_service(server, SERVICE_NAME, triserve_handlers(servicer))
+    install_client_error_filter(drop=False)
+
+
+def triserve_handlers(servicer) -> dict[str, grpc.RpcMethodHandler]:
+    """Method name -> handler that passes the request's bytes to `servicer`'s method."""
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name["Triserve"].methods:
+        if method.client_streaming:
+            raise NotImplementedError(f"{method.full_name}: client streaming")
+        response = message_factory.GetMessageClass(method.output_type)
+        handler = grpc.unary_unary_rpc_method_handler
+        if method.server_streaming:
+            handler = grpc.unary_stream_rpc_method_handler
+        handlers[method.name] = handler(
+            getattr(servicer, method.name), response_serializer=response.SerializeToString
+        )
+    return handlers
+
+
+def add_reflection_v1_to_server(servicer, server) -> None:
+    """`grpc.reflection.v1` on the proxy itself (a passthrough service, not routed to the
+    ingress). Skipped on a Serve whose server cannot run a service of its own."""
+    if not hasattr(server, "add_passthrough_service"):
+        return
+    server.add_passthrough_service(REFLECTION_V1)
+    names = sorted([SERVICE_NAME, HEALTH, REFLECTION_V1, reflection.SERVICE_NAME])
+    info = reflection.aio.ReflectionServicer(names).ServerReflectionInfo
+    handler = grpc.stream_stream_rpc_method_handler(
+        info,
+        request_deserializer=reflection_pb.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb.ServerReflectionResponse.SerializeToString,
+    )
+    _add_service(server, REFLECTION_V1, {"ServerReflectionInfo": handler})
+
+
+def _add_service(server, name: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    if hasattr(server, "add_registered_method_handlers"):  # grpcio >= 1.63
+        server.add_registered_method_handlers(name, handlers)
+
+
+class ClientErrorLogFilter(logging.Filter):
+    """On Serve's logger: a record of a failed call whose status the ingress set (Serve's
+    gRPCStatusError) keeps its traceback only for TRACEBACK_CODES. Any other is cut to one
+    warning line, or dropped when `drop` (in the ingress replica, whose own line says it
+    already)."""
+
+    def __init__(self, drop: bool) -> None:
+        super().__init__()
+        self.drop = drop
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        code = getattr(error, "grpc_code", None)
+        if not isinstance(code, grpc.StatusCode) or code in TRACEBACK_CODES:
+            return True
+        if self.drop:
+            return False
+        record.msg, record.args = failure_line(code, getattr(error, "grpc_details", "") or ""), ()
+        record.exc_info = record.exc_text = record.stack_info = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"  # not a server error
+        return True
+
+
+def install_client_error_filter(drop: bool) -> None:
+    """Add `ClientErrorLogFilter` to Serve's logger in this process, once."""
+    logger = logging.getLogger(SERVE_LOGGER)
+    if not any(isinstance(f, ClientErrorLogFilter) for f in logger.filters):
+        logger.addFilter(ClientErrorLogFilter(drop))
