@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
 from scheduler.errors import NoWorkerAvailableError, RequestFailedError, UnknownModelError
+from workers.contract.errors import InvalidRequestError
 from workers.contract.messages import ImageInput
 from workers.contract.sampling_params import SamplingParams
 
@@ -44,6 +46,10 @@ class RequestSpec:
         object.__setattr__(self, "prompt_token_ids", list(self.prompt_token_ids))
         object.__setattr__(self, "images", list(self.images))
         object.__setattr__(self, "sampling_params", self.sampling_params.with_seed())
+        for name in ("slo_ttft_ms", "slo_tpot_ms"):  # the ingress checks too; this is the rule
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise InvalidRequestError(f"{name} must be a finite number > 0, got {value!r}")
 
     @property
     def has_images(self) -> bool:

@@ -19,6 +19,7 @@ from scheduler.request import RequestSpec
 from scheduler.stage import Stage
 from scheduler.trace_events import EventName
 from tests.scheduler.harness import cluster, run, spec, wait_until
+from workers.contract.errors import InvalidRequestError
 
 HALF_LIFE_MS = 10_000.0
 
@@ -127,3 +128,9 @@ def test_a_class_locked_out_by_a_burst_is_admitted_again_under_load_once_its_err
             await wait_until(lambda: c.scheduler.trace("r2").state == "finished", "r2 finishes")
 
     run(body)
+
+
+@pytest.mark.parametrize("value", [-5.0, 0.0, float("nan"), float("inf")])
+def test_an_slo_target_no_request_can_have_is_invalid_not_a_rejection(value):
+    with pytest.raises(InvalidRequestError, match="slo_ttft_ms must be a finite number > 0"):
+        dataclasses.replace(spec("r1"), slo_ttft_ms=value)
