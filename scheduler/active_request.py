@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Container
+from dataclasses import replace
 
+from scheduler.cache_directory import prompt_block_hashes
 from scheduler.forecast import RequestShape
 from scheduler.lifecycle import Lifecycle, RequestState
 from scheduler.output_stream import OutputStream
@@ -42,6 +44,9 @@ class ActiveRequest:
         self.lifecycle = Lifecycle(self.trace)
         self.stream = OutputStream(spec.request_id, len(spec.prompt_token_ids))
         self.attempt = 0  # re-drives so far
+        # Tokens the client had when this attempt started: its jobs resume after them (they end
+        # their prompt, see lifecycle.py), so the attempt streams only tokens that come after.
+        self.num_resumed_tokens = 0
         self.touched: set[str] = set()  # workers given a job of this attempt
         self.encode_worker: str | None = None
         self.embeddings: list[EmbeddingInput] = []  # from the last EncodeDone
@@ -119,12 +124,13 @@ class ActiveRequest:
     ) -> PrefillJob:
         return PrefillJob(
             request_id=self.job_id,
-            prompt_token_ids=list(self.spec.prompt_token_ids),
+            prompt_token_ids=self.resume_prefix(),
             sampling_params=self.spec.sampling_params,
             images=images,
             decode_here=self.decode_here,
             expected_epochs=expected_epochs,
             priority=priority,
+            num_resumed_tokens=self.num_resumed_tokens,
         )
 
     def decode_job(self, done: PrefillDone, prefill_epoch: int) -> DecodeJob:
@@ -132,22 +138,32 @@ class ActiveRequest:
         assert done.kv is not None, "the event applier ends a prefill that handed off no KV"
         return DecodeJob(
             request_id=self.job_id,
-            prompt_token_ids=list(self.spec.prompt_token_ids),
+            prompt_token_ids=self.resume_prefix(),
             sampling_params=self.spec.sampling_params,
             first_token_id=done.first_token_id,
             image_spans=list(done.image_spans),
             kv=done.kv,
             kv_dtype=done.kv_dtype,
             expected_epochs={done.kv.producer_id: prefill_epoch},
+            num_resumed_tokens=self.num_resumed_tokens,
         )
 
+    def resume_prefix(self) -> list[int]:
+        """What this attempt's jobs prefill: the prompt, then the tokens it resumes after."""
+        resumed = self.stream.token_ids[: self.num_resumed_tokens]
+        return [*self.spec.prompt_token_ids, *resumed]
+
     def begin_attempt(self) -> None:
-        """Start a re-drive: a new job id, no stage placed yet, tokens replay from the first."""
+        """Start a re-drive: a new job id, no stage placed yet, resuming after the tokens the
+        client has. Its prefill covers them too, so its shape grows by them: more prompt
+        tokens, and (text only) prefix blocks to match in the workers' caches."""
         self.attempt += 1
         self.touched = set()
         self.prefill_worker = self.decode_worker = None
         self.decode_here = False
-        self.stream.restart()
+        self.num_resumed_tokens = len(self.stream.token_ids)
+        if self.shape is not None and self.num_resumed_tokens:
+            self.shape = _resumed_shape(self.shape, self.resume_prefix(), self.spec.has_images)
 
     def forget_embeddings(self) -> list[PendingTransfer]:
         """Drop the embeddings (encode runs again); return their transfers to release."""
@@ -160,3 +176,14 @@ class ActiveRequest:
         for transfer in taken:
             del self.transfers[transfer.transfer_id]
         return taken
+
+
+def _resumed_shape(shape: RequestShape, prefix: list[int], has_images: bool) -> RequestShape:
+    """`shape` for a prefill of `prefix` (the prompt, then resumed outputs). With images the
+    prompt's block hashes stay: where its placeholders sit (the hashes' image keys) is not known
+    here, and the prompt's own blocks still match."""
+    cost = replace(shape.cost, num_prompt_tokens=len(prefix))
+    if has_images:
+        return replace(shape, cost=cost)
+    hashes = prompt_block_hashes(prefix, (), None, 0, shape.block_size)
+    return replace(shape, cost=cost, block_hashes=tuple(hashes))

@@ -19,11 +19,8 @@ class SchedulerConfig:
     # A worker whose poll fails is suspected (no new work; its requests fail over) and polled
     # with a backoff; it is dropped when it has not answered for this long (poller.py).
     worker_suspect_timeout_s: float = 30.0
-    max_retries: int = 2  # re-drives per request before it fails
-    # Streamed tokens a re-drive may regenerate (checked against the client's, then swallowed).
-    # 1 covers a failure right after the first token, e.g. a failed KV import; a re-drive
-    # later in decode (full mid-decode recovery) is not supported yet: the request fails.
-    max_replay_tokens: int = 1
+    # Re-drives per request before it fails (each resumes after the tokens streamed so far).
+    max_retries: int = 2
     trace_capacity: int = 10_000  # finished requests whose traces stay readable
 
     # ---- request classes (RPS-Serve): text is sand; a request is a rock when any holds

@@ -34,7 +34,6 @@ from scheduler.decisions import (
     Stream,
 )
 from scheduler.dispatcher import Dispatcher
-from scheduler.errors import RequestFailedError
 from scheduler.event_applier import EventApplier, in_causal_order
 from scheduler.feedback import Feedback
 from scheduler.in_flight import InFlight
@@ -241,10 +240,7 @@ class RequestDriver:
 
     async def _stream(self, stream: Stream) -> None:
         req = stream.req
-        try:
-            req.stream.push(stream.token_ids, stream.finish_reason)
-        except RequestFailedError as error:
-            return await self.end(End(req, _S.FAILED, error=error))
+        req.stream.push(stream.token_ids, stream.finish_reason)
         if stream.finish_reason is not None:
             await self.end(End(req, _S.FINISHED, finish_reason=stream.finish_reason))
 

@@ -26,8 +26,17 @@
 A worker that runs several stages (EP, PD, EPD) moves the request through the same states with
 no transfer in between. A re-drive restarts from the last good stage (`restart_stage`): it
 starts a new *attempt* whose jobs carry a fresh job id, so late events of the old attempt are
-ignored. Tokens a re-drive regenerates are checked against what the client already saw and
-swallowed (see `output_stream.py`), so the client never sees a duplicate or a different token.
+ignored. The attempt *resumes* after the tokens the client already has, however many: its
+prefill takes the prompt followed by them (`PrefillJob.num_resumed_tokens`, the prefix cache
+and cache affinity apply to all of it), and the engine counts them as outputs already
+produced, so its first token is the client's next one, drawn at the same output index and seed
+as without the failure, with max_tokens and stop conditions counted from the prompt's end:
+
+    client has:  t0 .. tk                     (streamed by the lost attempt)
+    re-drive:    QUEUED -> [ENCODING] -> PREFILLING(prompt t0 .. tk) -> t(k+1) -> DECODING ...
+
+Nothing is regenerated or replayed, so the client sees no gap and no duplicate
+(`output_stream.py`). A request is re-driven at most `SchedulerConfig.max_retries` times.
 
 Every transition is timestamped into the request's trace: queued, encode_start, prefill_start,
 decode_start, then decode_steps and finished, failed or cancelled. The scheduler adds the stage
@@ -133,9 +142,10 @@ class Lifecycle:
 def restart_stage(failed: Stage, has_images: bool, embeddings_reusable: bool) -> Stage:
     """The stage a re-drive starts from, after `failed` failed or lost its worker.
 
-    Decode never restarts on its own: its input, the prompt's KV, is gone or suspect, so prefill
-    runs again. Prefill restarts from encode when its embeddings cannot be reused (they were
-    freed, their worker left, or the failure was fetching them).
+    Decode never restarts on its own: its input, the KV of the prompt and of the tokens streamed
+    so far, is gone or suspect, so prefill runs again over both. Prefill restarts from encode
+    when its embeddings cannot be reused (they were freed, their worker left, or the failure was
+    fetching them).
     """
     if has_images and (failed is Stage.ENCODE or not embeddings_reusable):
         return Stage.ENCODE
@@ -143,12 +153,7 @@ def restart_stage(failed: Stage, has_images: bool, embeddings_reusable: bool) ->
 
 
 def redrive_refusal(
-    failed: Stage,
-    cause: str,
-    retriable: bool,
-    num_redrives: int,
-    num_streamed: int,
-    config: SchedulerConfig,
+    failed: Stage, cause: str, retriable: bool, num_redrives: int, config: SchedulerConfig
 ) -> str | None:
     """Why the failure of `failed` ends the request, as the client reads it; None when a
     re-drive may recover it. `cause` is a failure class ("decode worker lost"), never a
@@ -157,9 +162,4 @@ def redrive_refusal(
         return f"{failed.value} failed: {cause}"
     if num_redrives >= config.max_retries:
         return f"{failed.value} failed after {num_redrives} re-drives: {cause}"
-    if num_streamed > config.max_replay_tokens:
-        return (
-            f"{failed.value} failed after {num_streamed} tokens were streamed: {cause}; "
-            "recovery in the middle of decode is not supported yet"
-        )
     return None

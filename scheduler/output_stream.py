@@ -1,13 +1,11 @@
 """What the client sees of one request: each token once, in order, then one final output.
 
-A re-drive regenerates the request from its first token. The stream checks every regenerated
-token against the one the client already has and swallows it; only tokens past that point are
-new. A different token fails the request instead of showing the client another continuation.
+Tokens only ever append. A re-drive does not regenerate what the client has: its jobs resume
+after it, with the streamed tokens as part of their prompt (`ActiveRequest.num_resumed_tokens`,
+lifecycle.py), so the new attempt's first token is the client's next one:
 
-    client has:        t0 t1
-    re-drive attempt:  t0 t1 t2 t3 ...
-                       ^^^^^ checked, swallowed
-                             ^^^^^ streamed
+    client has:        t0 t1 t2
+    re-drive attempt:  prefill(prompt t0 t1 t2) -> t3 t4 ...   all streamed
 
 Each output costs a message on every hop to the client (scheduler -> ingress -> gRPC proxy ->
 client), so outputs that queue up leave as one: a reader that falls behind under load catches up
@@ -22,7 +20,6 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from scheduler.errors import RequestFailedError
 from scheduler.request import RequestOutput, Usage
 
 
@@ -33,7 +30,6 @@ class OutputStream:
         self.num_cached_prompt_tokens = 0
         self.token_ids: list[int] = []  # every token the client was sent
         self.is_closed = False  # the final output or an error is queued
-        self._position = 0  # tokens of the current attempt seen so far
         self._queue: deque[RequestOutput | BaseException] = deque()
         self._has_items = asyncio.Event()
         self._is_drained = False
@@ -42,30 +38,14 @@ class OutputStream:
     def usage(self) -> Usage:
         return Usage(self.num_prompt_tokens, len(self.token_ids), self.num_cached_prompt_tokens)
 
-    def restart(self) -> None:
-        """A new attempt starts: its tokens replay the ones already streamed."""
-        self._position = 0
-
-    def push(self, token_ids: list[int], finish_reason: str | None = None) -> list[int]:
-        """Accept one step's tokens of the current attempt; return the ones that are new."""
-        replayed = self.token_ids[self._position : self._position + len(token_ids)]
-        if token_ids[: len(replayed)] != replayed:
-            raise RequestFailedError(
-                f"request {self.request_id!r}: a re-driven attempt produced {token_ids} where "
-                f"the client already has {replayed}"
-            )
-        self._position += len(token_ids)
-        if finish_reason is not None and self._position < len(self.token_ids):
-            raise RequestFailedError(
-                f"request {self.request_id!r}: a re-driven attempt ended after {self._position} "
-                f"tokens, the client already has {len(self.token_ids)}"
-            )
-        new = token_ids[len(replayed) :]
-        self.token_ids.extend(new)
-        if new or finish_reason is not None:
+    def push(self, token_ids: list[int], finish_reason: str | None = None) -> None:
+        """Send the current attempt's next tokens (and its finish reason, when it ends)."""
+        if self.is_closed:
+            return
+        self.token_ids.extend(token_ids)
+        if token_ids or finish_reason is not None:
             usage = self.usage if finish_reason is not None else None
-            self._put(RequestOutput(self.request_id, new, finish_reason, usage))
-        return new
+            self._put(RequestOutput(self.request_id, list(token_ids), finish_reason, usage))
 
     def end(self, finish_reason: str) -> None:
         """Close the stream with no further tokens (cancel: finish_reason "abort")."""

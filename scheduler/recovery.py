@@ -2,8 +2,9 @@
 `Redrive`, decisions.py); the driver acts.
 
     StageFailed, invalid input    -> fail with InvalidRequestError: no re-drive fixes the input
-    StageFailed, worker lost,     -> re-drive from the last good stage (`restart_stage`) while
-    embeddings unreachable           `redrive_refusal` allows it, else fail (RequestFailedError)
+    StageFailed, worker lost,     -> re-drive from the last good stage (`restart_stage`), resuming
+    embeddings unreachable           after the tokens already streamed, while `redrive_refusal`
+                                     allows it, else fail (RequestFailedError)
     no worker for a stage         -> fail with NoWorkerAvailableError
 
 What a client sees (RequestFailedError, sent as gRPC details, and the trace's "failed" reason)
@@ -102,7 +103,6 @@ class Recovery:
             cause=failure.cause,
             retriable=failure.retriable,
             num_redrives=req.attempt,
-            num_streamed=len(req.stream.token_ids),
             config=self.config,
         )
         if refusal is not None:

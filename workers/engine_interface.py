@@ -77,9 +77,12 @@ class EngineInterface(Protocol):
         images: Sequence[ImageEmbedding] = (),
         export_kv: bool = False,
         priority: float = 0.0,
+        num_resumed_tokens: int = 0,
     ) -> None:
         """Queue a prompt for prefill (raises InvalidRequestError for input it refuses).
-        `priority`: lower prompts get the step's token budget first."""
+        `priority`: lower prompts get the step's token budget first. `num_resumed_tokens`: the
+        last ones of the prompt are outputs of an earlier attempt; the first sampled token is
+        the output after them, at their position and seed."""
         ...
 
     def add_prefilled(self, prefill: PrefillResult, sampling_params: SamplingParams) -> None:

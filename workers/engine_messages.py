@@ -38,10 +38,13 @@ class PrefillResult:
     """Output of the prefill stage: everything a decode worker needs to continue."""
 
     request_id: str
-    prompt_token_ids: list[int]
+    prompt_token_ids: list[int]  # every token the KV covers: the prompt, then resumed outputs
     first_token_id: int
     kv: PromptKV
     image_spans: list[ImageSpan] = field(default_factory=list)  # keys for prefix caching
+    # Trailing tokens of prompt_token_ids that are outputs produced before (a resumed
+    # re-drive, see workers/contract/messages.py PrefillJob): first_token_id comes after them.
+    num_resumed_tokens: int = 0
 
 
 @dataclass(frozen=True)

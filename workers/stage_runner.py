@@ -112,6 +112,7 @@ class StageRunner:
                 images=images,
                 export_kv=not job.decode_here,
                 priority=job.priority,
+                num_resumed_tokens=job.num_resumed_tokens,
             )
             for image in fetched.images:  # a later turn with the same image skips the transfer
                 if image is not None:
@@ -137,6 +138,7 @@ class StageRunner:
                 first_token_id=job.first_token_id,
                 kv=PromptKV(kv=fetched.kv, dtype=job.kv_dtype),
                 image_spans=job.image_spans,
+                num_resumed_tokens=job.num_resumed_tokens,
             )
             self.engine.add_prefilled(prefill, job.sampling_params)
             request = self.engine.get_request(job.request_id)

@@ -4,6 +4,10 @@
     prompt KV              = sum(prompt ids) + sum(embeddings of its images)
     token at position i    = (prompt KV + i) % 1000          (i = 0: the first token)
 
+A resumed job (`num_resumed_tokens` n > 0) computes the prompt KV over the prompt without its
+last n tokens, checks that those are the tokens it would have written (a job that resumes after
+other tokens fails for good), and goes on at position n, as the engine does.
+
 So a decoder that imports the wrong KV, or a prefill that reads the wrong embeddings, writes
 different tokens. Each poll runs one engine step over everything queued and running and
 reports it in one WorkerEvents, as a real worker does. Arrays live in a shared FakeTransport
@@ -55,7 +59,8 @@ class _Running:
     job_id: str
     kv: int
     max_tokens: int
-    num_tokens: int  # generated so far, the first token included
+    num_tokens: int  # generated so far, the first token (and resumed ones) included
+    has_decoded: bool = False
 
 
 class FakeWorker:
@@ -203,8 +208,9 @@ class FakeWorker:
             kv = self._prefill_kv(job, consumed, failures)
             if kv is None:
                 continue
-            first, max_tokens = kv % 1000, job.sampling_params.max_tokens
-            finish = "length" if max_tokens == 1 else None
+            n, max_tokens = job.num_resumed_tokens, job.sampling_params.max_tokens
+            first = (kv + n) % 1000
+            finish = "length" if n + 1 == max_tokens else None
             if job.decode_here:
                 tokens.append(
                     TokenDelta(
@@ -213,7 +219,7 @@ class FakeWorker:
                     )
                 )  # fmt: skip
                 if finish is None:
-                    self._running[job.request_id] = _Running(job.request_id, kv, max_tokens, 1)
+                    self._running[job.request_id] = _Running(job.request_id, kv, max_tokens, n + 1)
                 continue
             nbytes = 64 * len(job.prompt_token_ids)
             ref = (
@@ -230,12 +236,14 @@ class FakeWorker:
                 job.request_id, "decode", job.kv, job.expected_epochs, consumed, failures
             )
             if kv is not None:  # imported KV joins this very step, as in the engine
-                run = _Running(job.request_id, kv, job.sampling_params.max_tokens, 1)
+                max_tokens, num_tokens = job.sampling_params.max_tokens, job.num_resumed_tokens + 1
+                run = _Running(job.request_id, kv, max_tokens, num_tokens)
                 self._running[job.request_id] = run
                 advancing.append(run)
         for run in advancing:
             token = (run.kv + run.num_tokens) % 1000
-            queue_ms = QUEUE_MS if run.num_tokens == 1 else None  # its first decode step
+            queue_ms = QUEUE_MS if not run.has_decoded else None  # its first decode step
+            run.has_decoded = True
             run.num_tokens += 1
             finish = "length" if run.num_tokens == run.max_tokens else None
             tokens.append(TokenDelta(run.job_id, [token], finish, 1, STEP_MS, queue_ms))
@@ -268,7 +276,9 @@ class FakeWorker:
         if self.broken_reason is not None:
             failures.append(StageFailed(job.request_id, "prefill", self.broken_reason, False))
             return None
-        kv = sum(job.prompt_token_ids)
+        cut = len(job.prompt_token_ids) - job.num_resumed_tokens
+        prompt, resumed = job.prompt_token_ids[:cut], job.prompt_token_ids[cut:]
+        kv = sum(prompt)
         for image in job.images:
             if image.ref is None:
                 value = self._embedding_cache.get(image.image_hash)
@@ -282,6 +292,10 @@ class FakeWorker:
             if value is None:
                 return None
             kv += value
+        if resumed != [(kv + i) % 1000 for i in range(len(resumed))]:
+            reason = f"resumed after {resumed}, not after tokens it writes"
+            failures.append(StageFailed(job.request_id, "prefill", reason, False))
+            return None
         return kv
 
     def _import(

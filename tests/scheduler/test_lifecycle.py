@@ -137,27 +137,19 @@ def test_redrive_restarts_from_the_last_good_stage(
 
 
 @pytest.mark.parametrize(
-    ("retriable", "num_redrives", "num_streamed", "refusal"),
+    ("retriable", "num_redrives", "refusal"),
     [
-        (True, 0, 0, None),
-        (True, 1, 1, None),  # a failed KV import right after the first token
-        (False, 0, 0, "decode failed: bad KV"),
-        (True, 2, 0, "decode failed after 2 re-drives: bad KV"),
-        (
-            True, 0, 2,
-            "decode failed after 2 tokens were streamed: bad KV; recovery in the middle of "
-            "decode is not supported yet",
-        ),
+        (True, 0, None),
+        (True, 1, None),
+        (False, 0, "decode failed: bad KV"),
+        (True, 2, "decode failed after 2 re-drives: bad KV"),
     ],
-)  # fmt: skip
-def test_redrive_is_refused_when_not_retriable_out_of_retries_or_deep_in_decode(
-    retriable, num_redrives, num_streamed, refusal
+)
+def test_redrive_is_refused_only_when_not_retriable_or_out_of_retries(
+    retriable, num_redrives, refusal
 ):
-    config = SchedulerConfig(max_retries=2, max_replay_tokens=1)
-    assert (
-        redrive_refusal(Stage.DECODE, "bad KV", retriable, num_redrives, num_streamed, config)
-        == refusal
-    )
+    config = SchedulerConfig(max_retries=2)
+    assert redrive_refusal(Stage.DECODE, "bad KV", retriable, num_redrives, config) == refusal
 
 
 def test_trace_store_keeps_the_most_recently_used_traces():

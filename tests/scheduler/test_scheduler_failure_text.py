@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from scheduler.config import SchedulerConfig
 from scheduler.errors import RequestFailedError
 from scheduler.recovery import one_line
 from scheduler.trace import Trace
@@ -32,7 +33,7 @@ def trace_leaks(trace: Trace) -> list[str]:
 
 def test_decode_worker_lost_mid_decode_tells_the_client_the_stage_and_class_only(caplog):
     async def body():
-        async with cluster(p="P", d="D") as c:
+        async with cluster(SchedulerConfig(max_retries=0), p="P", d="D") as c:
             c["d"].poll_error, c["d"].die_after_steps = RAY_ERROR, 3
             outputs = await c.scheduler.generate(spec("r1", max_tokens=10))
             with pytest.raises(RequestFailedError) as failure:
@@ -40,8 +41,7 @@ def test_decode_worker_lost_mid_decode_tells_the_client_the_stage_and_class_only
                     pass
 
             assert str(failure.value) == (
-                "request 'r1': decode failed after 4 tokens were streamed: decode worker lost; "
-                "recovery in the middle of decode is not supported yet"
+                "request 'r1': decode failed after 0 re-drives: decode worker lost"
             )
             assert trace_leaks(c.scheduler.trace("r1")) == []
             assert RAY_ERROR in caplog.text  # operators still get all of it

@@ -156,8 +156,9 @@ def test_request_fails_clearly_when_its_redrives_run_out():
                 async for output in outputs:
                     received.append(output)
 
-            assert received == [RequestOutput("r1", [6])]
-            assert len(c["p"].jobs) == 3
+            # Each re-drive resumes after the tokens streamed, and its prefill writes the next.
+            assert token_ids(received) == [6, 7, 8]
+            assert [job.num_resumed_tokens for job in c["p"].jobs] == [0, 1, 2]
             assert c.transport.arrays == {}
             assert c.scheduler.trace("r1").names[-1] == "failed"
 
@@ -216,25 +217,6 @@ def test_dead_prefill_workers_request_is_redriven_on_another_with_the_same_embed
                 in c.scheduler.trace("r1").event("redrive").attrs["reason"]
             )
             assert c.transport.arrays == {}
-
-    run(body)
-
-
-def test_dead_decode_worker_fails_a_request_mid_decode_with_a_clear_error():
-    async def body():
-        async with cluster(p="P", d="D") as c:
-            c["d"].die_after_steps = 3
-            outputs = await c.scheduler.generate(spec("r1", max_tokens=10))
-            received = []
-            with pytest.raises(
-                RequestFailedError, match="after 4 tokens were streamed: decode worker lost"
-            ):
-                async for output in outputs:
-                    received.append(output)
-
-            assert token_ids(received) == expected_tokens([1, 2, 3], [], 4)
-            assert c["p"].aborted == ["r1"]
-            assert c.scheduler.snapshot().workers["d"].is_suspected
 
     run(body)
 

@@ -69,6 +69,11 @@ class EncodeJob:
 @dataclass(frozen=True)
 class PrefillJob:
     request_id: str
+    # The prompt, then (a resumed re-drive) the output tokens the client already has: the last
+    # `num_resumed_tokens` of these are outputs. Their KV is computed like the prompt's, and the
+    # engine counts them as already generated: the first token sampled is output number
+    # `num_resumed_tokens` (0-based), at the same position and seed as in an uninterrupted run,
+    # and max_tokens and stop conditions count from the original prompt's end.
     prompt_token_ids: list[int]
     sampling_params: SamplingParams  # with a concrete seed
     images: list[EmbeddingInput]  # in placeholder order
@@ -77,18 +82,21 @@ class PrefillJob:
     # Order among the prompts this worker prefills, lower first (the scheduler's latest start
     # time, ms, under policy "slo"; 0 for all under "fcfs": arrival order). See batcher.py.
     priority: float = 0.0
+    num_resumed_tokens: int = 0  # trailing outputs in prompt_token_ids (0: a fresh request)
 
 
 @dataclass(frozen=True)
 class DecodeJob:
     request_id: str
-    prompt_token_ids: list[int]
+    prompt_token_ids: list[int]  # as the PrefillJob's: the prompt, then any resumed outputs
     sampling_params: SamplingParams
-    first_token_id: int
+    first_token_id: int  # the prefill's sampled token: output number num_resumed_tokens
     image_spans: list[ImageSpan]
-    kv: TransferRef  # [layers, 2, prompt_tokens, kv_heads, head_dim]: engine_messages.PromptKV
+    # [layers, 2, len(prompt_token_ids), kv_heads, head_dim]: engine_messages.PromptKV
+    kv: TransferRef
     kv_dtype: str
     expected_epochs: dict[str, int] = field(default_factory=dict)
+    num_resumed_tokens: int = 0  # trailing outputs in prompt_token_ids (see PrefillJob)
 
 
 @dataclass(frozen=True)

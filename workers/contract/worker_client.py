@@ -8,6 +8,10 @@ Two implementations sit behind this Protocol, each next to what it wraps: `RayWo
 - **Job ids name attempts.** The `request_id` of a job is the request's id on its first attempt
   and `"<request_id>~<n>"` on its n-th re-drive. Events echo the job's id; events for an id the
   scheduler no longer tracks are ignored, so a late event of an old attempt is harmless.
+- **A re-drive resumes.** Its `PrefillJob` (and `DecodeJob`) may end `prompt_token_ids` with
+  `num_resumed_tokens` outputs the client already has; the worker computes their KV like the
+  prompt's and streams only what comes after them, sampled at the output index and seed an
+  uninterrupted run would use, with max_tokens and stop conditions counted from the prompt.
 - **One poll, everything since the previous one.** `poll(timeout_s)` returns as soon as the
   worker has something to report, or an empty `WorkerEvents` (with its load) after
   `timeout_s`. A message normally covers one engine step; when the poller falls behind it

@@ -169,7 +169,7 @@ class Batcher:
     def _start(self, req: Request) -> bool:
         """Give a request its already-available KV on admission; True if it must be imported."""
         if req.prompt_kv is not None:
-            req.num_computed_tokens = req.num_prompt_tokens
+            req.num_computed_tokens = req.num_prefilled_tokens
             return True
         if self.config.enable_prefix_caching and req.num_computed_tokens == 0:
             # At least one token is always computed, so that there are logits to sample from.

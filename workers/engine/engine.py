@@ -22,7 +22,7 @@ from PIL import Image
 from workers.cache_delta import CacheDelta
 from workers.contract.block_hash import BlockHash
 from workers.contract.engine_config import EngineConfig
-from workers.contract.errors import InvalidImageError, InvalidRequestError, PromptTooLongError
+from workers.contract.errors import InvalidImageError, InvalidRequestError
 from workers.contract.sampling_params import SamplingParams
 from workers.engine.batcher import Batcher, BatcherConfig
 from workers.engine.block_manager import BlockPool
@@ -37,6 +37,7 @@ from workers.engine.model_config import ModelConfig
 from workers.engine.model_runner import ModelRunner
 from workers.engine.prompt import eos_token_ids, load_tokenizer
 from workers.engine.request import Request, RequestStatus
+from workers.engine.validation import check_prompt, split_resumed
 from workers.engine.weights import load_model
 from workers.engine_messages import EngineStats, ImageEmbedding, PrefillResult, StepOutput
 
@@ -115,16 +116,20 @@ class Engine:
         images: Sequence[ImageEmbedding] = (),
         export_kv: bool = False,
         priority: float = 0.0,
+        num_resumed_tokens: int = 0,
     ) -> None:
         """Queue a prompt (with image placeholders) for prefill, then decode here unless
         `export_kv`, in which case it leaves with a PrefillResult after its first token.
-        `priority`: lower prompts get the step's token budget first (see batcher.py)."""
+        `priority`: lower prompts get the step's token budget first (see batcher.py).
+        `num_resumed_tokens`: the last ones of `prompt_token_ids` are outputs an earlier attempt
+        produced; generation resumes after them (request.py)."""
         self._require("P")
         if not export_kv and "D" not in self.config.stages:
             raise InvalidRequestError("a prefill-only engine must export the KV (export_kv=True)")
         params = (sampling_params or SamplingParams()).with_seed()
-        prompt = list(prompt_token_ids)
-        self._validate_prompt(request_id, prompt, params)
+        tokens = list(prompt_token_ids)
+        self._validate_prompt(request_id, tokens, params, num_resumed_tokens)
+        prompt, resumed = split_resumed(tokens, num_resumed_tokens)
         spans = find_image_spans(prompt, self.model_config.image_token_index, images)
         hidden = self.model_config.text.hidden_size
         if any(i.embeddings.ndim != 2 or i.embeddings.shape[1] != hidden for i in images):
@@ -134,6 +139,7 @@ class Engine:
             request_id=request_id,
             prompt_token_ids=prompt,
             sampling_params=params,
+            resumed_token_ids=resumed,
             image_spans=spans,
             image_embeddings=rows,
             export_kv=export_kv,
@@ -144,17 +150,19 @@ class Engine:
     def add_prefilled(self, prefill: PrefillResult, sampling_params: SamplingParams) -> None:
         """Continue a request whose prompt was prefilled elsewhere, from its exported KV."""
         self._require("D")
-        prompt = list(prefill.prompt_token_ids)
+        tokens = list(prefill.prompt_token_ids)
         params = sampling_params.with_seed()
-        self._validate_prompt(prefill.request_id, prompt, params)
-        if prefill.kv.num_tokens != len(prompt):
+        self._validate_prompt(prefill.request_id, tokens, params, prefill.num_resumed_tokens)
+        if prefill.kv.num_tokens != len(tokens):
             raise InvalidRequestError(
-                f"KV covers {prefill.kv.num_tokens} tokens, the prompt has {len(prompt)}"
+                f"KV covers {prefill.kv.num_tokens} tokens, the prompt has {len(tokens)}"
             )
+        prompt, resumed = split_resumed(tokens, prefill.num_resumed_tokens)
         request = Request(
             request_id=prefill.request_id,
             prompt_token_ids=prompt,
             sampling_params=params,
+            resumed_token_ids=resumed,
             image_spans=list(prefill.image_spans),
             prompt_kv=prefill.kv,
         )
@@ -178,10 +186,11 @@ class Engine:
             if req.status is RequestStatus.HANDED_OFF:
                 prefill = PrefillResult(
                     request_id=req.request_id,
-                    prompt_token_ids=req.prompt_token_ids,
+                    prompt_token_ids=req.token_ids[: req.num_prefilled_tokens],
                     first_token_id=event.token_id,
-                    kv=self.kv_cache.export(req.block_table, req.num_prompt_tokens),
+                    kv=self.kv_cache.export(req.block_table, req.num_prefilled_tokens),
                     image_spans=req.image_spans,
+                    num_resumed_tokens=len(req.resumed_token_ids),
                 )
             if req.is_done:
                 self.batcher.release(req)
@@ -274,21 +283,10 @@ class Engine:
         self._requests[request.request_id] = request
         self.batcher.add(request)
 
-    def _validate_prompt(self, request_id: str, prompt: list[int], params: SamplingParams) -> None:
+    def _validate_prompt(
+        self, request_id: str, tokens: list[int], params: SamplingParams, num_resumed: int
+    ) -> None:
         if request_id in self._requests:
             raise InvalidRequestError(f"request id {request_id!r} is already running")
-        if not prompt:
-            raise InvalidRequestError("the prompt is empty")
         vocab = self.model_config.text.vocab_size
-        if any(not 0 <= t < vocab for t in prompt):
-            raise InvalidRequestError(f"prompt token ids must be in [0, {vocab})")
-        if len(prompt) >= self.max_model_len:
-            raise PromptTooLongError(
-                f"prompt of {len(prompt)} tokens does not fit the context of {self.max_model_len}"
-            )
-        peak_tokens = min(len(prompt) + params.max_tokens, self.max_model_len)
-        if self.block_pool.blocks_needed(peak_tokens) > self.block_pool.num_blocks:
-            raise PromptTooLongError(
-                f"prompt plus max_tokens needs {peak_tokens} tokens of KV; this worker holds "
-                f"{self.block_pool.num_blocks * self.block_pool.block_size}"
-            )
+        check_prompt(tokens, params, num_resumed, vocab, self.max_model_len, self.block_pool)

@@ -7,6 +7,13 @@ the same counter. When the counter catches up, the step's sampled token is appen
     token_ids:  | prompt ........................ | output ..... |
                 0                    num_prompt_tokens      num_tokens
     computed:   |=========== num_computed_tokens ====|  (KV exists for these)
+
+A resumed request (a re-drive after a lost decode worker) starts with the outputs an earlier
+attempt produced already in `token_ids`: they are computed like the prompt, but count as
+outputs, so the next token is sampled at the same output index (and seed) as in an
+uninterrupted run, and max_tokens and stop conditions count from the prompt's end.
+
+    token_ids:  | prompt ................ | resumed outputs | new outputs ... |
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ class Request:
     # Order among prompts being prefilled on this worker, lower first (the global scheduler's
     # latest start time); equal priorities keep arrival order (all 0: first come, first served).
     priority: float = 0.0
+    # Outputs of an earlier attempt this request resumes after (their KV is in prompt_kv, when
+    # imported).
+    resumed_token_ids: list[int] = field(default_factory=list)
 
     token_ids: list[int] = field(init=False)
     status: RequestStatus = RequestStatus.WAITING
@@ -56,11 +66,16 @@ class Request:
 
     def __post_init__(self) -> None:
         self.prompt_token_ids = list(self.prompt_token_ids)
-        self.token_ids = list(self.prompt_token_ids)
+        self.token_ids = self.prompt_token_ids + list(self.resumed_token_ids)
 
     @property
     def num_prompt_tokens(self) -> int:
         return len(self.prompt_token_ids)
+
+    @property
+    def num_prefilled_tokens(self) -> int:
+        """Tokens computed before the first sampled one: the prompt and any resumed outputs."""
+        return self.num_prompt_tokens + len(self.resumed_token_ids)
 
     @property
     def num_tokens(self) -> int:
