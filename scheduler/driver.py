@@ -251,7 +251,11 @@ class RequestDriver:
         self.feedback.forget(req.job_id, self.workers)
         self.requests.new_attempt(req)  # the old attempt's events are stale from here
         req.trace.record(
-            EventName.REDRIVE, stage=stage.value, attempt=req.attempt, reason=redrive.reason
+            EventName.REDRIVE,
+            stage=stage.value,
+            attempt=req.attempt,
+            resumed_tokens=req.num_resumed_tokens,
+            reason=redrive.reason,
         )
         if req.state is not _S.QUEUED:
             req.lifecycle.advance(_S.QUEUED)

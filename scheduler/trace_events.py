@@ -47,7 +47,9 @@ class EventName(StrEnum):
     FIRST_TOKEN = "first_token"
     # The decode worker fetched the prompt's KV: bytes, ms, producer, consumer.
     KV_TRANSFER = "kv_transfer"
-    REDRIVE = "redrive"  # a failed attempt restarts: stage, attempt, reason (one line)
+    # A failed attempt restarts: stage, attempt, resumed_tokens (the client's, which the new
+    # attempt continues after), reason (one line).
+    REDRIVE = "redrive"
     # Its SLO outcome, when it finished: request_class, ttft_ms, tpot_ms, attained.
     SLO = "slo"
 

@@ -73,6 +73,7 @@ def test_lost_decode_worker_resumes_on_the_other_and_the_client_gets_each_token_
                 "redrive", "queued", "prefill_start", "first_token", "decode_start",
                 "kv_transfer", "decode_steps", "finished",
             ]  # fmt: skip
+            assert trace.event("redrive").attrs["resumed_tokens"] == 4
             assert trace.event("redrive").attrs["stage"] == "prefill"
             assert c.transport.arrays == {}
 
