@@ -14,9 +14,11 @@ to be missed, the request's admission policy decides:
     best_effort  admitted at low priority: it yields to every other job for a bounded time
 
 A stage queue that is full rejects whatever the policy: no queue grows without bound. An idle
-cluster (nothing queued, no worker holding a job) admits whatever the forecast says: a request
-that waits for nobody harms nobody, and refusing it would leave the learned errors that made
-the forecast (cost_model.py) nothing to learn from.
+cluster (nothing queued, no worker holding a job) judges by its workers' start-up profiles
+alone, without what the cost model learned since (corrections and residuals, cost_model.py):
+those were measured on idle workers, which is what the request will find. A burst can teach
+errors that put every forecast past its target; refusing on them would leave them nothing to
+learn from, and the class locked out. A target no profile can meet is still refused.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from enum import Enum
 from scheduler.cache_directory import prompt_block_hashes
 from scheduler.config import SchedulerConfig
 from scheduler.errors import AdmissionRejectedError
-from scheduler.forecast import Forecaster, RequestShape
+from scheduler.forecast import FirstTokenForecast, Forecaster, RequestShape
 from scheduler.policy import WorkerView, capable_workers
 from scheduler.request import RequestSpec
 from scheduler.request_class import RequestClass, classify, estimate_cost, slo_targets
@@ -36,7 +38,7 @@ from scheduler.slo import SloTargets
 from scheduler.stage import Stage, stages_for
 from workers.contract.cost_profile import WorkerProfile
 
-IDLE_REASON = "the cluster is idle"
+IDLE_REASON = "the cluster is idle and the profiles make the targets"
 
 
 class Admission(Enum):
@@ -185,7 +187,7 @@ class AdmissionControl:
         first_gap = max(model_gap, model_gap + residuals.tpot_margin_ms(request_class.value, k))
         if not self.config.mode.is_slo_aware:
             decision = AdmissionDecision(Admission.ADMIT, ttft, first_gap, "", None)
-        elif self._is_idle():
+        elif self._is_idle() and self._profiles_attain(forecast, waited_ms, targets):
             decision = AdmissionDecision(Admission.ADMIT, ttft, first_gap, IDLE_REASON, None)
         else:
             policy = spec.admission or self.config.admission
@@ -210,6 +212,21 @@ class AdmissionControl:
             model_ttft_ms=model_ttft,
             model_tpot_ms=model_gap,
         )
+
+    def _profiles_attain(
+        self, forecast: FirstTokenForecast | None, waited_ms: float, targets: SloTargets
+    ) -> bool:
+        """Whether the forecast's stages, at their profiled costs (the learned corrections
+        divided out; nothing is queued), make both targets."""
+        if forecast is None:
+            return False
+        costs = self.forecaster.costs
+        profiled = [
+            f.transfer_ms + f.compute_ms / costs[f.worker_id].correction(f.stage)
+            for f in forecast.stages
+        ]
+        ttft_ms = waited_ms + sum(profiled[:-1])
+        return ttft_ms <= targets.ttft_ms and profiled[-1] <= targets.tpot_ms
 
 
 def degraded(spec: RequestSpec, max_tokens: int) -> RequestSpec:

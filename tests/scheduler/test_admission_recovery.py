@@ -134,3 +134,13 @@ def test_a_class_locked_out_by_a_burst_is_admitted_again_under_load_once_its_err
 def test_an_slo_target_no_request_can_have_is_invalid_not_a_rejection(value):
     with pytest.raises(InvalidRequestError, match="slo_ttft_ms must be a finite number > 0"):
         dataclasses.replace(spec("r1"), slo_ttft_ms=value)
+
+
+def test_an_idle_cluster_still_refuses_a_target_no_profile_can_meet():
+    async def body():
+        async with cluster(epd="EPD") as c:
+            impossible = dataclasses.replace(spec("r1"), slo_ttft_ms=0.001)
+            with pytest.raises(AdmissionRejectedError, match="predicted TTFT"):
+                await c.scheduler.generate(impossible)
+
+    run(body)

@@ -64,7 +64,8 @@ def test_kv_of_an_attempt_redriven_while_its_prefill_done_was_in_flight_is_freed
             assert "p/kv1" in c["p"].released  # attempt 0's KV, never routed to a decoder
             assert c.transport.arrays.keys() <= {"e1/emb0"}  # e1 is gone, and nothing else
             assert c.scheduler.trace("r1").event("redrive").attrs == {
-                "stage": "encode", "attempt": 1, "reason": "prefill: worker e1 was removed",
+                "stage": "encode", "attempt": 1, "resumed_tokens": 0,
+                "reason": "prefill: worker e1 was removed",
             }  # fmt: skip
 
     run(body)
