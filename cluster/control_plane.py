@@ -9,6 +9,11 @@ one event loop (the scheduler's asyncio state is bound to it; Ray concurrency gr
 loops), with a concurrency limit high enough that open streams never delay a health check, a
 cancel or a scale. The Prometheus endpoint is served from a thread of this actor; its scrapes
 read the scheduler on that loop (cluster/metrics.py).
+
+Ray restarts this actor when it dies (the launcher sets `max_restarts`), re-running `__init__`
+with the same arguments and calling no `start`. The workers outlive it (detached actors named
+after the cluster id, cluster/pools.py), so a restarted control plane takes them back at once
+(`_recover`): every call that needs the workers waits for that first (README "Failures").
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import warnings
 from collections.abc import AsyncIterator
 
 from cluster.cluster_state import ClusterSnapshot, PoolSnapshot
@@ -43,10 +49,11 @@ MAX_CONCURRENCY = 100_000  # open streams plus control calls
 
 
 class ControlPlane:
-    def __init__(self, config: ClusterConfig) -> None:
+    def __init__(self, config: ClusterConfig, cluster_id: str) -> None:
         self.config = config
         self.scheduler = Scheduler(config=config.scheduler)
-        self.pools = PoolManager(config, RayWorkerLauncher(config))
+        self.launcher = RayWorkerLauncher(config, cluster_id)
+        self.pools = PoolManager(config, self.launcher)
         self.metrics = ServingMetrics()
         self.scheduler.add_observer(self.metrics.observe)
         self._metrics_server: MetricsServer | None = None
@@ -54,16 +61,13 @@ class ControlPlane:
         self._registered: set[str] = set()  # worker ids given to the scheduler
         self._replacing: dict[str, asyncio.Task] = {}  # pool -> its replenish task
         self._next_replace_s: dict[str, float] = {}  # pool -> earliest next try (loop clock)
+        # Ray runs an async actor's __init__ on its event loop: the recovery starts right away.
+        self._recovery = asyncio.create_task(self._recover()) if _was_restarted() else None
 
     async def start(self) -> str | None:
         """Serve the metrics, launch every pool and register its workers; returns once all
         models are loaded, with the metrics address (host:port; None when metrics are off)."""
-        if self.config.metrics_port is not None:
-            loop = asyncio.get_running_loop()
-            self.metrics.watch(lambda: on_loop(loop, self._metrics_readings, SCRAPE_TIMEOUT_S))
-            self._metrics_server = MetricsServer(
-                self.metrics.registry, self.config.host, self.config.metrics_port
-            )
+        self._serve_metrics()
         for worker in await self.pools.start():
             await self.scheduler.add_worker(worker)
             self._registered.add(worker.worker_id)
@@ -71,10 +75,12 @@ class ControlPlane:
         return self._metrics_server.address if self._metrics_server else None
 
     async def ping(self) -> bool:
+        await self._ensure_started()
         return True
 
     async def generate(self, spec: RequestSpec) -> AsyncIterator[RequestOutput]:
         """A streaming method: one RequestOutput per worker step that produced tokens."""
+        await self._ensure_started()
         outputs = await self.scheduler.generate(spec)
         async for output in outputs:
             yield output
@@ -85,7 +91,8 @@ class ControlPlane:
     def trace(self, request_id: str) -> Trace | None:
         return self.scheduler.trace(request_id)
 
-    def cluster_state(self) -> ClusterSnapshot:
+    async def cluster_state(self) -> ClusterSnapshot:
+        await self._ensure_started()
         snapshot = self.scheduler.snapshot()
         return ClusterSnapshot(
             pools=[self._pool_snapshot(pool.name, snapshot) for pool in self.config.pools],
@@ -101,6 +108,7 @@ class ControlPlane:
         except KeyError:
             names = [p.name for p in self.config.pools]
             raise UnknownPoolError(f"unknown pool {pool!r}; pools: {names}") from None
+        await self._ensure_started()
         # Stop placing work on the leaving workers before they start refusing it.
         for worker in self.pools.workers(pool)[num_workers:]:
             if self.scheduler.has_worker(worker.worker_id):
@@ -111,7 +119,7 @@ class ControlPlane:
         return self._pool_snapshot(pool)
 
     async def shutdown(self) -> None:
-        for task in [self._supervise_task, *self._replacing.values()]:
+        for task in [self._recovery, self._supervise_task, *self._replacing.values()]:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -120,6 +128,39 @@ class ControlPlane:
         await self.pools.shutdown()
         if self._metrics_server is not None:
             self._metrics_server.stop()
+
+    def _serve_metrics(self) -> None:
+        if self.config.metrics_port is not None:
+            loop = asyncio.get_running_loop()
+            self.metrics.watch(lambda: on_loop(loop, self._metrics_readings, SCRAPE_TIMEOUT_S))
+            self._metrics_server = MetricsServer(
+                self.metrics.registry, self.config.host, self.config.metrics_port
+            )
+
+    async def _ensure_started(self) -> None:
+        if self._recovery is not None:
+            await asyncio.shield(self._recovery)
+
+    async def _recover(self) -> None:
+        """Serve the metrics again, take back the workers that outlived the old control plane
+        (what they held for its requests is aborted: nobody listens for those any more), and
+        leave whatever is missing to the supervision loop. Never raises: a worker that cannot
+        be taken back is replaced."""
+        started = time.monotonic()
+        try:
+            self._serve_metrics()
+        except Exception:
+            logger.exception("serving the metrics again failed")
+        try:
+            for worker in await self.pools.adopt(await self.launcher.find()):
+                await self._register(worker)
+        except Exception:
+            logger.exception("taking the workers back failed; the pools will start new ones")
+        self._supervise_task = asyncio.create_task(self._supervise())
+        logger.warning(
+            "restarted: took back %s in %.1f s",
+            sorted(self._registered), time.monotonic() - started,
+        )  # fmt: skip
 
     def _pool_snapshot(self, name: str, snapshot: SchedulerSnapshot | None = None) -> PoolSnapshot:
         pool = self.config.pool(name)
@@ -221,3 +262,15 @@ class ControlPlane:
             await self.pools.discard(worker.worker_id)
             return
         self._registered.add(worker.worker_id)
+
+
+def _was_restarted() -> bool:
+    """True in an actor that Ray restarted (False outside an actor)."""
+    import ray
+
+    if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+        return False
+    context = ray.get_runtime_context()
+    with warnings.catch_warnings():  # it reads the deprecated `actor_id` inside Ray
+        warnings.simplefilter("ignore")
+        return bool(context.was_current_actor_reconstructed)

@@ -18,6 +18,9 @@ from cluster.config_sources import resolve_config
 NAMESPACE = "triserve"
 APP_NAME = "triserve"  # the Serve application; clients send it as `application` metadata
 START_TIMEOUT_S = 900.0  # loading every model (the small preset is written on first use)
+# Ray restarts a dead control plane, which takes back the workers (README "Failures"); it loads
+# no model, so a restart costs little, and a cluster without it serves nothing.
+CONTROL_PLANE_MAX_RESTARTS = -1
 
 
 @dataclass
@@ -26,17 +29,21 @@ class RunningCluster:
     address: str  # host:port of the gRPC API
     control_plane: object  # the ControlPlane actor handle
     started_ray: bool
+    cluster_id: str  # in the names of the worker actors (workers/actor.py)
     metrics_address: str | None = None  # host:port serving /metrics; None: metrics are off
 
     def stop(self) -> None:
         import ray
         from ray import serve
 
+        from workers.actor import kill_worker_actors
+
         serve.shutdown()
         try:
             ray.get(self.control_plane.shutdown.remote(), timeout=60)
         finally:
             ray.kill(self.control_plane)
+            kill_worker_actors(self.cluster_id)  # detached: what the shutdown did not stop
             if self.started_ray:
                 ray.shutdown()
 
@@ -66,6 +73,7 @@ def start_cluster(config: ClusterConfig, ray_init_kwargs: dict | None = None) ->
     from cluster.control_plane import CONTROL_PLANE_NAME, MAX_CONCURRENCY, ControlPlane
     from cluster.ingress import Ingress
     from cluster.serve_grpc import SERVICER_FUNCTIONS
+    from workers.actor import kill_worker_actors, new_cluster_id
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     started_ray = not ray.is_initialized()
@@ -81,6 +89,9 @@ def start_cluster(config: ClusterConfig, ray_init_kwargs: dict | None = None) ->
         )
     if config.port == 0:
         config = replace(config, port=free_port(config.host))
+    if config.metrics_port == 0:  # chosen here: a restarted control plane serves on it again
+        config = replace(config, metrics_port=free_port(config.host))
+    cluster_id = new_cluster_id()
     control_plane = (
         ray.remote(ControlPlane)
         .options(
@@ -88,13 +99,16 @@ def start_cluster(config: ClusterConfig, ray_init_kwargs: dict | None = None) ->
             namespace=NAMESPACE,
             num_cpus=0,
             max_concurrency=MAX_CONCURRENCY,
+            max_restarts=CONTROL_PLANE_MAX_RESTARTS,
         )
-        .remote(config)
+        .remote(config, cluster_id)
     )
+    kill_worker_actors()  # of a cluster whose driver died (its name was free); ours has none yet
     try:
         metrics_address = ray.get(control_plane.start.remote(), timeout=START_TIMEOUT_S)
     except BaseException:
-        ray.kill(control_plane)  # and, with it, the workers it launched
+        ray.kill(control_plane)
+        kill_worker_actors(cluster_id)
         if started_ray:
             ray.shutdown()
         raise
@@ -116,7 +130,7 @@ def start_cluster(config: ClusterConfig, ray_init_kwargs: dict | None = None) ->
         route_prefix="/",
     )
     address = f"{config.host}:{config.port}"
-    return RunningCluster(config, address, control_plane, started_ray, metrics_address)
+    return RunningCluster(config, address, control_plane, started_ray, cluster_id, metrics_address)
 
 
 def config_from_args(args: argparse.Namespace) -> ClusterConfig:

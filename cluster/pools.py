@@ -13,7 +13,8 @@ request is cut off:
 The newest workers of a pool are drained first. Each pool has a target size (its configured
 size, then the last `scale`); a worker that is gone for good is `discard`ed, and `replenish`
 starts replacements until live + starting workers reach the target again (the control plane's
-supervision loop calls both, cluster/control_plane.py). Workers are launched by a `WorkerLauncher`:
+supervision loop calls both, cluster/control_plane.py). A restarted control plane `adopt`s the
+workers that outlived the old one. Workers are launched by a `WorkerLauncher`:
 `RayWorkerLauncher` makes WorkerActors; tests can pass in-process or fake launchers. A worker
 of a pool with `profile_at_start` (the default) measures its engine before it reports ready,
 and sizes its steps to the scheduler's strictest TPOT target (workers/profiler.py).
@@ -24,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import uuid
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -64,12 +64,18 @@ class ScaleChange:
 
 
 class RayWorkerLauncher:
-    """Each worker is a WorkerActor holding the pool's CPUs and GPUs (Ray resources)."""
+    """Each worker is a detached WorkerActor holding the pool's CPUs and GPUs (Ray resources),
+    named after `cluster_id` (workers/actor.py), which stays the same across control plane
+    restarts: a restarted control plane `find`s its workers by that name."""
 
-    def __init__(self, config: ClusterConfig, ready_timeout_s: float = 600.0) -> None:
+    def __init__(
+        self, config: ClusterConfig, cluster_id: str | None = None, ready_timeout_s: float = 600.0
+    ) -> None:
+        from workers.actor import new_cluster_id
+
         self.config = config
+        self.cluster_id = cluster_id or new_cluster_id()  # None: workers no one will look for
         self.ready_timeout_s = ready_timeout_s  # model loading included
-        self.cluster_id = uuid.uuid4().hex[:8]  # actor names stay unique across clusters
 
     async def launch(self, worker: WorkerConfig, pool: PoolConfig) -> ManagedWorker:
         from workers.actor import start_worker_actor
@@ -80,7 +86,7 @@ class RayWorkerLauncher:
             num_cpus=pool.num_cpus,
             num_gpus=pool.num_gpus,
             max_restarts=pool.max_restarts,
-            name=f"triserve-{self.cluster_id}-{worker.worker_id}",
+            cluster_id=self.cluster_id,
             fetch_timeout_s=self.config.fetch_timeout_s,
         )
         client = RayWorkerClient(handle, worker, self.config.call_timeout_s)
@@ -90,6 +96,32 @@ class RayWorkerLauncher:
             await client.stop()
             raise
         return client
+
+    async def find(self) -> list[ManagedWorker]:
+        """The live workers of this cluster, each with what it held for the requests of a dead
+        control plane aborted. One that does not answer within `call_timeout_s` (a worker that
+        is loading its model again, say) is killed: its pool replaces it."""
+        from workers.actor import find_worker_actors
+        from workers.ray_client import RayWorkerClient
+
+        async def take_back(handle) -> ManagedWorker:
+            config = await asyncio.wait_for(handle.config.remote(), self.config.call_timeout_s)
+            client = RayWorkerClient(handle, config, self.config.call_timeout_s)
+            try:
+                await client.abort_all()
+                if (await client.load()).is_draining:  # it was leaving: let it go
+                    raise WorkerBusyError(f"{client.worker_id} was draining")
+            except BaseException:
+                await client.stop()
+                raise
+            return client
+
+        handles = find_worker_actors(self.cluster_id)
+        results = await asyncio.gather(*map(take_back, handles.values()), return_exceptions=True)
+        for name, failure in zip(handles, results, strict=True):
+            if isinstance(failure, BaseException):
+                logger.warning("not taking back %s: %r", name, failure)
+        return [r for r in results if not isinstance(r, BaseException)]
 
 
 class PoolManager:
@@ -130,6 +162,23 @@ class PoolManager:
 
     def num_missing(self, pool: str) -> int:
         return max(0, self._targets[pool] - len(self._active[pool]) - self._num_starting[pool])
+
+    async def adopt(self, workers: list[ManagedWorker]) -> list[ManagedWorker]:
+        """Take back workers that outlived a control plane: each joins its pool (oldest id
+        first), a pool's target rises to at least its number of workers (a scale-up survives;
+        a scale below the configured size does not), and new ids follow theirs. Returns those
+        adopted; one of a pool no longer configured is stopped."""
+        adopted = [w for w in sorted(workers, key=_index) if w.pool in self._active]
+        async with self._lock:
+            for worker in adopted:
+                self._active[worker.pool].append(worker)
+            for pool, active in self._active.items():
+                self._targets[pool] = max(self._targets[pool], len(active))
+                if active:
+                    self._next_index[pool] = itertools.count(_index(active[-1]) + 1)
+        strays = [worker.stop() for worker in workers if worker.pool not in self._active]
+        await asyncio.gather(*strays, return_exceptions=True)
+        return adopted
 
     async def scale(self, pool: str, num_workers: int) -> ScaleChange:
         """Grow by starting workers, or shrink by draining the newest ones (see module doc)."""
@@ -248,3 +297,8 @@ class PoolManager:
             *(self.launcher.launch(worker, pool) for pool, worker in configs),
             return_exceptions=True,
         )
+
+
+def _index(worker: ManagedWorker) -> int:
+    """n of a worker id `<pool>-<n>` (see `_start_workers`)."""
+    return int(worker.worker_id.rpartition("-")[2])

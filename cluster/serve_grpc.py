@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_reflection.v1alpha import reflection_pb2 as reflection_pb
 
 from cluster.errors import failure_line
+from cluster.proxy_stream import can_cancel_on_departure, cancelling_on_departure
 from proto.triserve.v1 import triserve_pb2 as pb
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Triserve"].full_name
@@ -42,8 +43,13 @@ TRACEBACK_CODES = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
 def add_triserve_servicer_to_server(servicer, server) -> None:
     """The generated `add_TriserveServicer_to_server`, less its request deserializers (every
     method of the service, from its descriptor). Also installs `ClientErrorLogFilter` in the
-    process that calls it, Serve's proxy."""
-    _add_service(server, SERVICE_NAME, triserve_handlers(servicer))
+    process that calls it, Serve's proxy. Streams are routed so that a client's cancel always
+    reaches the ingress (proxy_stream.py)."""
+    handlers = triserve_handlers(servicer)
+    if can_cancel_on_departure(server):
+        server.add_passthrough_service(SERVICE_NAME)  # Serve routes it through ours, below
+        handlers = cancelling_on_departure(server, SERVICE_NAME, handlers)
+    _add_service(server, SERVICE_NAME, handlers)
     install_client_error_filter(drop=False)
 
 

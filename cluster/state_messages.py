@@ -82,6 +82,7 @@ def class_state_messages(ledger: SloLedger) -> list[pb.RequestClassState]:
             degraded=counts.num_degraded,
             best_effort=counts.num_best_effort,
             failed=counts.num_failed,
+            cancelled=counts.num_cancelled,
         )
         for name, counts in ledger.classes.items()
     ]

@@ -110,6 +110,9 @@ class Feedback:
     def ended(self, req: ActiveRequest, state: RequestState) -> RequestOutcome | None:
         """Record how the request did; the outcome of a finished one, else None."""
         counts = self.ledger.classes[req.request_class.value]
+        if state is RequestState.CANCELLED:
+            counts.num_cancelled += 1
+            return None
         if state is not RequestState.FINISHED:
             counts.num_failed += 1
             return None

@@ -16,7 +16,8 @@ class ClassOutcomes:
     num_rejected: int = 0  # refused at admission (RESOURCE_EXHAUSTED)
     num_degraded: int = 0  # admitted with max_tokens capped
     num_best_effort: int = 0  # admitted at low priority although predicted to miss
-    num_failed: int = 0  # failed or cancelled after admission
+    num_failed: int = 0  # failed after admission
+    num_cancelled: int = 0  # cancelled after admission: the client went away
 
 
 @dataclass(frozen=True)

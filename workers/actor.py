@@ -5,11 +5,17 @@ WorkerCore is thread-safe and keeps the engine on its own thread. A restart (`ma
 re-runs `__init__`, which gives the worker a new, larger epoch: the scheduler sees it in the
 next WorkerEvents and re-drives what the old incarnation held. `WorkerConfig.nice` lowers the
 process's CPU priority (a restart is a new process, so it is applied once per incarnation).
+
+Each worker is a detached actor named `triserve-<cluster id>-<worker id>`: it outlives the control
+plane that launched it, so that a restarted control plane finds it again by that name
+(`find_worker_actors`), and whoever stops the cluster kills it by name too (`kill_worker_actors`).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import uuid
 
 import ray
 
@@ -19,6 +25,7 @@ from workers.object_store_transport import ObjectStoreTransport
 from workers.worker import WorkerCore
 
 MAX_CONCURRENCY = 16  # one blocking poll plus submits, aborts, releases and loads
+_WORKER_NAME = re.compile(r"triserve-(?P<cluster_id>[0-9a-f]{8})-.+")  # -<worker id>
 
 
 class WorkerActor:
@@ -32,6 +39,9 @@ class WorkerActor:
     def ready(self) -> tuple[str, int]:
         """(worker id, epoch) once the model is loaded."""
         return self.core.worker_id, self.core.epoch
+
+    def config(self) -> WorkerConfig:
+        return self.core.config
 
     def submit_encode(self, job: EncodeJob) -> None:
         self.core.submit_encode(job)
@@ -47,6 +57,9 @@ class WorkerActor:
 
     def abort(self, request_id: str) -> None:
         self.core.abort(request_id)
+
+    def abort_all(self) -> None:
+        self.core.abort_all()
 
     def release(self, transfer_ids: list[str]) -> None:
         self.core.release(transfer_ids)
@@ -67,13 +80,49 @@ def start_worker_actor(
     num_cpus: float = 0,
     num_gpus: float = 0,
     max_restarts: int = 0,
-    name: str | None = None,
+    cluster_id: str | None = None,
     fetch_timeout_s: float = 30.0,
 ) -> ray.actor.ActorHandle:
     """Create the actor; it loads its model in the background (await `ready` to know when).
-    `num_cpus=0` by default: engine threads share the node's cores, Ray need not reserve any."""
+    `num_cpus=0` by default: engine threads share the node's cores, Ray need not reserve any.
+    With a `cluster_id` it is detached and named (see the module doc); without, it dies with
+    its creator."""
+    name = worker_actor_name(cluster_id, config.worker_id) if cluster_id else None
     actor_class = ray.remote(WorkerActor).options(
         num_cpus=num_cpus, num_gpus=num_gpus, max_concurrency=MAX_CONCURRENCY,
-        max_restarts=max_restarts, name=name,
+        max_restarts=max_restarts, name=name, lifetime="detached" if name else None,
     )  # fmt: skip
     return actor_class.remote(config, fetch_timeout_s)
+
+
+def new_cluster_id() -> str:
+    """Made once per cluster by its launcher; it stays the same across control plane restarts."""
+    return uuid.uuid4().hex[:8]
+
+
+def worker_actor_name(cluster_id: str, worker_id: str) -> str:
+    return f"triserve-{cluster_id}-{worker_id}"
+
+
+def find_worker_actors(cluster_id: str | None = None) -> dict[str, ray.actor.ActorHandle]:
+    """The live worker actors of a cluster (of every cluster when None), by actor name, from
+    any namespace. It lists names only, so it works without the dashboard."""
+    found = {}
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        match = _WORKER_NAME.fullmatch(actor["name"])
+        if match is None or cluster_id not in (None, match["cluster_id"]):
+            continue
+        try:
+            found[actor["name"]] = ray.get_actor(actor["name"], actor["namespace"])
+        except ValueError:  # died since the listing
+            continue
+    return found
+
+
+def kill_worker_actors(cluster_id: str | None = None) -> list[str]:
+    """Kill the worker actors of a cluster (of every cluster when None); returns their names.
+    Detached actors outlive the control plane and the driver: a cluster's stop calls this."""
+    found = find_worker_actors(cluster_id)
+    for handle in found.values():
+        ray.kill(handle, no_restart=True)
+    return sorted(found)

@@ -64,6 +64,9 @@ class RayWorkerClient:
     async def drain(self) -> None:
         await self._call("drain")
 
+    async def abort_all(self) -> None:
+        await self._call("abort_all")
+
     async def is_idle(self) -> bool:
         return await self._call("is_idle")
 

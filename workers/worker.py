@@ -44,6 +44,7 @@ from workers.contract.messages import (
 from workers.contract.worker_config import WorkerConfig
 from workers.engine_factory import build_engine
 from workers.event_buffer import EventBuffer
+from workers.job_arrivals import JobArrivals
 from workers.profiler import profile_worker, untargeted_budgets
 from workers.stage_runner import StageRunner
 from workers.transport import Transport
@@ -81,6 +82,8 @@ class WorkerCore:
         self._work_ready = threading.Condition(self._lock)
         self._events_ready = threading.Condition(self._lock)
         self._commands = CommandQueue()  # not yet applied by the engine thread
+        self._request_ids: set[str] = set()  # with a job here, until its end is published
+        self._arrivals = JobArrivals()  # jobs that came, and aborts that came before their job
         self._fetch_pool = ThreadPoolExecutor(
             config.num_fetch_threads, thread_name_prefix=f"fetch-{self.worker_id}"
         )
@@ -121,10 +124,23 @@ class WorkerCore:
     def abort(self, request_id: str) -> None:
         """Drop the request's queued work and free its KV blocks. A request that was in the
         engine ends its stream with an "abort" TokenDelta; queued encodes just disappear. An
-        abort waits for its job's fetch, if one is under way, and then aborts the job."""
+        abort waits for its job's fetch, if one is under way, and then aborts the job. One that
+        comes before its job is remembered, and the job dropped when it comes (job_arrivals.py):
+        either way the engine never steps it again."""
         with self._lock:
+            self._arrivals.abort(request_id)
+            self._request_ids.discard(request_id)
             self._commands.append(Command(lambda: self._runner.abort(request_id), request_id))
             self._work_ready.notify()
+
+    def abort_all(self) -> None:
+        """Abort every job here and free every array exported: a restarted control plane takes
+        the worker back (the old one's requests have no listener, their arrays no consumer)."""
+        with self._lock:
+            request_ids = list(self._request_ids)
+        for request_id in request_ids:
+            self.abort(request_id)
+        self.release(self.transport.held(self.worker_id))
 
     def release(self, transfer_ids: list[str]) -> None:
         """Producer side: the consumers imported these arrays (or never will); free them."""
@@ -200,8 +216,10 @@ class WorkerCore:
             self._report_failure(failure)
             return
         with self._lock:
-            if self.is_draining or self._is_closed:
-                why = "draining" if self.is_draining else "closed"
+            # An abort that overtook its job ("past it"): the scheduler drops this failure.
+            is_aborted = not self._arrivals.arrive(request_id)
+            if self.is_draining or self._is_closed or is_aborted:
+                why = "draining" if self.is_draining else "closed" if self._is_closed else "past it"
                 failure = StageFailed(
                     request_id=request_id,
                     stage=stage,
@@ -214,6 +232,7 @@ class WorkerCore:
             inputs = self._fetch_pool.submit(fetch) if fetch is not None else None
             run = partial(start, inputs) if inputs is not None else start
             self._commands.append(Command(run, request_id, num_jobs, num_images, inputs))
+            self._request_ids.add(request_id)
             self._work_ready.notify()
         if inputs is not None:  # outside the lock: a done future runs the callback right here
             inputs.add_done_callback(self._on_fetched)
@@ -282,5 +301,8 @@ class WorkerCore:
             self._commands.remove(applied)
             self._engine_load = engine_load
             self._events.merge(events)
+            ended = [*events.encodes, *events.prefills, *events.failures]  # an export: handed off
+            ended += [delta for delta in events.tokens.values() if delta.finish_reason]
+            self._request_ids -= {event.request_id for event in ended}
             if not self._events.is_empty():
                 self._events_ready.notify_all()

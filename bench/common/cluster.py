@@ -81,12 +81,14 @@ def wait_control_plane_gone(timeout_s: float = STOP_TIMEOUT_S) -> bool:
 
 
 def clean_up() -> None:
-    """Remove the Serve application and the control plane a failed start or stop left."""
+    """Remove the Serve application, the control plane and the worker actors (detached: they
+    outlive the control plane) a failed start or stop left."""
     import ray
     from ray import serve
 
     from cluster.control_plane import CONTROL_PLANE_NAME
     from cluster.launcher import NAMESPACE
+    from workers.actor import kill_worker_actors
 
     if not ray.is_initialized():  # the failed start shut down the Ray it had started
         return
@@ -98,4 +100,5 @@ def clean_up() -> None:
         ray.kill(ray.get_actor(CONTROL_PLANE_NAME, namespace=NAMESPACE))
     except ValueError:
         pass
+    kill_worker_actors()  # of every cluster: one at a time runs here
     wait_control_plane_gone()

@@ -239,7 +239,7 @@ class PoolState(_message.Message):
     def __init__(self, name: _Optional[str] = ..., stages: _Optional[str] = ..., model: _Optional[str] = ..., target_workers: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerState, _Mapping]]] = ..., live_workers: _Optional[int] = ..., starting_workers: _Optional[int] = ..., suspected_workers: _Optional[int] = ...) -> None: ...
 
 class RequestClassState(_message.Message):
-    __slots__ = ("request_class", "finished", "attained", "rejected", "degraded", "best_effort", "failed")
+    __slots__ = ("request_class", "finished", "attained", "rejected", "degraded", "best_effort", "failed", "cancelled")
     REQUEST_CLASS_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     ATTAINED_FIELD_NUMBER: _ClassVar[int]
@@ -247,6 +247,7 @@ class RequestClassState(_message.Message):
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     BEST_EFFORT_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
     request_class: str
     finished: int
     attained: int
@@ -254,7 +255,8 @@ class RequestClassState(_message.Message):
     degraded: int
     best_effort: int
     failed: int
-    def __init__(self, request_class: _Optional[str] = ..., finished: _Optional[int] = ..., attained: _Optional[int] = ..., rejected: _Optional[int] = ..., degraded: _Optional[int] = ..., best_effort: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
+    cancelled: int
+    def __init__(self, request_class: _Optional[str] = ..., finished: _Optional[int] = ..., attained: _Optional[int] = ..., rejected: _Optional[int] = ..., degraded: _Optional[int] = ..., best_effort: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ...) -> None: ...
 
 class ClusterState(_message.Message):
     __slots__ = ("pools", "requests_in_flight", "requests_by_state", "queued_by_stage", "classes", "prefix_hit_rate", "embedding_hit_rate")
