@@ -36,7 +36,14 @@ from cluster.metrics import (
     on_loop,
 )
 from cluster.pools import ManagedWorker, PoolManager, RayWorkerLauncher
-from scheduler.request import RequestOutput, RequestSpec
+from scheduler.errors import AdmissionRejectedError, DuplicateRequestError
+from scheduler.request import (
+    NoWorkerAvailableError,
+    Refusal,
+    RequestOutput,
+    RequestSpec,
+    UnknownModelError,
+)
 from scheduler.scheduler import Scheduler
 from scheduler.snapshot import SchedulerSnapshot
 from scheduler.trace import Trace
@@ -46,6 +53,13 @@ CONTROL_PLANE_NAME = "triserve-control-plane"
 SUPERVISE_INTERVAL_S = 0.5
 REPLACE_RETRY_S = 5.0  # after a replacement failed to start, wait this long before the next
 MAX_CONCURRENCY = 100_000  # open streams plus control calls
+# What Scheduler.generate raises at once; the ingress gets it as a Refusal, not across Ray.
+REFUSALS = (
+    AdmissionRejectedError,
+    DuplicateRequestError,
+    NoWorkerAvailableError,
+    UnknownModelError,
+)
 
 
 class ControlPlane:
@@ -79,9 +93,14 @@ class ControlPlane:
         return True
 
     async def generate(self, spec: RequestSpec) -> AsyncIterator[RequestOutput]:
-        """A streaming method: one RequestOutput per worker step that produced tokens."""
+        """A streaming method: one RequestOutput per worker step that produced tokens, or one
+        Refusal when the scheduler refuses the request at once."""
         await self._ensure_started()
-        outputs = await self.scheduler.generate(spec)
+        try:
+            outputs = await self.scheduler.generate(spec)
+        except REFUSALS as error:
+            yield Refusal(error)
+            return
         async for output in outputs:
             yield output
 

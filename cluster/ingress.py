@@ -30,6 +30,7 @@ from cluster.serve_grpc import install_client_error_filter
 from cluster.state_messages import cluster_state_message, pool_state_message, trace_message
 from proto.triserve.v1 import triserve_pb2 as pb
 from scheduler.errors import DuplicateRequestError
+from scheduler.request import Refusal
 from workers.contract.errors import InvalidRequestError
 
 logger = logging.getLogger("triserve.ingress")
@@ -99,6 +100,9 @@ class Ingress:
         try:
             async for ref in stream:
                 output = await ref
+                if isinstance(output, Refusal):
+                    owns_request = False
+                    raise output.error
                 is_last = output.finish_reason is not None
                 response = pb.GenerateResponse(
                     request_id=spec.request_id,

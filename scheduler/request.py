@@ -15,6 +15,7 @@ from workers.contract.sampling_params import SamplingParams
 __all__ = [
     "NoWorkerAvailableError",
     "RequestFailedError",
+    "Refusal",
     "RequestOutput",
     "RequestSpec",
     "UnknownModelError",
@@ -71,3 +72,13 @@ class RequestOutput:
     token_ids: list[int]
     finish_reason: str | None = None  # "stop", "length", "abort"; None while it continues
     usage: Usage | None = None  # on the last output only
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The one output of a request refused at once (at admission, or an unknown model, no worker,
+    a duplicate id). The control plane yields it instead of raising: an exception raised across
+    Ray is shipped with a formatted traceback, which under overload costs more than the refusal
+    itself (cluster/control_plane.py)."""
+
+    error: Exception
