@@ -117,6 +117,22 @@ class Admitted:
     model_tpot_ms: float = 0.0
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """What admission forecasts for a request (AdmissionControl.predict)."""
+
+    shape: RequestShape
+    request_class: RequestClass
+    targets: SloTargets
+    latest_start_ms: float
+    forecast: FirstTokenForecast | None  # None: a needed stage has no worker
+    waited_ms: float  # since its arrival, before it reached admission
+    model_ttft_ms: float  # the cost model's, waited_ms included
+    model_tpot_ms: float  # its first inter-token gap
+    ttft_ms: float  # the model's plus the learned margin (never below the model's)
+    first_gap_ms: float
+
+
 class AdmissionControl:
     """Classifies, forecasts and admits (or rejects) each new request."""
 
@@ -157,13 +173,13 @@ class AdmissionControl:
             block_size=info.block_size,
         )
 
-    def admit(self, spec: RequestSpec, workers: Sequence[WorkerView], now_ms: float) -> Admitted:
-        """Raises AdmissionRejectedError when the request is refused."""
+    def predict(self, spec: RequestSpec, workers: Sequence[WorkerView], now_ms: float):
+        """The request's class, targets, queue key and TTFT / first-gap forecast, margin
+        included, as admission would judge it now (nothing is decided or recorded)."""
         shape = self.shape(spec)
         request_class = classify(shape.cost, self.config)
         targets = slo_targets(spec, request_class, self.config)
         is_low = spec.priority == "batch"
-        stages = stages_for(spec.has_images)
         ids = {
             stage: [w.worker_id for w in capable_workers(workers, spec.model, stage)]
             for stage in Stage
@@ -174,6 +190,7 @@ class AdmissionControl:
         )
         remaining = sum(f.compute_ms + f.transfer_ms for f in work.stages[:-1]) if work else 0.0
         latest_start = deadline_ms - remaining
+        stages = stages_for(spec.has_images)
         ahead = {stage: self._work_ahead_ms(stage, latest_start, is_low) for stage in stages}
         priority = latest_start if self.config.mode.is_slo_aware else None
         forecast = self.forecaster.first_token(
@@ -183,15 +200,38 @@ class AdmissionControl:
         model_ttft = waited_ms + (forecast.ttft_ms if forecast else 0.0)
         model_gap = forecast.first_gap_ms if forecast else 0.0
         residuals, k = self.forecaster.costs.residuals, self.config.admission_margin_deviations
-        ttft = max(model_ttft, model_ttft + residuals.ttft_margin_ms(request_class.value, k))
-        first_gap = max(model_gap, model_gap + residuals.tpot_margin_ms(request_class.value, k))
+        return Prediction(
+            shape=shape,
+            request_class=request_class,
+            targets=targets,
+            latest_start_ms=latest_start,
+            forecast=forecast,
+            waited_ms=waited_ms,
+            model_ttft_ms=model_ttft,
+            model_tpot_ms=model_gap,
+            ttft_ms=max(model_ttft, model_ttft + residuals.ttft_margin_ms(request_class.value, k)),
+            first_gap_ms=max(
+                model_gap, model_gap + residuals.tpot_margin_ms(request_class.value, k)
+            ),
+        )
+
+    def admit(self, spec: RequestSpec, workers: Sequence[WorkerView], now_ms: float) -> Admitted:
+        """Raises AdmissionRejectedError when the request is refused."""
+        p = self.predict(spec, workers, now_ms)
+        request_class, targets, ttft, first_gap = (
+            p.request_class,
+            p.targets,
+            p.ttft_ms,
+            p.first_gap_ms,
+        )
         if not self.config.mode.is_slo_aware:
             decision = AdmissionDecision(Admission.ADMIT, ttft, first_gap, "", None)
-        elif self._is_idle() and self._profiles_attain(forecast, waited_ms, targets):
+        elif self._is_idle() and self._profiles_attain(p.forecast, p.waited_ms, targets):
             decision = AdmissionDecision(Admission.ADMIT, ttft, first_gap, IDLE_REASON, None)
         else:
             policy = spec.admission or self.config.admission
-            decision = decide(policy, targets, ttft, first_gap, self._is_queue_full(stages[0]))
+            first_stage = stages_for(spec.has_images)[0]
+            decision = decide(policy, targets, ttft, first_gap, self._is_queue_full(first_stage))
         if decision.action is Admission.REJECT:
             raise AdmissionRejectedError(
                 f"request {spec.request_id!r} ({request_class.value}) rejected: "
@@ -200,17 +240,17 @@ class AdmissionControl:
             )
         if decision.action is Admission.DEGRADE:
             spec = degraded(spec, self.config.degrade_max_tokens)
-        is_low = is_low or decision.action is Admission.BEST_EFFORT
+        is_low = spec.priority == "batch" or decision.action is Admission.BEST_EFFORT
         return Admitted(
             spec=spec,
-            shape=shape,
+            shape=p.shape,
             request_class=request_class,
             targets=targets,
             decision=decision,
-            latest_start_ms=latest_start,
+            latest_start_ms=p.latest_start_ms,
             is_low_priority=is_low,
-            model_ttft_ms=model_ttft,
-            model_tpot_ms=model_gap,
+            model_ttft_ms=p.model_ttft_ms,
+            model_tpot_ms=p.model_tpot_ms,
         )
 
     def _profiles_attain(
