@@ -56,6 +56,8 @@ optional; unknown keys and bad values raise `ConfigError` naming the key.
       max_images: 64               # images per request
       max_image_bytes: 8388608     # one encoded image
       max_image_pixels: 16777216   # width x height, read from the header before decoding
+      max_ongoing_calls: 256       # calls one ingress replica holds (open streams included);
+      max_queued_calls: 64         # beyond both, Serve's proxy refuses: RESOURCE_EXHAUSTED
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from cluster.metrics import (
     on_loop,
 )
 from cluster.pools import ManagedWorker, PoolManager, RayWorkerLauncher
+from scheduler.admission_gate import AdmissionGate
 from scheduler.errors import AdmissionRejectedError, DuplicateRequestError
 from scheduler.request import (
     NoWorkerAvailableError,
@@ -103,6 +104,13 @@ class ControlPlane:
             return
         async for output in outputs:
             yield output
+
+    def admission_gate(self, refused: dict[str, int]) -> AdmissionGate:
+        """The gate the ingress refuses at the door by (scheduler/admission_gate.py); `refused`:
+        what it refused by the last one, per request class, for the ledger and the metrics."""
+        for request_class, num_requests in refused.items():
+            self.scheduler.refused_at_door(request_class, num_requests)
+        return self.scheduler.admission_gate()
 
     async def cancel(self, request_id: str) -> bool:
         return await self.scheduler.cancel(request_id)

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2
 from ray import serve
 
 from cluster.detokenizer import IncrementalDetokenizer
+from cluster.door import Door
 from cluster.errors import (
     TraceNotFoundError,
     UnauthenticatedError,
@@ -60,6 +61,7 @@ class Ingress:
         self.scheduler = ray.get_actor(scheduler_name, namespace=namespace)
         self.api_token, self.admin_token = api_token, admin_token
         self.limits = limits or LimitsConfig()
+        self._door = Door(self.scheduler)
         install_client_error_filter(drop=True)  # _fail logs each failure, once
         # Two build lanes, so that a text request never waits behind the image decoding of a
         # rock. One thread each, with its own tokenizers: a Rust tokenizer must not be used
@@ -84,7 +86,9 @@ class Ingress:
             request = parse_message(pb.GenerateRequest, request, self.limits.max_request_bytes)
             request_id = request.request_id
             lane = self._lanes[has_images(request)]
-            lane.builder.check(request)  # an oversized request never waits for, or holds, a lane
+            model = lane.builder.check(request)  # an oversized request never waits for a lane
+            self._door.open_if_needed()
+            self._door.check(request, model.name)  # nor one the scheduler would refuse
             # Decoding images and tokenising are CPU work: keep them off the event loop that
             # streams every other request's tokens.
             loop = asyncio.get_running_loop()

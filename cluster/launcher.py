@@ -118,7 +118,10 @@ def start_cluster(config: ClusterConfig, ray_init_kwargs: dict | None = None) ->
     )
     model_dirs = {name: str(config.model_dir(name)) for name in config.models}
     serve.run(
-        Ingress.bind(
+        Ingress.options(
+            max_ongoing_requests=config.limits.max_ongoing_calls,
+            max_queued_requests=config.limits.max_queued_calls,
+        ).bind(
             CONTROL_PLANE_NAME,
             NAMESPACE,
             model_dirs,

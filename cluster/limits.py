@@ -26,6 +26,13 @@ class LimitsConfig:
     max_images: int = 64
     max_image_bytes: int = 8 * 2**20  # one encoded image
     max_image_pixels: int = 4096 * 4096  # width x height, read from the header
+    # Calls one ingress replica holds at once (open streams and requests being built), and
+    # calls Serve's proxy queues for it beyond those; past both, the proxy refuses a call with
+    # RESOURCE_EXHAUSTED before any of our code runs: the cheapest refusal there is, and what
+    # keeps an overloaded ingress from queueing calls for seconds (bench/serve at 3x on 2 cores:
+    # refusals after 10 s with no bound, 2 s with 128 / 32).
+    max_ongoing_calls: int = 256
+    max_queued_calls: int = 64
 
     def __post_init__(self) -> None:
         for key in (f.name for f in dataclasses.fields(self)):

@@ -157,8 +157,16 @@ class AdmissionControl:
                 profile.image_token_id, profile.image_tokens_per_image, profile.block_size
             )
 
+    def model_info(self, model: str) -> ModelInfo:
+        return self._models.get(model, ModelInfo(None, 0, 16))
+
+    def admits_at_once(self) -> bool:
+        """Whether any request would be admitted now whatever its forecast: FCFS, or an idle
+        cluster (judged by its profiles, which the smallest request makes)."""
+        return not self.config.mode.is_slo_aware or self._is_idle()
+
     def shape(self, spec: RequestSpec) -> RequestShape:
-        info = self._models.get(spec.model, ModelInfo(None, 0, 16))
+        info = self.model_info(spec.model)
         cost = estimate_cost(spec, info.image_token_id)
         per_image = cost.num_image_tokens // cost.num_images if cost.num_images else 0
         hashes = tuple(image.image_hash for image in spec.images)

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Callable
 
 from scheduler.active_request import ActiveRequest
 from scheduler.admission import Admission, AdmissionControl, Admitted
+from scheduler.admission_gate import AdmissionGate, admission_gate
 from scheduler.cache_directory import CacheDirectory
 from scheduler.config import SchedulerConfig
 from scheduler.cost_model import CostModel
@@ -168,16 +169,7 @@ class Scheduler:
             admitted = self.admission.admit(spec, self._workers.views(), self._clock_ms())
         except AdmissionRejectedError:
             request_class = classify(self.admission.shape(spec).cost, self.config).value
-            self.ledger.classes[request_class].num_rejected += 1
-            ended = EndedRequest(
-                request_id=spec.request_id,
-                request_class=request_class,
-                state="rejected",
-                outcome=None,
-                trace=None,
-            )
-            for observer in self._observers:
-                observer(ended)
+            self._count_rejected(request_class, spec.request_id)
             raise
         req = ActiveRequest(
             spec=admitted.spec,
@@ -191,6 +183,23 @@ class Scheduler:
         self._record_admission(req, admitted)
         await self._driver.start(req)
         return self._outputs(req)
+
+    def admission_gate(self) -> AdmissionGate:
+        """What the ingress may refuse before building a request (admission_gate.py)."""
+        models = sorted({slot.client.model for slot in self._workers})
+        views = self._workers.views()
+        return admission_gate(self.admission, self.config, views, models, self._clock())
+
+    def refused_at_door(self, request_class: str, num_requests: int = 1) -> None:
+        """Count requests the ingress refused by the gate, as if admission had."""
+        for _ in range(num_requests):
+            self._count_rejected(request_class)
+
+    def _count_rejected(self, request_class: str, request_id: str = "") -> None:
+        self.ledger.classes[request_class].num_rejected += 1
+        ended = EndedRequest(request_id, request_class, "rejected", outcome=None, trace=None)
+        for observer in self._observers:
+            observer(ended)
 
     async def cancel(self, request_id: str) -> bool:
         """Abort the request on every worker it touched; its outputs end with "abort"."""
