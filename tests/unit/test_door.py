@@ -1,0 +1,74 @@
+"""The door: which requests the ingress refuses by the admission gate, before building them."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+from PIL import Image
+
+from cluster.door import Door, door_class
+from proto.triserve.v1 import triserve_pb2 as pb
+from scheduler.admission_gate import AdmissionGate, ModelGate
+from scheduler.errors import AdmissionRejectedError
+
+
+def gate(sand_ms: float = 5_000.0, pebble_ms: float = 500.0) -> AdmissionGate:
+    return AdmissionGate(
+        models={"tiny": ModelGate({"sand": sand_ms, "pebble": pebble_ms}, 16)},
+        default_ttft_ms={"sand": 1_000.0, "pebble": 3_000.0},
+        default_admission="reject",
+        rock_min_images=4,
+        rock_min_image_pixels=2_000_000,
+        rock_min_prompt_tokens=2048,
+        made_at=0.0,
+    )
+
+
+def png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (width, height)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def request(text: str = "hello", images: tuple[bytes, ...] = (), **fields) -> pb.GenerateRequest:
+    message = pb.GenerateRequest(**fields)
+    message.raw.text = text
+    message.raw.images.extend(images)
+    return message
+
+
+def test_the_class_comes_from_the_shape_and_anything_that_may_be_a_rock_goes_through():
+    g = gate()
+    assert door_class(request(), g, "tiny") == "sand"
+    assert door_class(request(images=(png(64, 64),)), g, "tiny") == "pebble"
+    assert door_class(request(images=(png(64, 64),) * 4), g, "tiny") is None  # rock by count
+    assert door_class(request(images=(png(2000, 1000),)), g, "tiny") is None  # by pixels
+    assert door_class(request("word " * 400), g, "tiny") is None  # could reach 2048 tokens
+    assert door_class(request(images=(b"not an image",)), g, "tiny") is None  # the builder's
+    assert door_class(request(), g, "other") is None
+
+
+def door_with(g: AdmissionGate) -> Door:
+    door = Door(scheduler=None)
+    door._gate, door._fetched_at = g, time.monotonic()
+    return door
+
+
+def test_a_closed_class_is_refused_with_a_retry_hint_and_counted():
+    door = door_with(gate())
+    with pytest.raises(AdmissionRejectedError, match=r"\(sand\) rejected: predicted TTFT 5000"):
+        door.check(request(request_id="r1"), "tiny")
+    door.check(request(images=(png(64, 64),)), "tiny")  # pebbles are open
+    door.check(request(admission=pb.ADMISSION_BEST_EFFORT), "tiny")  # admitted at low priority
+    slo = pb.SLO(ttft_ms=10_000.0)
+    door.check(request(slo=slo), "tiny")  # its own target is further
+    assert door._refused == {"sand": 1}
+
+
+def test_a_stale_gate_refuses_nothing():
+    door = door_with(gate())
+    door._fetched_at -= 60.0
+    door.check(request(), "tiny")
+    assert not door._refused
