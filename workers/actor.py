@@ -73,6 +73,10 @@ class WorkerActor:
     def is_idle(self) -> bool:
         return self.core.is_idle()
 
+    def corrupt_next_transfers(self, num_transfers: int) -> None:
+        """Fault injection for bench.faults: the next exports fail their consumer's checksum."""
+        self.core.transport.corrupt_next(num_transfers)
+
 
 def start_worker_actor(
     config: WorkerConfig,

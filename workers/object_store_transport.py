@@ -34,9 +34,19 @@ class ObjectStoreTransport(Transport):
         self.fetch_timeout_s = fetch_timeout_s
         self._lock = threading.Lock()
         self._held: dict[str, tuple[str, ray.ObjectRef]] = {}  # id -> (producer id, ref)
+        self._num_to_corrupt = 0  # fault injection (corrupt_next), for bench.faults
 
     def put(self, array: np.ndarray, producer_id: str, epoch: int) -> TransferRef:
         array = np.ascontiguousarray(array)
+        checksum = array_checksum(array)
+        with self._lock:
+            corrupt, self._num_to_corrupt = (
+                self._num_to_corrupt > 0,
+                max(0, self._num_to_corrupt - 1),
+            )
+        if corrupt:  # what the consumer fetches differs from what the checksum says
+            array = array.copy()
+            array.reshape(-1).view(np.uint8)[0] ^= 0xFF
         try:
             object_ref = ray.put(array)
         except ray.exceptions.RayError as e:  # e.g. the object store is full
@@ -46,7 +56,7 @@ class ObjectStoreTransport(Transport):
             transfer_id=new_transfer_id(producer_id),
             handle=[object_ref],
             nbytes=array.nbytes,
-            checksum=array_checksum(array),
+            checksum=checksum,
             producer_id=producer_id,
             producer_epoch=epoch,
         )
@@ -66,6 +76,12 @@ class ObjectStoreTransport(Transport):
             message = f"transfer {ref.transfer_id} cannot be fetched ({_name(e)})"
             raise TransferError(message) from None
         return verify(ref, array, expected_epoch)
+
+    def corrupt_next(self, num_transfers: int) -> None:
+        """Fault injection: the next `num_transfers` puts store bytes that fail the consumer's
+        checksum (as a bad link or bad memory would). For bench.faults; nothing else calls it."""
+        with self._lock:
+            self._num_to_corrupt = num_transfers
 
     def release(self, transfer_id: str) -> bool:
         with self._lock:

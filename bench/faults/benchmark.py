@@ -7,6 +7,7 @@ Starts its own cluster (pools encode=2, prefill=2, decode=2; gRPC on a free port
     kill_decode     16 streams; once most have tokens, kill -9 the busiest decode worker
     kill_prefill    16 streams of long prompts; kill -9 the busiest prefill worker as they start
     kill_encode     16 one-image streams; kill -9 the busiest encode worker as they start
+    corrupt_kv      16 streams whose first KV handoffs fail the decode worker's checksum
     cancels         100 streams that leave after 1-16 tokens, the three ways a client leaves
     storm           1,000 malformed calls of 15 kinds, then a well-formed one
     idle_admission  a plain request, admission "reject", once the cluster is idle again
@@ -36,7 +37,13 @@ from bench.common import output
 from bench.faults import cancels, storm
 from bench.faults.report import markdown_report
 from bench.faults.streams import compare, make_requests, noise_png, run_streams, wait_until
-from bench.faults.workers import busiest_worker, kill_worker, seconds_to_capacity
+from bench.faults.workers import (
+    busiest_worker,
+    corrupt_next_transfers,
+    kill_worker,
+    pool_worker_ids,
+    seconds_to_capacity,
+)
 
 POOLS = "encode=2,prefill=2,decode=2"
 LONG_PROMPT_WORDS = 300  # kill_prefill: prompts that keep a prefill worker busy a while
@@ -76,6 +83,7 @@ def kill_scenario(client, address: str, pool: str, requests, strike) -> dict:
 
     faulted = asyncio.run(run_streams(address, requests, "faulted", fault))
     outcome = compare(reference, faulted)
+    redriven = num_redriven(client, requests)
     capacity_s = seconds_to_capacity(client, killed["at"]) if killed else None
     log(
         f"{pool}: killed {killed.get('worker')}; {outcome.num_failed} failed, capacity {capacity_s}"
@@ -83,9 +91,16 @@ def kill_scenario(client, address: str, pool: str, requests, strike) -> dict:
     return {
         "pool": pool,
         "killed": killed.get("worker"),
+        "num_redriven": redriven,
         **asdict(outcome),
         "seconds_to_capacity": capacity_s,
     }
+
+
+def num_redriven(client, requests) -> int:
+    """How many of the faulted streams the scheduler re-drove (their traces say so)."""
+    traces = [client.trace(f"{r.request_id}-faulted") for r in requests]
+    return sum(any(e.event == "redrive" for e in trace.events) for trace in traces)
 
 
 def run_scenarios(args: argparse.Namespace, address: str) -> dict:
@@ -103,10 +118,20 @@ def run_scenarios(args: argparse.Namespace, address: str) -> dict:
         results["kill_prefill"] = kill_scenario(
             client, address, "prefill", long, lambda p: p.num_started >= n
         )
-        images = make_requests("encode", n, 8, max_tokens, lambda: noise_png(rng), args.seed + 2)
+        images = make_requests("encode", n, 8, max_tokens, lambda: noise_png(rng, 480, 640), args.seed + 2)
         results["kill_encode"] = kill_scenario(
             client, address, "encode", images, lambda p: p.num_started >= n
         )
+        corrupt = make_requests("corrupt", n, 24, max_tokens, None, args.seed + 4)
+        reference = asyncio.run(run_streams(address, corrupt, "reference"))
+        corrupt_next_transfers(pool_worker_ids(client, "prefill"), max(1, n // 4))
+        outcome = compare(reference, asyncio.run(run_streams(address, corrupt, "faulted")))
+        log(f"corrupt_kv: {outcome.num_failed} failed")
+        results["corrupt_kv"] = {
+            "corrupted_per_prefill_worker": max(1, n // 4),
+            "num_redriven": num_redriven(client, corrupt),
+            **asdict(outcome),
+        }
         prompts = [r.prompt for r in make_requests("c", args.cancels, 16, 1, None, args.seed + 3)]
         log(f"cancels: {len(prompts)} streams")
         records = cancels.run_cancels(address, prompts, 500, args.seed)
@@ -131,9 +156,16 @@ def targets(results: dict) -> dict:
     capacity.append(results["kill_encode"]["seconds_to_capacity"])
     worst = None if None in capacity else max(capacity)
     lost = decode["num_lost_tokens"] + decode["num_duplicated_tokens"] + decode["num_failed"]
+    corrupt = results["corrupt_kv"]
+    corrupt_bad = corrupt["num_lost_tokens"] + corrupt["num_duplicated_tokens"]
+    corrupt_bad += corrupt["num_wrong_tokens"] + corrupt["num_failed"]
     return {
         "kill_decode_clean": {
             "value": lost, "target": "0 lost, duplicated, failed", "met": not lost,
+        },
+        "corrupt_kv_clean": {
+            "value": corrupt_bad, "target": "0 lost, duplicated, wrong, failed",
+            "met": not corrupt_bad,
         },
         "capacity_s": {
             "value": worst, "target": f"<= {CAPACITY_TARGET_S:.0f}",

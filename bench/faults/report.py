@@ -13,16 +13,21 @@ def _seconds(value: float | None) -> str:
 
 def kill_table(scenarios: dict) -> list[str]:
     lines = [
-        "| Scenario | killed | streams | failed | tokens lost | duplicated | wrong "
+        "| Scenario | fault | streams | re-driven | failed | tokens lost | duplicated | wrong "
         "| capacity back |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in KILLS:
         s = scenarios[name]
-        cells = [name, s["killed"], s["num_streams"], s["num_failed"], s["num_lost_tokens"]]
+        cells = [name, f"kill -9 {s['killed']}", s["num_streams"], s["num_redriven"]]
+        cells += [s["num_failed"], s["num_lost_tokens"]]
         cells += [s["num_duplicated_tokens"], s["num_wrong_tokens"]]
         lines.append(table_row([*cells, _seconds(s["seconds_to_capacity"])]))
-    errors = [e for name in KILLS for e in scenarios[name]["errors"]]
+    c = scenarios["corrupt_kv"]
+    cells = ["corrupt_kv", f"{c['corrupted_per_prefill_worker']} exports per prefill worker"]
+    cells += [c["num_streams"], c["num_redriven"], c["num_failed"], c["num_lost_tokens"]]
+    lines.append(table_row([*cells, c["num_duplicated_tokens"], c["num_wrong_tokens"], "-"]))
+    errors = [e for name in (*KILLS, "corrupt_kv") for e in scenarios[name]["errors"]]
     if errors:
         lines += ["", "Failed streams: " + "; ".join(errors[:8])]
     return lines
@@ -73,7 +78,12 @@ def markdown_report(results: dict) -> str:
     ]
     for name, t in results["targets"].items():
         lines.append(table_row([name, t["value"], t["target"], "yes" if t["met"] else "**no**"]))
-    lines += ["", "### Killed workers (kill -9 under streams)", "", *kill_table(scenarios)]
+    lines += [
+        "",
+        "### Killed workers and corrupt handoffs, under streams",
+        "",
+        *kill_table(scenarios),
+    ]
     lines += ["", "### Clients that leave", "", *cancel_table(scenarios["cancels"])]
     lines += ["", "### Malformed calls", "", *storm_table(scenarios["storm"])]
     admitted = scenarios["idle_admission"]

@@ -31,6 +31,24 @@ def kill_worker(worker_id: str) -> int:
     return pid
 
 
+def corrupt_next_transfers(pool_workers: list[str], num_transfers: int) -> None:
+    """Make each of these workers' next `num_transfers` exports fail their consumer's checksum
+    (WorkerActor.corrupt_next_transfers, fault injection)."""
+    import ray
+
+    from workers.actor import find_worker_actors
+
+    handles = find_worker_actors()
+    for worker_id in pool_workers:
+        handle = next(h for name, h in handles.items() if name.endswith(f"-{worker_id}"))
+        ray.get(handle.corrupt_next_transfers.remote(num_transfers), timeout=30)
+
+
+def pool_worker_ids(client, pool: str) -> list[str]:
+    state = client.cluster_state()
+    return [w.worker_id for w in next(p.workers for p in state.pools if p.name == pool)]
+
+
 def busiest_worker(client, pool: str) -> str:
     """The worker of `pool` running the most requests now (the first one on a tie)."""
     state = client.cluster_state()
