@@ -118,7 +118,9 @@ def run_scenarios(args: argparse.Namespace, address: str) -> dict:
         results["kill_prefill"] = kill_scenario(
             client, address, "prefill", long, lambda p: p.num_started >= n
         )
-        images = make_requests("encode", n, 8, max_tokens, lambda: noise_png(rng, 480, 640), args.seed + 2)
+        images = make_requests(
+            "encode", n, 8, max_tokens, lambda: noise_png(rng, 480, 640), args.seed + 2
+        )
         results["kill_encode"] = kill_scenario(
             client, address, "encode", images, lambda p: p.num_started >= n
         )
