@@ -179,6 +179,7 @@ class AdmissionControl:
             image_tokens=(per_image,) * len(hashes),
             block_hashes=tuple(blocks),
             block_size=info.block_size,
+            image_pixels=tuple(image.num_pixels for image in spec.images),
         )
 
     def predict(self, spec: RequestSpec, workers: Sequence[WorkerView], now_ms: float):

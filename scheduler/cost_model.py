@@ -91,10 +91,13 @@ class WorkerCosts:
         age_ms = self.clock_ms() - self._learned_ms[stage]
         return fade(self.corrections[stage], 1.0, age_ms, self.half_life_ms)
 
-    def encode_ms(self, num_image_tokens: int) -> float:
+    def encode_ms(self, num_image_tokens: int, num_pixels: int = 0) -> float:
+        """Encoding images of `num_image_tokens` embedding rows, `num_pixels` as sent."""
         if num_image_tokens <= 0:
             return 0.0
-        return self.encode.predict(num_image_tokens) * self.correction(Stage.ENCODE)
+        per_megapixel = self.profile.encode_ms_per_megapixel if self.profile else 0.0
+        compute = self.encode.predict(num_image_tokens) + per_megapixel * num_pixels / 1e6
+        return compute * self.correction(Stage.ENCODE)
 
     def prefill_ms(self, num_tokens: int) -> float:
         """Prefill of `num_tokens` uncached prompt tokens, in chunks of the worker's budget."""

@@ -44,6 +44,7 @@ class RequestShape:
     image_tokens: tuple[int, ...]  # embedding rows per image, in image order
     block_hashes: tuple[str, ...]  # hex, of the prompt's full blocks
     block_size: int
+    image_pixels: tuple[int, ...] = ()  # width x height of each image as sent, in image order
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,8 @@ class Forecaster:
     def encode(self, shape: RequestShape, worker_id: str, ready_ms: float = 0.0) -> StageForecast:
         held = [self.caches.holds_embeddings(worker_id, [h]) for h in shape.image_hashes]
         tokens = sum(n for n, is_held in zip(shape.image_tokens, held, strict=True) if not is_held)
-        compute = self.costs[worker_id].encode_ms(tokens)
+        pixels = sum(n for n, is_held in zip(shape.image_pixels, held) if not is_held)  # noqa: B905
+        compute = self.costs[worker_id].encode_ms(tokens, pixels)
         start = max(self._load(worker_id, None).backlog_ms, ready_ms)
         return StageForecast(Stage.ENCODE, worker_id, start + compute, compute, 0.0, sum(held))
 

@@ -24,6 +24,7 @@ counters at 0. The measured budgets are returned; the config stays as it is.
 from __future__ import annotations
 
 import fcntl
+import io
 import itertools
 import tempfile
 import time
@@ -42,6 +43,7 @@ from workers.contract.cost_profile import (
     derive_budgets,
 )
 from workers.contract.engine_config import EngineConfig
+from workers.contract.images import decode_image
 from workers.contract.sampling_params import SamplingParams
 from workers.encode_queue import DEFAULT_MAX_ENCODE_IMAGES
 from workers.engine_interface import EngineInterface
@@ -49,6 +51,7 @@ from workers.engine_messages import PrefillResult, PromptKV
 from workers.job_inputs import KV_NUMPY_DTYPES
 
 ENCODE_IMAGES = (1, 2, 4)  # images per encode call
+LARGE_IMAGE = (1600, 1200)  # (width, height) of the PNG that measures the cost per pixel
 PREFILL_TOKENS = (16, 64, 256)  # prompt tokens per step, plus the config's max_num_batched_tokens
 DECODE_BATCHES = (1, 4, 16)  # requests per decode step...
 DECODE_CONTEXTS = (32, 256)  # ...each with this many tokens of context
@@ -71,6 +74,7 @@ def profile_worker(
         start = clock()
         measure = _Measurements(engine, clock)
         encode = measure.encode() if config.has_encode else None
+        per_megapixel = measure.encode_per_megapixel() if config.has_encode else 0.0
         prefill = measure.prefill() if "P" in config.stages else None
         decode = measure.decode() if "D" in config.stages else None
         engine.reset_caches()
@@ -94,6 +98,7 @@ def profile_worker(
         image_token_id=spec.image_token_id,
         block_size=config.block_size,
         profile_ms=profile_ms,
+        encode_ms_per_megapixel=per_megapixel,
     )
 
 
@@ -136,6 +141,23 @@ class _Measurements:
 
         encode_ms(1)
         return LinearCost.fit([(n * tokens, _fastest(encode_ms, n)) for n in ENCODE_IMAGES])
+
+    def encode_per_megapixel(self) -> float:
+        """ms per megapixel of decoding and resizing an encoded image: one call with a large
+        PNG against one with a model-sized one (fresh pixels, so the cache never hits)."""
+        engine, size = self.engine, self.engine.spec.image_size
+
+        def encode_png_ms(width: int, height: int) -> float:
+            pixels = self.rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            buffer = io.BytesIO()
+            Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+            data = buffer.getvalue()
+            return self._ms(lambda: engine.encode([decode_image(data)]))
+
+        small = _fastest(lambda _: encode_png_ms(size, size), 1)
+        large = _fastest(lambda _: encode_png_ms(*LARGE_IMAGE), 1)
+        extra_megapixels = (LARGE_IMAGE[0] * LARGE_IMAGE[1] - size * size) / 1e6
+        return max(0.0, (large - small) / extra_megapixels)
 
     def prefill(self) -> LinearCost:
         engine, config = self.engine, self.engine.config

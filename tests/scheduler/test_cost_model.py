@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+
 from scheduler.cost_model import CostModel, TransferCosts, WorkerCosts, WorkerCostSnapshot
 from scheduler.stage import Stage
 from workers.contract.cost_profile import DecodeCost, LinearCost, StepBudgets, WorkerProfile
@@ -194,3 +198,11 @@ def test_empty_transfer_teaches_nothing():
     assert transfers.bytes_per_kv_token is None
     assert transfers.bytes_per_ms is None
     assert transfers.kv_ms(10) == 0.0
+
+
+def test_encode_costs_the_pixels_of_the_images_as_sent_beyond_their_tokens():
+    costs = WorkerCosts(dataclasses.replace(profile(), encode_ms_per_megapixel=150.0), ALPHA)
+    photo = costs.encode_ms(16, num_pixels=320 * 240)
+    page = costs.encode_ms(16, num_pixels=2400 * 1200)
+    assert page - photo == pytest.approx(150.0 * (2400 * 1200 - 320 * 240) / 1e6)
+    assert costs.encode_ms(0, num_pixels=10**6) == 0.0

@@ -92,6 +92,10 @@ class WorkerProfile:
     image_token_id: int | None  # the prompt's image placeholder id
     block_size: int  # tokens per KV block (to hash prompts as the worker does)
     profile_ms: float = 0.0  # how long profiling took
+    # Decoding and resizing an encoded image costs by its pixels, beyond what its image tokens
+    # cost (a 2400 x 1200 page and a 320 x 240 photo are both 16 tokens in the tiny preset, and
+    # take 450 and 40 ms): ms per megapixel of the encoded images, on top of `encode`.
+    encode_ms_per_megapixel: float = 0.0
 
 
 def derive_budgets(
