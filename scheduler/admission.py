@@ -157,6 +157,16 @@ class AdmissionControl:
                 profile.image_token_id, profile.image_tokens_per_image, profile.block_size
             )
 
+    def margin_deviations(self, request_class: RequestClass) -> float:
+        """`admission_margin_deviations`, plus one more for each (1 - goal) by which the
+        class's TTFT attainment falls short of `admission_attainment_goal`."""
+        config = self.config
+        rate = self.forecaster.costs.attainment.rate(request_class.value)
+        shortfall = max(0.0, config.admission_attainment_goal - rate)
+        return config.admission_margin_deviations + shortfall / (
+            1 - config.admission_attainment_goal
+        )
+
     def model_info(self, model: str) -> ModelInfo:
         return self._models.get(model, ModelInfo(None, 0, 16))
 
@@ -208,7 +218,7 @@ class AdmissionControl:
         waited_ms = max(0.0, now_ms - spec.arrival_time * 1000.0)
         model_ttft = waited_ms + (forecast.ttft_ms if forecast else 0.0)
         model_gap = forecast.first_gap_ms if forecast else 0.0
-        residuals, k = self.forecaster.costs.residuals, self.config.admission_margin_deviations
+        residuals, k = self.forecaster.costs.residuals, self.margin_deviations(request_class)
         return Prediction(
             shape=shape,
             request_class=request_class,

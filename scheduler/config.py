@@ -45,6 +45,10 @@ class SchedulerConfig:
     # requests forecast just under their target miss it; more refuses requests that would have
     # made it (measured with bench/serve: 2 refused most text requests at a rate all attained).
     admission_margin_deviations: float = 1.0
+    # While the TTFT attainment of a class's admitted requests (an EWMA, cost_model.py) is
+    # below this goal, the margin grows by one deviation per (1 - goal) of shortfall: at 0.9,
+    # attainment 0.7 pads by 1 + 2 deviations. Above it, nothing changes.
+    admission_attainment_goal: float = 0.9
     # A best-effort (or batch-priority) job yields to every other until it has waited this
     # long; then it competes by slack like the rest, so it waits a bounded time.
     best_effort_max_wait_ms: float = 20_000.0
@@ -100,6 +104,11 @@ class SchedulerConfig:
                 raise ValueError(f"scheduler.{name} must be >= 0, got {getattr(self, name)}")
         if self.max_queued_per_stage < 1 or self.degrade_max_tokens < 1:
             raise ValueError("scheduler.max_queued_per_stage and degrade_max_tokens must be >= 1")
+        if not 0 < self.admission_attainment_goal < 1:
+            raise ValueError(
+                "scheduler.admission_attainment_goal must be in (0, 1), "
+                f"got {self.admission_attainment_goal}"
+            )
         if not 0 < self.cost_ewma_alpha <= 1:
             raise ValueError(
                 f"scheduler.cost_ewma_alpha must be in (0, 1], got {self.cost_ewma_alpha}"

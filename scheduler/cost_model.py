@@ -242,6 +242,33 @@ class LatencyResiduals:
         self._learned_ms[(kind, request_class)] = self.clock_ms()
 
 
+class TtftAttainment:
+    """Per request class: the EWMA of whether admitted requests made their TTFT target (1 or 0,
+    at their first token), fading back to 1 like the residuals. Admission widens its margin
+    while it is below its goal (admission.py): the residuals learn an error only after it
+    happened, and under a load that grows they lag behind it."""
+
+    def __init__(
+        self, alpha: float, clock_ms: Callable[[], float] = _no_clock, half_life_ms=math.inf
+    ) -> None:
+        self.alpha = alpha
+        self.clock_ms = clock_ms
+        self.half_life_ms = half_life_ms
+        self._rates: dict[str, float] = {}  # as last learned
+        self._learned_ms: dict[str, float] = {}
+
+    def rate(self, request_class: str) -> float:
+        if request_class not in self._rates:
+            return 1.0
+        age_ms = self.clock_ms() - self._learned_ms[request_class]
+        return fade(self._rates[request_class], 1.0, age_ms, self.half_life_ms)
+
+    def observe(self, request_class: str, attained: bool) -> None:
+        rate = self.rate(request_class)
+        self._rates[request_class] = (1 - self.alpha) * rate + self.alpha * float(attained)
+        self._learned_ms[request_class] = self.clock_ms()
+
+
 class CostModel:
     """`clock_ms` and the half-lives (ms) fade what is learned (the defaults: never)."""
 
@@ -257,6 +284,7 @@ class CostModel:
         self.correction_half_life_ms = correction_half_life_ms
         self.transfers = TransferCosts(alpha)
         self.residuals = LatencyResiduals(alpha, clock_ms, residual_half_life_ms)
+        self.attainment = TtftAttainment(alpha, clock_ms, residual_half_life_ms)
         self._workers: dict[str, WorkerCosts] = {}
 
     def add_worker(self, worker_id: str, profile: WorkerProfile | None) -> None:

@@ -102,10 +102,11 @@ class Feedback:
         classified = req.trace.event(EventName.CLASSIFIED)
         if len(first_tokens) != 1 or classified is None:
             return  # a re-drive's first token, or an unclassified request
-        predicted = classified.attrs["model_ttft_ms"]
-        self.costs.residuals.observe_ttft(
-            req.request_class.value, predicted, first_tokens[0].time_ms
-        )
+        predicted, measured = classified.attrs["model_ttft_ms"], first_tokens[0].time_ms
+        self.costs.residuals.observe_ttft(req.request_class.value, predicted, measured)
+        if req.targets is not None:
+            attained = measured <= req.targets.ttft_ms
+            self.costs.attainment.observe(req.request_class.value, attained)
 
     def ended(self, req: ActiveRequest, state: RequestState) -> RequestOutcome | None:
         """Record how the request did; the outcome of a finished one, else None."""

@@ -12,10 +12,14 @@ import dataclasses
 
 import pytest
 
+from scheduler.admission import AdmissionControl
+from scheduler.cache_directory import CacheDirectory
 from scheduler.config import SchedulerConfig
-from scheduler.cost_model import LatencyResiduals, WorkerCosts, fade
+from scheduler.cost_model import CostModel, LatencyResiduals, WorkerCosts, fade
 from scheduler.errors import AdmissionRejectedError
+from scheduler.forecast import Forecaster
 from scheduler.request import RequestSpec
+from scheduler.request_class import RequestClass
 from scheduler.stage import Stage
 from scheduler.trace_events import EventName
 from tests.scheduler.harness import cluster, run, spec, wait_until
@@ -144,3 +148,19 @@ def test_an_idle_cluster_still_refuses_a_target_no_profile_can_meet():
                 await c.scheduler.generate(impossible)
 
     run(body)
+
+
+def test_the_margin_widens_while_a_class_misses_its_ttft_goal_and_narrows_as_that_fades():
+    clock = Clock()
+    config = SchedulerConfig(admission_attainment_goal=0.9, residual_half_life_s=10.0)
+    costs = CostModel(0.5, clock.ms, residual_half_life_ms=10_000.0)
+    control = AdmissionControl(config, Forecaster(costs, CacheDirectory(), None), None, None)
+    assert control.margin_deviations(RequestClass.SAND) == 1.0  # nothing seen: attains
+    costs.attainment.observe("sand", attained=False)  # EWMA 0.5: 0.4 short of the goal
+    assert control.margin_deviations(RequestClass.SAND) == pytest.approx(1.0 + 0.4 / 0.1)
+    assert control.margin_deviations(RequestClass.PEBBLE) == 1.0  # each class its own
+    clock.now_s += 10.0  # one half-life: 0.75
+    assert control.margin_deviations(RequestClass.SAND) == pytest.approx(1.0 + 0.15 / 0.1)
+    costs.attainment.observe("sand", attained=True)
+    costs.attainment.observe("sand", attained=True)  # 0.9375: above the goal
+    assert control.margin_deviations(RequestClass.SAND) == 1.0
