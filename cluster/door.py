@@ -48,7 +48,8 @@ class Door:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._fetch_forever())
 
-    def check(self, request: pb.GenerateRequest, model: str) -> None:
+    def check(self, request: pb.GenerateRequest, model: str, waited_ms: float = 0.0) -> None:
+        """`waited_ms`: since the call reached the proxy; it adds to the gate's prediction."""
         gate = self._gate
         if gate is None or time.monotonic() - self._fetched_at > STALE_S:
             return
@@ -58,7 +59,8 @@ class Door:
         if request.admission not in ADMISSIONS:
             return  # the builder refuses it as invalid
         target = request.slo.ttft_ms if request.slo.HasField("ttft_ms") else None
-        refusal = gate.refusal(model, request_class, target, ADMISSIONS[request.admission])
+        policy = ADMISSIONS[request.admission]
+        refusal = gate.refusal(model, request_class, target, policy, waited_ms)
         if refusal is None:
             return
         predicted, target = refusal

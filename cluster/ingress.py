@@ -27,7 +27,7 @@ from cluster.errors import (
 )
 from cluster.limits import LimitsConfig
 from cluster.request_builder import ModelFrontend, RequestBuilder, has_images, parse_message
-from cluster.serve_grpc import install_client_error_filter
+from cluster.serve_grpc import install_client_error_filter, received_at
 from cluster.state_messages import cluster_state_message, pool_state_message, trace_message
 from proto.triserve.v1 import triserve_pb2 as pb
 from scheduler.errors import DuplicateRequestError
@@ -84,11 +84,13 @@ class Ingress:
         try:
             self._authenticate(grpc_context, self.api_token)
             request = parse_message(pb.GenerateRequest, request, self.limits.max_request_bytes)
+            arrival_time = received_at(request, arrival_time)  # the SLO clock starts at the proxy
             request_id = request.request_id
             lane = self._lanes[has_images(request)]
             model = lane.builder.check(request)  # an oversized request never waits for a lane
             self._door.open_if_needed()
-            self._door.check(request, model.name)  # nor one the scheduler would refuse
+            waited_ms = (time.time() - arrival_time) * 1000.0
+            self._door.check(request, model.name, waited_ms)  # nor one admission would refuse
             # Decoding images and tokenising are CPU work: keep them off the event loop that
             # streams every other request's tokens.
             loop = asyncio.get_running_loop()

@@ -10,6 +10,9 @@ keeps a client's error to one line in Serve's logs.
 - Serve enables server reflection as `grpc.reflection.v1alpha` only; current clients (grpcurl,
   grpc-js) ask `grpc.reflection.v1` first. Its messages are v1alpha's under a new package name,
   so the v1alpha servicer answers both.
+- Each Generate call is stamped with the time it reached the proxy (`proxy_received_unix_s`,
+  `stamp_received`), so that the SLO clock and admission count the time it then queues in front
+  of the ingress: under overload, up to seconds that the ingress alone cannot see.
 - Serve logs every failed call with a traceback (the replica two chained ones, the proxy one),
   echoing the client's texts. `ClientErrorLogFilter` keeps a traceback for INTERNAL (and
   UNKNOWN) only: it cuts any other to one line, or drops it where the ingress already logged it.
@@ -18,6 +21,8 @@ keeps a client's error to one line in Serve's logs.
 from __future__ import annotations
 
 import logging
+import struct
+import time
 
 import grpc
 from google.protobuf import message_factory
@@ -37,6 +42,9 @@ SERVICER_FUNCTIONS = [
     "cluster.serve_grpc.add_reflection_v1_to_server",  # after the services it lists
 ]
 SERVE_LOGGER = "ray.serve"
+_RECEIVED_FIELD = pb.GenerateRequest.DESCRIPTOR.fields_by_name["proxy_received_unix_s"].number
+_RECEIVED_TAG = bytes([_RECEIVED_FIELD << 3 | 1])  # wire type 1 (64 bits); one byte below 16
+MAX_PROXY_WAIT_S = 60.0
 TRACEBACK_CODES = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
 
 
@@ -49,6 +57,8 @@ def add_triserve_servicer_to_server(servicer, server) -> None:
     if can_cancel_on_departure(server):
         server.add_passthrough_service(SERVICE_NAME)  # Serve routes it through ours, below
         handlers = cancelling_on_departure(server, SERVICE_NAME, handlers)
+        generate = handlers["Generate"]
+        handlers["Generate"] = generate._replace(unary_stream=stamping(generate.unary_stream))
     _add_service(server, SERVICE_NAME, handlers)
     install_client_error_filter(drop=False)
 
@@ -67,6 +77,29 @@ def triserve_handlers(servicer) -> dict[str, grpc.RpcMethodHandler]:
             getattr(servicer, method.name), response_serializer=response.SerializeToString
         )
     return handlers
+
+
+def stamp_received(request: bytes, now_s: float) -> bytes:
+    """A serialized GenerateRequest with `proxy_received_unix_s` = `now_s`, put first: a value
+    the client set comes later and wins, and the ingress bounds it (`received_at`)."""
+    return _RECEIVED_TAG + struct.pack("<d", now_s) + request
+
+
+def stamping(handler):
+    """A proxy handler that stamps each request's bytes before `handler` routes them."""
+
+    async def handle(request, context):
+        if isinstance(request, bytes):
+            request = stamp_received(request, time.time())
+        return await handler(request, context)
+
+    return handle
+
+
+def received_at(request: pb.GenerateRequest, now_s: float) -> float:
+    """When the call reached the proxy: its stamp, if any, bounded to the last minute."""
+    stamp = request.proxy_received_unix_s
+    return min(now_s, max(now_s - MAX_PROXY_WAIT_S, stamp)) if stamp else now_s
 
 
 def add_reflection_v1_to_server(servicer, server) -> None:

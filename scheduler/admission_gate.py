@@ -54,10 +54,16 @@ class AdmissionGate:
     made_at: float  # the scheduler's clock (time.time), seconds
 
     def refusal(
-        self, model: str, request_class: str, ttft_target_ms: float | None, admission: str | None
+        self,
+        model: str,
+        request_class: str,
+        ttft_target_ms: float | None,
+        admission: str | None,
+        waited_ms: float = 0.0,
     ) -> tuple[float, float] | None:
         """(predicted, target) TTFT ms when a request of this class, target and admission
-        policy is refused at the door; None when the scheduler must decide."""
+        policy, which has waited `waited_ms` since it reached the server, is refused at the
+        door; None when the scheduler must decide."""
         gate = self.models.get(model)
         if gate is None or request_class not in gate.least_ttft_ms:
             return None
@@ -66,7 +72,7 @@ class AdmissionGate:
         target = (
             ttft_target_ms if ttft_target_ms is not None else self.default_ttft_ms[request_class]
         )
-        predicted = gate.least_ttft_ms[request_class]
+        predicted = gate.least_ttft_ms[request_class] + waited_ms
         return (predicted, target) if predicted > target else None
 
 

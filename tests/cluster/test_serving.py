@@ -348,3 +348,27 @@ def test_a_duplicate_request_id_is_refused_and_the_original_keeps_streaming(clus
     chunks += list(stream)
     assert chunks[-1].finish_reason == "length"
     assert sum(len(c.token_ids) for c in chunks) == 120
+
+
+def test_the_slo_clock_starts_at_the_proxy_stamp_which_a_client_can_only_move_earlier(client):
+    from cluster.client import build_request
+    from proto.triserve.v1 import triserve_pb2_grpc as pb_grpc
+
+    sent_s = time.time()
+    request = build_request(
+        prompt="clock", model="coloc", max_tokens=2, request_id="clocked", admission="best_effort"
+    )  # admitted although its 5 s in front of the ingress miss the target
+    request.proxy_received_unix_s = sent_s - 5.0  # as if it had queued 5 s at the proxy
+    stub = pb_grpc.TriserveStub(client.channel)
+    list(stub.Generate(request, metadata=client.auth.metadata(), timeout=60))
+    trace = client.trace("clocked")
+    assert trace.arrival_unix_ms / 1000.0 == pytest.approx(sent_s - 5.0, abs=0.01)
+    queued = next(e for e in trace.events if e.event == "queued")
+    assert queued.time_ms >= 5_000.0  # the wait counts against its TTFT
+    classified = next(e for e in trace.events if e.event == "classified")
+    assert classified.values["predicted_ttft_ms"] >= 5_000.0
+
+    request.request_id, request.proxy_received_unix_s = "clocked-late", sent_s + 3600.0
+    list(stub.Generate(request, metadata=client.auth.metadata(), timeout=60))
+    late = client.trace("clocked-late").arrival_unix_ms / 1000.0
+    assert sent_s <= late <= time.time()  # bounded to now: no later than the proxy's own stamp

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from cluster.door import Door, door_class
+from cluster.serve_grpc import received_at, stamp_received
 from proto.triserve.v1 import triserve_pb2 as pb
 from scheduler.admission_gate import AdmissionGate, ModelGate
 from scheduler.errors import AdmissionRejectedError
@@ -72,3 +73,26 @@ def test_a_stale_gate_refuses_nothing():
     door._fetched_at -= 60.0
     door.check(request(), "tiny")
     assert not door._refused
+
+
+def test_the_proxy_stamp_starts_the_slo_clock_and_a_client_cannot_move_it_later():
+    body = request(request_id="r1").SerializeToString()
+    stamped = pb.GenerateRequest.FromString(stamp_received(body, 1_000.0))
+    assert stamped.request_id == "r1" and stamped.raw.text == "hello"
+    assert received_at(stamped, now_s=1_002.0) == 1_000.0
+    spoofed = request(proxy_received_unix_s=5_000.0).SerializeToString()
+    assert (
+        pb.GenerateRequest.FromString(stamp_received(spoofed, 1_000.0)).proxy_received_unix_s == 5e3
+    )
+    assert received_at(pb.GenerateRequest.FromString(spoofed), now_s=1_002.0) == 1_002.0
+    assert received_at(request(), now_s=1_002.0) == 1_002.0  # no proxy stamp: now
+    old = request(proxy_received_unix_s=1.0)
+    assert received_at(old, now_s=1_002.0) == 1_002.0 - 60.0  # bounded to the last minute
+
+
+def test_a_request_that_queued_past_its_target_before_the_ingress_is_refused_at_the_door():
+    door = door_with(gate(pebble_ms=500.0))
+    pebble = request(images=(png(64, 64),))
+    door.check(pebble, "tiny", waited_ms=2_000.0)  # 500 + 2000 <= 3000
+    with pytest.raises(AdmissionRejectedError, match="predicted TTFT 3100 ms > target 3000"):
+        door.check(pebble, "tiny", waited_ms=2_600.0)

@@ -91,7 +91,7 @@ class SLO(_message.Message):
     def __init__(self, ttft_ms: _Optional[float] = ..., tpot_ms: _Optional[float] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("request_id", "model", "conversation", "raw", "sampling", "slo", "priority", "admission")
+    __slots__ = ("request_id", "model", "conversation", "raw", "sampling", "slo", "priority", "admission", "proxy_received_unix_s")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,7 @@ class GenerateRequest(_message.Message):
     SLO_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     ADMISSION_FIELD_NUMBER: _ClassVar[int]
+    PROXY_RECEIVED_UNIX_S_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     conversation: Conversation
@@ -108,7 +109,8 @@ class GenerateRequest(_message.Message):
     slo: SLO
     priority: Priority
     admission: Admission
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., conversation: _Optional[_Union[Conversation, _Mapping]] = ..., raw: _Optional[_Union[RawPrompt, _Mapping]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., slo: _Optional[_Union[SLO, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ..., admission: _Optional[_Union[Admission, str]] = ...) -> None: ...
+    proxy_received_unix_s: float
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., conversation: _Optional[_Union[Conversation, _Mapping]] = ..., raw: _Optional[_Union[RawPrompt, _Mapping]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., slo: _Optional[_Union[SLO, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ..., admission: _Optional[_Union[Admission, str]] = ..., proxy_received_unix_s: _Optional[float] = ...) -> None: ...
 
 class Conversation(_message.Message):
     __slots__ = ("messages", "add_generation_prompt")
