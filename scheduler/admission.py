@@ -19,6 +19,10 @@ alone, without what the cost model learned since (corrections and residuals, cos
 those were measured on idle workers, which is what the request will find. A burst can teach
 errors that put every forecast past its target; refusing on them would leave them nothing to
 learn from, and the class locked out. A target no profile can meet is still refused.
+
+The margin added to a forecast is the class's mean error plus `admission_margin_deviations`
+deviations of it, plus more while the class's admitted requests miss their TTFT more often than
+`admission_attainment_goal` (`margin_deviations`).
 """
 
 from __future__ import annotations
@@ -192,7 +196,9 @@ class AdmissionControl:
             image_pixels=tuple(image.num_pixels for image in spec.images),
         )
 
-    def predict(self, spec: RequestSpec, workers: Sequence[WorkerView], now_ms: float):
+    def predict(
+        self, spec: RequestSpec, workers: Sequence[WorkerView], now_ms: float
+    ) -> Prediction:
         """The request's class, targets, queue key and TTFT / first-gap forecast, margin
         included, as admission would judge it now (nothing is decided or recorded)."""
         shape = self.shape(spec)
