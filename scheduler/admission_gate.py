@@ -69,9 +69,11 @@ class AdmissionGate:
             return None
         if (admission or self.default_admission) != "reject":
             return None
-        target = (
-            ttft_target_ms if ttft_target_ms is not None else self.default_ttft_ms[request_class]
-        )
+        target = default = self.default_ttft_ms[request_class]
+        if ttft_target_ms is not None:
+            if ttft_target_ms < default:  # an earlier deadline jumps more of the queue than
+                return None  # the gate's smallest request did: the scheduler decides
+            target = ttft_target_ms
         predicted = gate.least_ttft_ms[request_class] + waited_ms
         return (predicted, target) if predicted > target else None
 

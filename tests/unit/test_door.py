@@ -65,6 +65,7 @@ def test_a_closed_class_is_refused_with_a_retry_hint_and_counted():
     door.check(request(admission=pb.ADMISSION_BEST_EFFORT), "tiny")  # admitted at low priority
     slo = pb.SLO(ttft_ms=10_000.0)
     door.check(request(slo=slo), "tiny")  # its own target is further
+    door.check(request(slo=pb.SLO(ttft_ms=500.0)), "tiny")  # nearer: the scheduler judges it
     assert door._refused == {"sand": 1}
 
 
