@@ -147,7 +147,15 @@ def _print_state(state) -> None:
         _print_pool(pool)
 
 
-CLASS_COLUMNS = ("finished", "attained", "rejected", "degraded", "best_effort", "failed")
+CLASS_COLUMNS = (
+    "finished",
+    "attained",
+    "rejected",
+    "degraded",
+    "best_effort",
+    "failed",
+    "cancelled",
+)
 
 
 def _print_classes(classes) -> None:
