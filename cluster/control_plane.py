@@ -50,7 +50,6 @@ from scheduler.snapshot import SchedulerSnapshot
 from scheduler.trace import Trace
 
 logger = logging.getLogger("triserve.control_plane")
-CONTROL_PLANE_NAME = "triserve-control-plane"
 SUPERVISE_INTERVAL_S = 0.5
 REPLACE_RETRY_S = 5.0  # after a replacement failed to start, wait this long before the next
 MAX_CONCURRENCY = 100_000  # open streams plus control calls

@@ -1,9 +1,13 @@
-"""The door: the ingress refuses, before building it, a request the admission gate already
-closes (scheduler/admission_gate.py says why and what the gate is).
+"""The door: a request the admission gate already closes is refused before it is built
+(scheduler/admission_gate.py says why and what the gate is). There are two doors, the same
+class: one in Serve's proxy, before Serve routes a call to an ingress replica (`refusal_of`,
+cluster/serve_grpc.py; the cheapest refusal after Serve's own back-pressure), and one in the
+ingress, for what passed the first (it also knows how long the call queued in front of it).
 
     door.open_if_needed()           starts a task that fetches the gate every REFRESH_S and
                                     hands back what was refused at the door since the last
     door.check(request, model)      AdmissionRejectedError when the gate refuses the request
+    door.refusal_of(request_bytes)  the same error, or None, for the proxy: never raises
 
 A request's class is read from its shape alone: no image is sand, a few small images a pebble.
 Anything that may be a rock (rock_min_images or more images, an image header of
@@ -22,7 +26,7 @@ from collections import Counter
 
 from PIL import Image
 
-from cluster.request_builder import ADMISSIONS, prompt_images
+from cluster.request_fields import ADMISSIONS, prompt_images
 from proto.triserve.v1 import triserve_pb2 as pb
 from scheduler.admission_gate import AdmissionGate
 from scheduler.errors import AdmissionRejectedError
@@ -71,6 +75,23 @@ class Door:
             f"{predicted:.0f} ms > target {target:.0f}; retry after {retry_after:.0f} ms",
             retry_after,
         )
+
+    def refusal_of(self, data: bytes) -> AdmissionRejectedError | None:
+        """The refusal of a serialized GenerateRequest, or None when it may go on (anything
+        unreadable goes on: the ingress says what is wrong with it)."""
+        gate = self._gate
+        if gate is None:
+            return None
+        try:
+            request = pb.GenerateRequest.FromString(data)
+            models = list(gate.models)
+            model = request.model or (models[0] if len(models) == 1 else "")
+            self.check(request, model)
+        except AdmissionRejectedError as refusal:
+            return refusal
+        except Exception:  # not a request the door can read
+            return None
+        return None
 
     async def _fetch_forever(self) -> None:
         while True:

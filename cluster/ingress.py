@@ -26,7 +26,8 @@ from cluster.errors import (
     status_for,
 )
 from cluster.limits import LimitsConfig
-from cluster.request_builder import ModelFrontend, RequestBuilder, has_images, parse_message
+from cluster.request_builder import ModelFrontend, RequestBuilder, parse_message
+from cluster.request_fields import has_images
 from cluster.serve_grpc import install_client_error_filter, received_at
 from cluster.state_messages import cluster_state_message, pool_state_message, trace_message
 from proto.triserve.v1 import triserve_pb2 as pb

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from cluster.config import ClusterConfig, ConfigError
 from cluster.config_sources import resolve_config
+from cluster.names import NAMESPACE
 
-NAMESPACE = "triserve"
 APP_NAME = "triserve"  # the Serve application; clients send it as `application` metadata
 START_TIMEOUT_S = 900.0  # loading every model (the small preset is written on first use)
 # Ray restarts a dead control plane, which takes back the workers (README "Failures"); it loads
@@ -70,8 +70,9 @@ def start_cluster(config: ClusterConfig, ray_init_kwargs: dict | None = None) ->
     from ray import serve
     from ray.serve.config import gRPCOptions
 
-    from cluster.control_plane import CONTROL_PLANE_NAME, MAX_CONCURRENCY, ControlPlane
+    from cluster.control_plane import MAX_CONCURRENCY, ControlPlane
     from cluster.ingress import Ingress
+    from cluster.names import CONTROL_PLANE_NAME
     from cluster.serve_grpc import SERVICER_FUNCTIONS
     from workers.actor import kill_worker_actors, new_cluster_id
 

@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError, Message
 from jinja2 import TemplateError
 
 from cluster.limits import LimitsConfig, check_limit
+from cluster.request_fields import ADMISSIONS, PRIORITIES, prompt_chars, prompt_images
 from proto.triserve.v1 import triserve_pb2 as pb
 from scheduler.request import RequestSpec, UnknownModelError
 from workers.contract.errors import InvalidRequestError, PromptTooLongError
@@ -28,18 +29,6 @@ from workers.contract.messages import ImageInput
 from workers.contract.sampling_params import SamplingParams
 from workers.engine.model_config import ModelConfig
 from workers.engine.prompt import PromptBuilder, load_tokenizer
-
-ADMISSIONS = {
-    pb.ADMISSION_UNSPECIFIED: None,
-    pb.ADMISSION_REJECT: "reject",
-    pb.ADMISSION_DEGRADE: "degrade",
-    pb.ADMISSION_BEST_EFFORT: "best_effort",
-}
-PRIORITIES = {
-    pb.PRIORITY_UNSPECIFIED: "interactive",
-    pb.PRIORITY_INTERACTIVE: "interactive",
-    pb.PRIORITY_BATCH: "batch",
-}
 
 
 @dataclass
@@ -189,33 +178,6 @@ def parse_message(message_type: type[Message], raw: bytes | Message, max_bytes: 
         raise InvalidRequestError(
             f"the request is not a valid {message_type.DESCRIPTOR.full_name} ({reason})"
         ) from None
-
-
-def has_images(request: pb.GenerateRequest) -> bool:
-    """Whether the request carries an image (decided before any decoding)."""
-    return len(prompt_images(request)) > 0
-
-
-def prompt_images(request: pb.GenerateRequest) -> list[bytes]:
-    """The request's encoded images, in prompt order (not decoded)."""
-    if request.WhichOneof("prompt") == "raw":
-        return list(request.raw.images)
-    return [
-        part.image
-        for message in request.conversation.messages
-        for part in message.content
-        if part.WhichOneof("part") == "image"
-    ]
-
-
-def prompt_chars(request: pb.GenerateRequest) -> int:
-    """Characters of the prompt as sent: raw text, or every chat message's role and text."""
-    if request.WhichOneof("prompt") == "raw":
-        return len(request.raw.text)
-    return sum(
-        len(message.role) + sum(len(part.text) for part in message.content)
-        for message in request.conversation.messages
-    )
 
 
 def check_slo(slo: pb.SLO) -> None:

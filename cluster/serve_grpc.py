@@ -12,7 +12,9 @@ keeps a client's error to one line in Serve's logs.
   so the v1alpha servicer answers both.
 - Each Generate call is stamped with the time it reached the proxy (`proxy_received_unix_s`,
   `stamp_received`), so that the SLO clock and admission count the time it then queues in front
-  of the ingress: under overload, up to seconds that the ingress alone cannot see.
+  of the ingress: under overload, up to seconds that the ingress alone cannot see. A call the
+  admission gate closes is refused right there (`at_the_door`, cluster/door.py), without a
+  hop to a replica; it is counted in the metrics, not logged.
 - Serve logs every failed call with a traceback (the replica two chained ones, the proxy one),
   echoing the client's texts. `ClientErrorLogFilter` keeps a traceback for INTERNAL (and
   UNKNOWN) only: it cuts any other to one line, or drops it where the ingress already logged it.
@@ -29,7 +31,9 @@ from google.protobuf import message_factory
 from grpc_reflection.v1alpha import reflection
 from grpc_reflection.v1alpha import reflection_pb2 as reflection_pb
 
+from cluster.door import Door
 from cluster.errors import failure_line
+from cluster.names import CONTROL_PLANE_NAME, NAMESPACE
 from cluster.proxy_stream import can_cancel_on_departure, cancelling_on_departure
 from proto.triserve.v1 import triserve_pb2 as pb
 
@@ -58,7 +62,7 @@ def add_triserve_servicer_to_server(servicer, server) -> None:
         server.add_passthrough_service(SERVICE_NAME)  # Serve routes it through ours, below
         handlers = cancelling_on_departure(server, SERVICE_NAME, handlers)
         generate = handlers["Generate"]
-        handlers["Generate"] = generate._replace(unary_stream=stamping(generate.unary_stream))
+        handlers["Generate"] = generate._replace(unary_stream=at_the_door(generate.unary_stream))
     _add_service(server, SERVICE_NAME, handlers)
     install_client_error_filter(drop=False)
 
@@ -85,15 +89,36 @@ def stamp_received(request: bytes, now_s: float) -> bytes:
     return _RECEIVED_TAG + struct.pack("<d", now_s) + request
 
 
-def stamping(handler):
-    """A proxy handler that stamps each request's bytes before `handler` routes them."""
+def at_the_door(handler, door: Door | None = None):
+    """A proxy handler that refuses what the admission gate closes, and stamps the rest's bytes
+    before `handler` routes them. `door`: the proxy's own (made on its first call)."""
+    doors = [door] if door is not None else []
 
     async def handle(request, context):
         if isinstance(request, bytes):
+            if not doors:
+                doors.extend(_proxy_door())
+            refusal = doors[0].refusal_of(request) if doors else None
+            if doors:
+                doors[0].open_if_needed()
+            if refusal is not None:
+                retry_after = str(round(refusal.retry_after_ms))
+                context.set_trailing_metadata([("retry-after-ms", retry_after)])
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(refusal))
             request = stamp_received(request, time.time())
         return await handler(request, context)
 
     return handle
+
+
+def _proxy_door() -> list[Door]:
+    """A door fetching the gate from the control plane ([] while there is none to ask)."""
+    import ray
+
+    try:
+        return [Door(ray.get_actor(CONTROL_PLANE_NAME, namespace=NAMESPACE))]
+    except Exception:  # not started yet, or restarting: the next call asks again
+        return []
 
 
 def received_at(request: pb.GenerateRequest, now_s: float) -> float:

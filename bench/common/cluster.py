@@ -21,7 +21,8 @@ def init_ray(object_store_mb: int) -> bool:
     Clusters started after it join it, so several share one Ray session."""
     import ray
 
-    from cluster.launcher import NAMESPACE, set_local_ray_defaults
+    from cluster.launcher import set_local_ray_defaults
+    from cluster.names import NAMESPACE
 
     if ray.is_initialized():
         return False
@@ -64,8 +65,7 @@ def wait_control_plane_gone(timeout_s: float = STOP_TIMEOUT_S) -> bool:
     waiting for its death); False when one still does after `timeout_s`."""
     import ray
 
-    from cluster.control_plane import CONTROL_PLANE_NAME
-    from cluster.launcher import NAMESPACE
+    from cluster.names import CONTROL_PLANE_NAME, NAMESPACE
 
     if not ray.is_initialized():  # the cluster's stop shut down the Ray it had started
         return True
@@ -86,8 +86,7 @@ def clean_up() -> None:
     import ray
     from ray import serve
 
-    from cluster.control_plane import CONTROL_PLANE_NAME
-    from cluster.launcher import NAMESPACE
+    from cluster.names import CONTROL_PLANE_NAME, NAMESPACE
     from workers.actor import kill_worker_actors
 
     if not ray.is_initialized():  # the failed start shut down the Ray it had started

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cluster.client import build_request
-from cluster.request_builder import has_images
+from cluster.request_fields import has_images
 
 
 def test_raw_prompts_take_the_image_lane_only_with_images():

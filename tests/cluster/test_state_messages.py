@@ -80,7 +80,7 @@ def test_status_prints_a_class_table_and_each_workers_cost_model(capsys):
     assert "scheduler queues: decode 0, encode 0, prefill 1" in out
     assert "cache hits: prefix 20.0% of prompt tokens, embeddings 25.0% of images" in out
     sand_row = next(line for line in out.splitlines() if line.startswith("sand"))
-    assert sand_row.split() == ["sand", "10", "9", "2", "0", "0", "0", "90.0%"]
+    assert sand_row.split() == ["sand", "10", "9", "2", "0", "0", "0", "0", "90.0%"]
     assert "prefill 2.00 ms/chunk + 0.1250 ms/token, x1.50 from 3 jobs" in out
     assert "budgets 512 tokens/step, 4 images/encode turn" in out
     assert "budgets: not profiled" in out

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 
+import grpc
 import pytest
 from PIL import Image
 
 from cluster.door import Door, door_class
-from cluster.serve_grpc import received_at, stamp_received
+from cluster.serve_grpc import at_the_door, received_at, stamp_received
 from proto.triserve.v1 import triserve_pb2 as pb
 from scheduler.admission_gate import AdmissionGate, ModelGate
 from scheduler.errors import AdmissionRejectedError
@@ -97,3 +99,44 @@ def test_a_request_that_queued_past_its_target_before_the_ingress_is_refused_at_
     door.check(pebble, "tiny", waited_ms=2_000.0)  # 500 + 2000 <= 3000
     with pytest.raises(AdmissionRejectedError, match="predicted TTFT 3100 ms > target 3000"):
         door.check(pebble, "tiny", waited_ms=2_600.0)
+
+
+class FakeContext:
+    def __init__(self) -> None:
+        self.trailing, self.aborted = None, None
+
+    def set_trailing_metadata(self, metadata) -> None:
+        self.trailing = metadata
+
+    async def abort(self, code, details) -> None:
+        self.aborted = (code, details)
+        raise RuntimeError("aborted")  # as grpc.aio's abort ends the handler
+
+
+def test_the_proxy_refuses_what_the_gate_closes_and_stamps_what_it_lets_through():
+    routed = []
+
+    async def route(request, context):
+        routed.append(request)
+
+    handle = at_the_door(route, door_with(gate()))
+
+    async def call(message: bytes) -> FakeContext:
+        context = FakeContext()
+        try:
+            await handle(message, context)
+        except RuntimeError:
+            pass
+        return context
+
+    refused = asyncio.run(call(request(request_id="r1").SerializeToString()))
+    assert refused.aborted[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "(sand) rejected: predicted TTFT 5000 ms > target 1000" in refused.aborted[1]
+    assert refused.trailing == [("retry-after-ms", "4000")]
+    assert not routed
+
+    passed = asyncio.run(call(request(images=(png(64, 64),)).SerializeToString()))
+    assert passed.aborted is None
+    assert pb.GenerateRequest.FromString(routed[0]).proxy_received_unix_s > 0  # stamped
+    garbage = asyncio.run(call(b"\xff not a request"))  # the ingress says what is wrong with it
+    assert garbage.aborted is None and routed[1].endswith(b"\xff not a request")
