@@ -7,6 +7,7 @@ functions, when they run.
 
 from __future__ import annotations
 
+import os
 import time
 
 from cluster import launcher
@@ -34,6 +35,19 @@ def init_ray(object_store_mb: int) -> bool:
         object_store_memory=object_store_mb * 2**20,
     )
     return True
+
+
+def private_cluster_config(preset: str, pools: str) -> ClusterConfig:
+    """One preset served by `pools` (e.g. "encode=1,prefill=1,decode=1"), gRPC on a free port,
+    no metrics endpoint; a private local Ray (when none is up) needs no auth token."""
+    import ray
+
+    from cluster.config_sources import parse_pools
+
+    if not ray.is_initialized():
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+    pools_config = parse_pools(pools, preset)
+    return ClusterConfig(models={preset: preset}, pools=pools_config, port=0, metrics_port=None)
 
 
 def start_cluster(config: ClusterConfig) -> RunningCluster:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import time
 from dataclasses import asdict
@@ -189,24 +188,14 @@ def targets(results: dict) -> dict:
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
-    import ray
     import torch
 
-    from bench.common.cluster import start_cluster, stop_cluster
+    from bench.common.cluster import private_cluster_config, start_cluster, stop_cluster
     from bench.common.machine import describe_machine
-    from cluster.config import ClusterConfig
-    from cluster.config_sources import parse_pools
 
     started = time.perf_counter()
     random.seed(args.seed)
-    if not ray.is_initialized():
-        os.environ["RAY_AUTH_MODE"] = "disabled"  # a private, local cluster: no token file
-    config = ClusterConfig(
-        models={args.preset: args.preset},
-        pools=parse_pools(POOLS, args.preset),
-        port=0,
-        metrics_port=None,
-    )
+    config = private_cluster_config(args.preset, POOLS)
     log(f"starting a cluster: {POOLS}, preset {args.preset}")
     cluster = start_cluster(config)
     try:

@@ -17,7 +17,6 @@ Targets (one-image requests, small preset, low load): overhead <= 10 % of e2e at
 from __future__ import annotations
 
 import argparse
-import os
 import time
 import uuid
 from dataclasses import asdict
@@ -105,24 +104,14 @@ def targets(per_class: dict, kv_gbps: float | None, memcpy_gbps: float) -> dict:
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
-    import ray
     import torch
 
-    from bench.common.cluster import start_cluster, stop_cluster
+    from bench.common.cluster import private_cluster_config, start_cluster, stop_cluster
     from bench.common.machine import describe_machine
-    from cluster.config import ClusterConfig
-    from cluster.config_sources import parse_pools
     from workers.engine.prompt import load_tokenizer
 
     started = time.perf_counter()
-    if not ray.is_initialized():
-        os.environ["RAY_AUTH_MODE"] = "disabled"  # a private, local cluster: no token file
-    config = ClusterConfig(
-        models={args.preset: args.preset},
-        pools=parse_pools(POOLS, args.preset),
-        port=0,
-        metrics_port=None,
-    )
+    config = private_cluster_config(args.preset, POOLS)
     workload = WorkloadConfig(seed=args.seed)
     source = RequestSource(load_tokenizer(config.model_dir(args.preset)), workload)
     log(f"starting a cluster: {POOLS}, preset {args.preset}")
