@@ -26,6 +26,7 @@ from collections import Counter
 
 from PIL import Image
 
+from cluster.errors import cut
 from cluster.request_fields import ADMISSIONS, prompt_images
 from proto.triserve.v1 import triserve_pb2 as pb
 from scheduler.admission_gate import AdmissionGate
@@ -37,6 +38,7 @@ STALE_S = 1.0
 MIN_RETRY_AFTER_MS = 100.0
 TEMPLATE_TOKENS = 64  # what a chat template or BOS may add to a prompt, at most (bound)
 TOKENS_PER_MESSAGE = 16
+PROXY_MAX_BYTES = 4 * 2**20  # larger calls pass the proxy's door: the ingress checks limits first
 
 
 class Door:
@@ -71,7 +73,7 @@ class Door:
         self._refused[request_class] += 1
         retry_after = max(MIN_RETRY_AFTER_MS, predicted - target)
         raise AdmissionRejectedError(
-            f"request {request.request_id!r} ({request_class}) rejected: predicted TTFT "
+            f"request {cut(request.request_id)!r} ({request_class}) rejected: predicted TTFT "
             f"{predicted:.0f} ms > target {target:.0f}; retry after {retry_after:.0f} ms",
             retry_after,
         )
@@ -80,7 +82,7 @@ class Door:
         """The refusal of a serialized GenerateRequest, or None when it may go on (anything
         unreadable goes on: the ingress says what is wrong with it)."""
         gate = self._gate
-        if gate is None:
+        if gate is None or len(data) > PROXY_MAX_BYTES:
             return None
         try:
             request = pb.GenerateRequest.FromString(data)
