@@ -92,33 +92,36 @@ def stamp_received(request: bytes, now_s: float) -> bytes:
 def at_the_door(handler, door: Door | None = None):
     """A proxy handler that refuses what the admission gate closes, and stamps the rest's bytes
     before `handler` routes them. `door`: the proxy's own (made on its first call)."""
-    doors = [door] if door is not None else []
 
     async def handle(request, context):
+        nonlocal door
         if isinstance(request, bytes):
-            if not doors:
-                doors.extend(_proxy_door())
-            refusal = doors[0].refusal_of(request) if doors else None
-            if doors:
-                doors[0].open_if_needed()
-            if refusal is not None:
-                retry_after = str(round(refusal.retry_after_ms))
-                context.set_trailing_metadata([("retry-after-ms", retry_after)])
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(refusal))
+            door = door or _proxy_door()
+            if door is not None:
+                door.open_if_needed()
+                await _refuse_if_closed(door, request, context)
             request = stamp_received(request, time.time())
         return await handler(request, context)
 
     return handle
 
 
-def _proxy_door() -> list[Door]:
-    """A door fetching the gate from the control plane ([] while there is none to ask)."""
+async def _refuse_if_closed(door: Door, request: bytes, context) -> None:
+    """End the call with RESOURCE_EXHAUSTED (and its retry hint) when the gate refuses it."""
+    refusal = door.refusal_of(request)
+    if refusal is not None:
+        context.set_trailing_metadata([("retry-after-ms", str(round(refusal.retry_after_ms)))])
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(refusal))
+
+
+def _proxy_door() -> Door | None:
+    """A door fetching the gate from the control plane (None while there is none to ask)."""
     import ray
 
     try:
-        return [Door(ray.get_actor(CONTROL_PLANE_NAME, namespace=NAMESPACE))]
+        return Door(ray.get_actor(CONTROL_PLANE_NAME, namespace=NAMESPACE))
     except Exception:  # not started yet, or restarting: the next call asks again
-        return []
+        return None
 
 
 def received_at(request: pb.GenerateRequest, now_s: float) -> float:

@@ -51,7 +51,6 @@ class AdmissionGate:
     rock_min_images: int  # SchedulerConfig's class thresholds, for the ingress to classify
     rock_min_image_pixels: int
     rock_min_prompt_tokens: int
-    made_at: float  # the scheduler's clock (time.time), seconds
 
     def refusal(
         self,
@@ -105,7 +104,6 @@ def admission_gate(
         rock_min_images=config.rock_min_images,
         rock_min_image_pixels=config.rock_min_image_pixels,
         rock_min_prompt_tokens=config.rock_min_prompt_tokens,
-        made_at=now_s,
     )
 
 

@@ -189,7 +189,7 @@ class LatencyResiduals:
         self.alpha = alpha
         self.clock_ms = clock_ms
         self.half_life_ms = half_life_ms
-        # As last learned, before fading (`margins` fades them).
+        # As last learned, before fading (`_faded` fades them).
         self.ttft_ms: dict[str, float] = {}
         self.tpot_ms: dict[str, float] = {}
         self.ttft_dev_ms: dict[str, float] = {}

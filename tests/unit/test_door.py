@@ -25,7 +25,6 @@ def gate(sand_ms: float = 5_000.0, pebble_ms: float = 500.0) -> AdmissionGate:
         rock_min_images=4,
         rock_min_image_pixels=2_000_000,
         rock_min_prompt_tokens=2048,
-        made_at=0.0,
     )
 
 
