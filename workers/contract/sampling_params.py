@@ -27,6 +27,10 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = field(default_factory=tuple)
     stop: tuple[str, ...] = field(default_factory=tuple)
     ignore_eos: bool = False
+    # A llguidance grammar (JSON text) the output must follow: every step's logits are masked to
+    # the tokens it allows, and the request stops when it is complete. Built and checked at the
+    # ingress from tools and response_format (cluster/constraints.py); None: free text.
+    grammar: str | None = None
 
     def __post_init__(self) -> None:
         # Accept lists from JSON or protobuf callers; store tuples so the object stays hashable.
@@ -59,6 +63,8 @@ class SamplingParams:
             raise InvalidSamplingParamsError("stop_token_ids must be non-negative integers")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise InvalidSamplingParamsError("stop strings must be non-empty strings")
+        if self.grammar is not None and not (isinstance(self.grammar, str) and self.grammar):
+            raise InvalidSamplingParamsError("grammar must be a non-empty string or None")
 
     def with_seed(self) -> SamplingParams:
         """This request with a concrete seed (a random one if none was given)."""

@@ -241,7 +241,7 @@ class Batcher:
             self._publish_full_blocks(req)
             if not caught_up:
                 continue
-            req.token_ids.append(sampled[req.request_id])
+            req.append_output(sampled[req.request_id])
             reason = req.check_stop(self.eos_token_ids, self.config.max_model_len, self.detokenize)
             if reason is not None:
                 req.status, req.finish_reason = RequestStatus.FINISHED, reason

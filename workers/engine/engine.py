@@ -29,6 +29,7 @@ from workers.engine.block_manager import BlockPool
 from workers.engine.dtypes import torch_dtype
 from workers.engine.embedding_cache import EmbeddingCache
 from workers.engine.engine_report import engine_spec, engine_stats
+from workers.engine.grammar import GrammarCompiler
 from workers.engine.image_encoder import ImageEncoder
 from workers.engine.image_processor import ImageProcessorConfig
 from workers.engine.image_spans import find_image_spans
@@ -97,6 +98,7 @@ class Engine:
             detokenize=self.detokenize,
         )
         self.runner = ModelRunner(self.model, self.kv_cache, self.device)
+        self.grammars = GrammarCompiler(self.tokenizer, text.vocab_size)
         self._requests: dict[str, Request] = {}
         self._pending_outputs: list[StepOutput] = []
 
@@ -144,6 +146,7 @@ class Engine:
             image_embeddings=rows,
             export_kv=export_kv,
             priority=priority,
+            grammar=self._grammar(params, resumed),
         )
         self._enqueue(request)
 
@@ -165,8 +168,9 @@ class Engine:
             resumed_token_ids=resumed,
             image_spans=list(prefill.image_spans),
             prompt_kv=prefill.kv,
+            grammar=self._grammar(params, resumed),
         )
-        request.token_ids.append(prefill.first_token_id)
+        request.append_output(prefill.first_token_id)
         reason = request.check_stop(self.batcher.eos_token_ids, self.max_model_len, self.detokenize)
         if reason is not None:
             raise InvalidRequestError(f"request already finished at its first token ({reason})")
@@ -282,6 +286,10 @@ class Engine:
     def _enqueue(self, request: Request) -> None:
         self._requests[request.request_id] = request
         self.batcher.add(request)
+
+    def _grammar(self, params: SamplingParams, outputs: list[int]):
+        """The request's grammar matcher, past `outputs`; None without a grammar."""
+        return self.grammars.matcher(params.grammar, outputs) if params.grammar else None
 
     def _validate_prompt(
         self, request_id: str, tokens: list[int], params: SamplingParams, num_resumed: int

@@ -1,5 +1,5 @@
 """Runs one batch plan through the model: builds the flat input tensors and attention metadata,
-runs the forward pass, and samples the requests that caught up."""
+runs the forward pass, and samples the requests that caught up (under their grammars' masks)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 
 from workers.engine.attention import AttentionMetadata, DecodeGroup, PrefillSegment
 from workers.engine.batcher import BatchPlan, ScheduledRequest
+from workers.engine.grammar import apply_grammar_masks
 from workers.engine.kv_cache import KVCache, token_slots
 from workers.engine.llava import LlavaModel
 from workers.engine.sampler import sample
@@ -62,6 +63,7 @@ class ModelRunner:
         if not sampled:
             return {}
         logits = self.model.logits(hidden[torch.tensor(last_rows, device=self.device)])
+        apply_grammar_masks(logits, [req.grammar for req in sampled])
         tokens = sample(
             logits,
             [req.sampling_params for req in sampled],

@@ -53,6 +53,9 @@ class Request:
     # Outputs of an earlier attempt this request resumes after (their KV is in prompt_kv, when
     # imported).
     resumed_token_ids: list[int] = field(default_factory=list)
+    # Where the output is in the request's grammar (a grammar.TokenMatcher), when it has one:
+    # the sampler masks with it, and each appended output advances it.
+    grammar: Any = None
 
     token_ids: list[int] = field(init=False)
     status: RequestStatus = RequestStatus.WAITING
@@ -97,6 +100,12 @@ class Request:
             RequestStatus.ABORTED,
         )
 
+    def append_output(self, token_id: int) -> None:
+        """A sampled token joins the output (and advances the grammar)."""
+        self.token_ids.append(token_id)
+        if self.grammar is not None:
+            self.grammar.accept(token_id)
+
     def check_stop(
         self,
         eos_token_ids: Sequence[int],
@@ -106,6 +115,8 @@ class Request:
         """The finish reason after the last appended token, or None to continue."""
         params = self.sampling_params
         last = self.token_ids[-1]
+        if self.grammar is not None and self.grammar.is_complete:
+            return "stop"
         if last in params.stop_token_ids or (not params.ignore_eos and last in eos_token_ids):
             return "stop"
         if params.stop:
