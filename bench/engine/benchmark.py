@@ -8,7 +8,9 @@ Workloads (greedy, EOS ignored, so every request generates exactly its max_token
   2. a mixed batch: Triserve batches continuously; transformers runs one left-padded batch to
      the largest max_tokens, and only each request's own max_tokens count as useful tokens;
   3. TTFT of a one-image prompt (prompt building + image encode + prefill + first token);
-  4. the memory-bandwidth floor of a decode step (see membw.py) next to the measured step.
+  4. the memory-bandwidth floor of a decode step (see membw.py) next to the measured step;
+  5. what constrained decoding costs: Triserve's decode step at batch 16 with and without a
+     grammar (grammar.py).
 No Ray import anywhere: this runs on bare GPU boxes.
 """
 
@@ -27,6 +29,7 @@ import torch
 
 from bench.common import output
 from bench.common.machine import describe_machine
+from bench.engine.grammar import GrammarSizes, bench_grammar
 from bench.engine.hf import HFRunner
 from bench.engine.membw import bandwidth_report, decode_bytes, floor_report, measure_copy_bandwidth
 from bench.engine.report import markdown_report
@@ -162,6 +165,10 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         log(f"batch {sizes.batch_size} done")
         image_ttft = bench_image_ttft(systems, source, sizes, model_config.num_image_tokens)
         log("image TTFT done")
+        grammar_sizes = GrammarSizes.quick() if args.quick else GrammarSizes()
+        prompts = [source.prompt(grammar_sizes.prompt_tokens)] * grammar_sizes.batch_size
+        grammar = bench_grammar(triserve.engine, prompts, grammar_sizes)
+        log(f"grammar overhead {grammar['slowdown']:+.1%} per decode step")
 
     step_bytes = decode_bytes(triserve.engine.model)
     floor = {
@@ -198,6 +205,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "single": single,
         "batch": batch,
         "image_ttft": image_ttft,
+        "grammar": grammar,
         "floor": floor,
         "runtime_s": time.perf_counter() - started,
     }

@@ -73,18 +73,29 @@ class TokenMatcher:
         fill_next_token_bitmask(self._matcher, bitmask, row)
 
 
+BIT_POSITIONS = torch.arange(32, dtype=torch.int32)
+
+
 @torch.inference_mode()  # the logits are inference tensors
 def apply_grammar_masks(logits: torch.Tensor, matchers: Sequence[TokenMatcher | None]) -> None:
     """logits [N, vocab]; the rows with a matcher keep only the tokens it allows (the others go
-    to -inf), in place."""
+    to -inf), in place.
+
+    llguidance fills one bit per token, 32 tokens to an int32 word:
+        bitmask [rows, ceil(vocab / 32)]  ->  allowed [rows, vocab]  (bit t % 32 of word t // 32)
+    (unpacked here with plain tensor ops: llguidance's own apply compiles a kernel per process.)
+    """
     rows = [i for i, m in enumerate(matchers) if m is not None]
     if not rows:
         return
-    from llguidance.torch import allocate_token_bitmask, apply_token_bitmask_inplace
+    from llguidance.torch import allocate_token_bitmask
 
-    bitmask = allocate_token_bitmask(len(rows), logits.shape[-1])  # [rows, vocab / 32] int32
+    vocab = logits.shape[-1]
+    bitmask = allocate_token_bitmask(len(rows), vocab)
     for i, row in enumerate(rows):
         matchers[row].fill_mask(bitmask, i)
-    constrained = logits[rows]
-    apply_token_bitmask_inplace(constrained, bitmask.to(logits.device))
-    logits[rows] = constrained
+    allowed = ((bitmask.unsqueeze(-1) >> BIT_POSITIONS) & 1).flatten(1)[:, :vocab].bool()
+    index = torch.tensor(rows, device=logits.device)
+    constrained = logits.index_select(0, index)
+    constrained.masked_fill_(~allowed.to(logits.device), float("-inf"))
+    logits.index_copy_(0, index, constrained)
