@@ -19,8 +19,11 @@ from pathlib import Path
 from google.protobuf.message import DecodeError, Message
 from jinja2 import TemplateError
 
+from cluster.constraints import GrammarChecker, constraint_grammar, request_tools
 from cluster.limits import LimitsConfig, check_limit
 from cluster.request_fields import ADMISSIONS, PRIORITIES, prompt_chars, prompt_images
+from cluster.tool_calls.base import ToolCallFormat
+from cluster.tool_calls.registry import detect_format
 from proto.triserve.v1 import triserve_pb2 as pb
 from scheduler.request import RequestSpec, UnknownModelError
 from workers.contract.errors import InvalidRequestError, PromptTooLongError
@@ -33,13 +36,16 @@ from workers.engine.prompt import PromptBuilder, load_tokenizer
 
 @dataclass
 class ModelFrontend:
-    """What the ingress needs of one model: its tokenizer, prompt rules and context length."""
+    """What the ingress needs of one model: its tokenizer, prompt rules, context length, and how
+    it writes tool calls."""
 
     name: str
     tokenizer: object  # used by the build thread only
     detokenizer: object  # a second instance, for streaming text on the event loop
     prompt_builder: PromptBuilder
     max_model_len: int
+    tool_format: ToolCallFormat | None  # None: the model cannot be given tools
+    grammar_checker: GrammarChecker  # build thread only
 
     @classmethod
     def load(cls, name: str, model_dir: str | Path) -> ModelFrontend:
@@ -51,6 +57,8 @@ class ModelFrontend:
             detokenizer=load_tokenizer(model_dir),
             prompt_builder=PromptBuilder(model_dir, config, tokenizer),
             max_model_len=config.text.max_position_embeddings,
+            tool_format=detect_format(getattr(tokenizer, "chat_template", None)),
+            grammar_checker=GrammarChecker(tokenizer, config.text.vocab_size),
         )
 
 
@@ -113,6 +121,11 @@ class RequestBuilder:
             raise PromptTooLongError(
                 f"prompt has {len(token_ids):,} tokens; the limit is {name} = {limit:,}"
             )
+        grammar = constraint_grammar(
+            request, model.tool_format, model.name, model.tokenizer.get_added_vocab()
+        )
+        if grammar is not None:
+            model.grammar_checker.check(grammar)
         spec = RequestSpec(
             request_id=request.request_id or uuid.uuid4().hex,
             model=model.name,
@@ -121,7 +134,7 @@ class RequestBuilder:
                 ImageInput(image_hash(image), data, image.width * image.height)
                 for image, data in zip(images, image_bytes, strict=True)
             ],
-            sampling_params=sampling_params(request.sampling).with_seed(),
+            sampling_params=sampling_params(request.sampling, grammar).with_seed(),
             slo_ttft_ms=request.slo.ttft_ms if request.slo.HasField("ttft_ms") else None,
             slo_tpot_ms=request.slo.tpot_ms if request.slo.HasField("tpot_ms") else None,
             priority=PRIORITIES.get(request.priority, "interactive"),
@@ -146,16 +159,46 @@ class RequestBuilder:
                     images.append(part.image)
                 else:
                     parts.append({"type": "text", "text": part.text})
-            messages.append({"role": message.role, "content": parts})
+            messages.append(_template_message(message, parts))
+        tools = [_template_tool(tool) for tool in request_tools(request)]
         try:
             text = model.tokenizer.apply_chat_template(
                 messages,
+                tools=tools or None,
                 tokenize=False,
                 add_generation_prompt=request.conversation.add_generation_prompt,
             )
         except (ValueError, TemplateError) as e:  # no template, or messages it rejects
             raise InvalidRequestError(f"cannot apply the model's chat template: {e}") from None
         return text, images
+
+
+def _template_message(message: pb.ChatMessage, parts: list[dict]) -> dict:
+    """One chat message as Hugging Face chat templates take it (OpenAI's shape)."""
+    rendered: dict = {"role": message.role, "content": parts}
+    if message.tool_calls:
+        rendered["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments_json or "{}"},
+            }
+            for call in message.tool_calls
+        ]
+    if message.tool_call_id:
+        rendered["tool_call_id"] = message.tool_call_id
+    return rendered
+
+
+def _template_tool(tool) -> dict:
+    return {
+        "type": "function",
+        "function": {
+            "name": tool.name,
+            "description": tool.description,
+            "parameters": tool.parameters,
+        },
+    }
 
 
 def parse_message(message_type: type[Message], raw: bytes | Message, max_bytes: int) -> Message:
@@ -190,8 +233,9 @@ def check_slo(slo: pb.SLO) -> None:
             )
 
 
-def sampling_params(sampling: pb.SamplingParams) -> SamplingParams:
-    """Protobuf sampling fields -> SamplingParams (InvalidSamplingParamsError when invalid)."""
+def sampling_params(sampling: pb.SamplingParams, grammar: str | None = None) -> SamplingParams:
+    """Protobuf sampling fields (and the answer's grammar, cluster/constraints.py) ->
+    SamplingParams (InvalidSamplingParamsError when invalid)."""
     return SamplingParams(
         max_tokens=sampling.max_tokens if sampling.HasField("max_tokens") else 16,
         temperature=sampling.temperature,
@@ -201,4 +245,5 @@ def sampling_params(sampling: pb.SamplingParams) -> SamplingParams:
         stop_token_ids=tuple(sampling.stop_token_ids),
         stop=tuple(sampling.stop),
         ignore_eos=sampling.ignore_eos,
+        grammar=grammar,
     )

@@ -37,10 +37,15 @@ def prompt_images(request: pb.GenerateRequest) -> list[bytes]:
 
 
 def prompt_chars(request: pb.GenerateRequest) -> int:
-    """Characters of the prompt as sent: raw text, or every chat message's role and text."""
+    """Characters of the prompt as sent: raw text, or every chat message's role, text and tool
+    calls; plus the tools' definitions and the response schema, which the prompt shows too."""
+    extra = sum(len(t.name) + len(t.description) + len(t.parameters_json) for t in request.tools)
+    extra += len(request.response_format.json_schema)
     if request.WhichOneof("prompt") == "raw":
-        return len(request.raw.text)
-    return sum(
-        len(message.role) + sum(len(part.text) for part in message.content)
+        return len(request.raw.text) + extra
+    return extra + sum(
+        len(message.role)
+        + sum(len(part.text) for part in message.content)
+        + sum(len(call.name) + len(call.arguments_json) for call in message.tool_calls)
         for message in request.conversation.messages
     )

@@ -44,7 +44,13 @@ def small_png() -> bytes:
 
 def builder(**limits) -> RequestBuilder:
     model = ModelFrontend(
-        name="m", tokenizer=None, detokenizer=None, prompt_builder=None, max_model_len=CONTEXT
+        name="m",
+        tokenizer=None,
+        detokenizer=None,
+        prompt_builder=None,
+        max_model_len=CONTEXT,
+        tool_format=None,
+        grammar_checker=None,
     )
     return RequestBuilder({"m": model}, LimitsConfig(**limits))
 

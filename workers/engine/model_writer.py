@@ -16,7 +16,7 @@ import torch
 from workers.engine.model_presets import PRESETS, ModelSpec
 from workers.engine.tokenizer_trainer import train_tokenizer
 
-FORMAT_VERSION = 1  # bump when a preset changes, so caches rebuild
+FORMAT_VERSION = 2  # bump when a preset or the tokenizer (chat template) changes: caches rebuild
 
 
 def write_checkpoint(model_dir: str | Path, spec: ModelSpec | str = "tiny") -> Path:

@@ -20,16 +20,50 @@ CORPUS_MODULES = (
     "statistics string subprocess textwrap threading typing unittest urllib uuid zipfile"
 ).split()
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<image>")
-# LLaVA-1.5 style: "USER: <image>\nWhat is this? ASSISTANT:"
+# LLaVA-1.5 style: "USER: <image>\nWhat is this? ASSISTANT:". With tools, Hermes style (the
+# `hermes` tool-call format of cluster/tool_calls detects it by its `<tool_call>`): a system
+# block lists the tools, the assistant answers with `<tool_call>` blocks, and tool results come
+# back in a user turn as `<tool_response>` blocks. A newline right after a `{% %}` tag is
+# written as {{ '\n' }}, because Hugging Face renders with trim_blocks, which drops it.
 CHAT_TEMPLATE = (
+    "{% macro text_of(content) %}"
+    "{% if content is string %}{{ content }}"
+    "{% elif content %}{% for part in content %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{% endmacro %}"
+    "{% set has_system = messages and messages[0]['role'] == 'system' %}"
+    "{% if tools %}"
+    "{% if has_system %}{{ text_of(messages[0]['content']) }}\n\n{% endif %}"
+    "# Tools\n\nYou may call one or more functions to help with the request. Their signatures,"
+    " one JSON object a line, are within <tools></tools> XML tags:\n<tools>"
+    "{% for tool in tools %}{{ '\\n' }}{{ tool | tojson }}{% endfor %}"
+    "{{ '\\n' }}</tools>\n\nTo call a function, answer with one block per call, each a JSON"
+    " object with the function's name and arguments within <tool_call></tool_call> XML tags:\n"
+    '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>\n'
+    "{% endif %}"
     "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}{{ message['content'] }}\n"
+    "{% if message['role'] == 'system' %}"
+    "{% if not (tools and loop.first) %}{{ text_of(message['content']) }}\n{% endif %}"
     "{% elif message['role'] == 'user' %}USER: "
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for part in message['content'] %}"
     "{% if part['type'] == 'image' %}<image>\n{% else %}{{ part['text'] }}{% endif %}"
     "{% endfor %}{% endif %} "
-    "{% else %}ASSISTANT: {{ message['content'] }}</s>{% endif %}"
+    "{% elif message['role'] == 'tool' %}"
+    "{% if loop.first or messages[loop.index0 - 1]['role'] != 'tool' %}USER: {% endif %}"
+    "<tool_response>\n{{ text_of(message['content']) }}\n</tool_response>"
+    "{% if loop.last or messages[loop.index0 + 1]['role'] != 'tool' %} "
+    "{% else %}{{ '\\n' }}{% endif %}"
+    "{% else %}ASSISTANT: {{ text_of(message['content']) }}"
+    "{% for call in message['tool_calls'] or [] %}"
+    "{% if call['function'] is defined %}{% set call = call['function'] %}{% endif %}"
+    "{% if not loop.first or text_of(message['content']) %}{{ '\\n' }}{% endif %}"
+    '<tool_call>\n{"name": {{ call[\'name\'] | tojson }}, "arguments": '
+    "{% if call['arguments'] is string %}{{ call['arguments'] }}"
+    "{% else %}{{ call['arguments'] | tojson }}{% endif %}"
+    "}\n</tool_call>"
+    "{% endfor %}</s>{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
 )
