@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("dir", type=Path)
     make.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
 
-    serve = commands.add_parser("serve", help="start the cluster and its gRPC API")
+    serve = commands.add_parser("serve", help="start the cluster, its gRPC and HTTP APIs")
     serve.add_argument("--config", type=Path, help="cluster YAML (see deploy/)")
     serve.add_argument("--model", type=Path, help="checkpoint directory for every pool")
     serve.add_argument("--preset", choices=sorted(PRESETS), help="embedded model (default tiny)")
@@ -28,6 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     layout.add_argument("--pools", help="e.g. encode=1,prefill=1,decode=1 or ep=2,d=1")
     layout.add_argument("--colocated", type=int, metavar="N", help="one pool of N EPD workers")
     serve.add_argument("--port", type=int, help="gRPC port (default 50051)")
+    http = serve.add_mutually_exclusive_group()
+    http.add_argument(
+        "--http-port", type=int, help="OpenAI-compatible HTTP API port (default 8000; 0: any free)"
+    )
+    http.add_argument("--no-http", action="store_true", help="serve gRPC only, no HTTP API")
     serve.add_argument(
         "--metrics-port", type=int, help="Prometheus /metrics port (default 9464; 0: any free)"
     )

@@ -34,7 +34,8 @@ optional; unknown keys and bad values raise `ConfigError` naming the key.
                                        # step to the strictest scheduler.*_tpot_ms
     host: 127.0.0.1         # address the ingress listens on
     port: 50051             # gRPC port (0: any free port)
-    api_token: null         # bearer token clients must send; "env:NAME" reads $NAME
+    http_port: 8000         # OpenAI-compatible HTTP API (0: any free port; null: no HTTP API)
+    api_token: null         # bearer token clients send (gRPC, HTTP); "env:NAME" reads $NAME
     admin_token: null       # token for admin calls (ScalePool); "env:NAME" too
     ray_address: null       # Ray cluster to join ("auto", "ray://host:10001"); null: start one
     fetch_timeout_s: 30     # how long a worker waits for a transfer before failing it
@@ -174,6 +175,7 @@ class ClusterConfig:
     pools: tuple[PoolConfig, ...] = field(default_factory=default_pools)
     host: str = "127.0.0.1"
     port: int = 50051
+    http_port: int | None = 8000
     api_token: str | None = field(default=None, repr=False)
     admin_token: str | None = field(default=None, repr=False)
     ray_address: str | None = None
@@ -193,10 +195,9 @@ class ClusterConfig:
         stages = "".join(pool.stages for pool in self.pools)
         require("P" in stages and "D" in stages, "pools: no pool runs prefill (P) or decode (D)")
         require(0 <= self.port <= 65535, "port must be in [0, 65535]")
-        require(
-            self.metrics_port is None or 0 <= self.metrics_port <= 65535,
-            "metrics_port must be in [0, 65535] or null",
-        )
+        for key in ("http_port", "metrics_port"):
+            port = getattr(self, key)
+            require(port is None or 0 <= port <= 65535, f"{key} must be in [0, 65535] or null")
         require(self.fetch_timeout_s > 0 and self.call_timeout_s > 0, "timeouts must be > 0")
 
     def pool(self, name: str) -> PoolConfig:

@@ -26,6 +26,7 @@ from collections.abc import Collection
 from functools import cached_property
 
 from cluster.tool_calls.base import Tool, ToolCallFormat
+from cluster.tool_calls.registry import FORMATS
 from proto.triserve.v1 import triserve_pb2 as pb
 from workers.contract.errors import InvalidRequestError
 
@@ -59,7 +60,7 @@ def request_tools(request: pb.GenerateRequest) -> list[Tool]:
 
 
 def tool_choice(request: pb.GenerateRequest) -> str:
-    """"auto", "none", "required" or the name of the one function to call."""
+    """ "auto", "none", "required" or the name of the one function to call."""
     choice = request.tool_choice
     if choice.WhichOneof("choice") == "function":
         if choice.function not in {tool.name for tool in request.tools}:
@@ -90,8 +91,8 @@ def constraint_grammar(
         return _grammar_of_schema(response_schema)
     if tool_format is None:
         raise InvalidRequestError(
-            f"model {model!r} has no tool-call format (its chat template shows none); "
-            "set its tool_call_format in the cluster config"
+            f"model {model!r} cannot take tools: its chat template writes no tool-call format "
+            f"Triserve knows ({', '.join(FORMATS)})"
         )
     if choice == "auto" and response_schema is not None:
         raise InvalidRequestError(

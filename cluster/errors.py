@@ -1,5 +1,6 @@
-"""One gRPC status per failure class. Clients see a clear message, never a traceback, and the
-log gets one line per failed call; only an INTERNAL error, a bug of ours, logs its traceback."""
+"""One gRPC status, and one HTTP status, per failure class. Clients see a clear message, never a
+traceback, and the log gets one line per failed call (in gRPC's words, whichever API it came
+through); only an INTERNAL error, a bug of ours, logs its traceback."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import grpc
 
 from scheduler.errors import AdmissionRejectedError, DuplicateRequestError
 from scheduler.request import NoWorkerAvailableError, RequestFailedError, UnknownModelError
-from workers.contract.errors import InvalidRequestError
+from workers.contract.errors import InvalidRequestError, LimitExceededError
 
 
 class UnauthenticatedError(Exception):
@@ -24,6 +25,10 @@ class TraceNotFoundError(LookupError):
     """No trace is kept for that request id (unknown, or evicted)."""
 
 
+class RequestTooLargeError(LimitExceededError):
+    """An HTTP request's body is over limits.max_request_bytes (413; refused before parsing)."""
+
+
 STATUS_BY_ERROR: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
     (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -36,17 +41,47 @@ STATUS_BY_ERROR: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (RequestFailedError, grpc.StatusCode.UNAVAILABLE),
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),  # asyncio.TimeoutError too
 )
+# The OpenAI-compatible HTTP API's statuses (cluster/openai/); first match wins.
+HTTP_STATUS_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
+    (UnauthenticatedError, 401),
+    (RequestTooLargeError, 413),
+    (InvalidRequestError, 400),
+    (UnknownModelError, 404),
+    (DuplicateRequestError, 409),
+    (UnknownPoolError, 400),
+    (TraceNotFoundError, 404),
+    (AdmissionRejectedError, 429),  # with Retry-After
+    (NoWorkerAvailableError, 503),
+    (RequestFailedError, 503),
+    (TimeoutError, 504),
+)
+SCHEDULER_UNAVAILABLE = "the scheduler is unavailable; retry"
+INTERNAL_ERROR = "internal error; the server log has the details"
 
 
 def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status and message for an error, unwrapping Ray's RayTaskError to its cause."""
+    return _lookup(
+        error,
+        STATUS_BY_ERROR,
+        unavailable=grpc.StatusCode.UNAVAILABLE,
+        internal=grpc.StatusCode.INTERNAL,
+    )
+
+
+def http_status_for(error: BaseException) -> tuple[int, str]:
+    """The HTTP status and message for an error (as `status_for`)."""
+    return _lookup(error, HTTP_STATUS_BY_ERROR, unavailable=503, internal=500)
+
+
+def _lookup(error: BaseException, table: tuple, unavailable, internal) -> tuple:
     cause = getattr(error, "cause", None) or error
-    for error_type, code in STATUS_BY_ERROR:
+    for error_type, code in table:
         if isinstance(cause, error_type):
             return code, str(cause.args[0]) if cause.args else error_type.__name__
     if _is_ray_actor_error(cause):  # the control plane is gone or restarting
-        return grpc.StatusCode.UNAVAILABLE, "the scheduler is unavailable; retry"
-    return grpc.StatusCode.INTERNAL, "internal error; the server log has the details"
+        return unavailable, SCHEDULER_UNAVAILABLE
+    return internal, INTERNAL_ERROR
 
 
 LOG_FIELD_CHARS = 128  # a client-chosen text longer than this is cut in log lines

@@ -1,7 +1,13 @@
-"""The gRPC ingress: a Ray Serve deployment answering `triserve.v1.Triserve` and the standard
-`grpc.health.v1.Health` service. It authenticates, parses (the proxy forwards request bytes; see
-serve_grpc.py), checks the limits, builds each request, then hands it to the scheduler actor and
-streams the scheduler's outputs back, one message per step."""
+"""The ingress: one Ray Serve deployment answering both APIs. Over gRPC (Serve's gRPC proxy):
+`triserve.v1.Triserve` and the standard `grpc.health.v1.Health` service. Over HTTP (Serve's
+HTTP proxy): the OpenAI-compatible API, a FastAPI app this class builds in each replica
+(`__serve_build_asgi_app__`; cluster/openai/routes.py). One deployment, so one Serve
+application: gRPC clients need not name one, and both APIs share the Frontend (frontend.py:
+limits, the admission door, the build lanes and their tokenizers) and the scheduler.
+
+gRPC calls are authenticated and parsed here (the proxy forwards request bytes; see
+serve_grpc.py); the Frontend checks the limits, builds the request and submits it to the
+scheduler actor; the scheduler's outputs stream back, one message per step."""
 
 from __future__ import annotations
 
@@ -10,14 +16,12 @@ import dataclasses
 import hmac
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import ray
+from fastapi import FastAPI
 from grpc_health.v1 import health_pb2
 from ray import serve
 
-from cluster.detokenizer import IncrementalDetokenizer
-from cluster.door import Door
 from cluster.errors import (
     TraceNotFoundError,
     UnauthenticatedError,
@@ -25,30 +29,28 @@ from cluster.errors import (
     retry_after_ms,
     status_for,
 )
+from cluster.frontend import Frontend
 from cluster.limits import LimitsConfig
-from cluster.request_builder import ModelFrontend, RequestBuilder, parse_message
-from cluster.request_fields import has_images
+from cluster.openai.routes import OpenAIRoutes
+from cluster.request_builder import parse_message
 from cluster.serve_grpc import install_client_error_filter, received_at
 from cluster.state_messages import cluster_state_message, pool_state_message, trace_message
 from proto.triserve.v1 import triserve_pb2 as pb
-from scheduler.errors import DuplicateRequestError
-from scheduler.request import Refusal
 from workers.contract.errors import InvalidRequestError
 
 logger = logging.getLogger("triserve.ingress")
-FINISH_REASONS = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH}
+FINISH_REASONS = {
+    "stop": pb.FINISH_REASON_STOP,
+    "length": pb.FINISH_REASON_LENGTH,
+    "cancelled": pb.FINISH_REASON_CANCELLED,
+}
 SCHEDULER_CALL_TIMEOUT_S = 30.0
 SCALE_TIMEOUT_S = 900.0  # starting workers loads their models
 MAX_WORKERS_PER_POOL = 1024
 
 
-@dataclasses.dataclass(frozen=True)
-class BuildLane:
-    builder: RequestBuilder
-    thread: ThreadPoolExecutor
-
-
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=10_000)
+@serve.ingress()  # the HTTP app comes from __serve_build_asgi_app__, once the replica is built
 class Ingress:
     def __init__(
         self,
@@ -58,25 +60,19 @@ class Ingress:
         api_token: str | None = None,
         admin_token: str | None = None,
         limits: LimitsConfig | None = None,
+        serve_http: bool = True,
     ) -> None:
         self.scheduler = ray.get_actor(scheduler_name, namespace=namespace)
         self.api_token, self.admin_token = api_token, admin_token
         self.limits = limits or LimitsConfig()
-        self._door = Door(self.scheduler)
+        self.frontend = Frontend(self.scheduler, model_dirs, self.limits)
+        self.serve_http = serve_http  # False: HTTP answers 404 (Serve's proxy runs for gRPC)
         install_client_error_filter(drop=True)  # _fail logs each failure, once
-        # Two build lanes, so that a text request never waits behind the image decoding of a
-        # rock. One thread each, with its own tokenizers: a Rust tokenizer must not be used
-        # from two threads at once.
-        self._lanes = {
-            has_images: BuildLane(
-                RequestBuilder(
-                    {name: ModelFrontend.load(name, path) for name, path in model_dirs.items()},
-                    self.limits,
-                ),
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"build-{lane}"),
-            )
-            for has_images, lane in ((False, "text"), (True, "images"))
-        }
+
+    def __serve_build_asgi_app__(self) -> FastAPI:  # noqa: N807
+        if not self.serve_http:
+            return FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+        return OpenAIRoutes(self.frontend, self.scheduler, self.api_token, self.limits).app()
 
     # ----------------------------------------------------------------- triserve.v1.Triserve
     async def Generate(self, request: bytes | pb.GenerateRequest, grpc_context):  # noqa: N802
@@ -87,48 +83,26 @@ class Ingress:
             request = parse_message(pb.GenerateRequest, request, self.limits.max_request_bytes)
             arrival_time = received_at(request, arrival_time)  # the SLO clock starts at the proxy
             request_id = request.request_id
-            lane = self._lanes[has_images(request)]
-            model = lane.builder.check(request)  # an oversized request never waits for a lane
-            self._door.open_if_needed()
-            waited_ms = (time.time() - arrival_time) * 1000.0
-            self._door.check(request, model.name, waited_ms)  # nor one admission would refuse
-            # Decoding images and tokenising are CPU work: keep them off the event loop that
-            # streams every other request's tokens.
-            loop = asyncio.get_running_loop()
-            spec, model = await loop.run_in_executor(
-                lane.thread, lane.builder.build, request, arrival_time
-            )
+            generation = await self.frontend.start(request, arrival_time)
         except Exception as e:
             self._fail(grpc_context, e, request_id)
-        detokenizer = IncrementalDetokenizer(model.detokenizer, spec.sampling_params.stop)
-        stream = self.scheduler.generate.options(num_returns="streaming").remote(spec)
-        owns_request = True  # False when the scheduler refused it (e.g. a duplicate id)
-        finished = False
         try:
-            async for ref in stream:
-                output = await ref
-                if isinstance(output, Refusal):
-                    owns_request = False
-                    raise output.error
-                is_last = output.finish_reason is not None
+            async for step in generation:
                 response = pb.GenerateResponse(
-                    request_id=spec.request_id,
-                    token_ids=output.token_ids,
-                    text=detokenizer.add(output.token_ids, is_last),
+                    request_id=generation.request_id, token_ids=step.token_ids, text=step.text
                 )
-                if is_last:
-                    finished = True
-                    response.finish_reason = FINISH_REASONS.get(
-                        output.finish_reason, pb.FINISH_REASON_CANCELLED
-                    )
-                    response.usage.CopyFrom(pb.Usage(**dataclasses.asdict(output.usage)))
+                if step.finish_reason is not None:
+                    response.finish_reason = FINISH_REASONS[step.finish_reason]
+                    response.usage.CopyFrom(pb.Usage(**dataclasses.asdict(step.usage)))
+                    for call in step.parsed.tool_calls if step.parsed else ():
+                        response.tool_calls.add(
+                            id=call.id, name=call.name, arguments_json=call.arguments
+                        )
                 yield response
         except Exception as e:
-            owns_request = not isinstance(getattr(e, "cause", e), DuplicateRequestError)
-            self._fail(grpc_context, e)
-        finally:
-            if not finished and owns_request:  # the client went away or the stream broke
-                self.scheduler.cancel.remote(spec.request_id)
+            self._fail(grpc_context, e, request_id)
+        finally:  # also when the client went away: a closed stream cancels the request
+            generation.close()
 
     async def GetClusterState(self, request, grpc_context):  # noqa: N802
         try:

@@ -1,5 +1,6 @@
 """Start and stop a whole Triserve cluster: Ray, the control plane (scheduler + pools) and the
-Ray Serve gRPC ingress. Used by `triserve serve`, the tests and the benchmarks."""
+Ray Serve ingress (gRPC, and the OpenAI-compatible HTTP API). Used by `triserve serve`, the tests
+and the benchmarks."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class RunningCluster:
     started_ray: bool
     cluster_id: str  # in the names of the worker actors (workers/actor.py)
     metrics_address: str | None = None  # host:port serving /metrics; None: metrics are off
+    http_address: str | None = None  # host:port of the OpenAI-compatible HTTP API; None: off
 
     def stop(self) -> None:
         import ray
@@ -90,6 +92,8 @@ def start_cluster(config: ClusterConfig, ray_init_kwargs: dict | None = None) ->
         )
     if config.port == 0:
         config = replace(config, port=free_port(config.host))
+    if config.http_port == 0:
+        config = replace(config, http_port=free_port(config.host))
     if config.metrics_port == 0:  # chosen here: a restarted control plane serves on it again
         config = replace(config, metrics_port=free_port(config.host))
     cluster_id = new_cluster_id()
@@ -113,9 +117,13 @@ def start_cluster(config: ClusterConfig, ray_init_kwargs: dict | None = None) ->
         if started_ray:
             ray.shutdown()
         raise
+    # Serve runs its HTTP proxy whenever it runs its gRPC one: with the HTTP API off, it
+    # listens on a free local port, where the ingress answers 404.
+    serves_http = config.http_port is not None
+    http_host = config.host if serves_http else "127.0.0.1"
     serve.start(
         grpc_options=gRPCOptions(port=config.port, grpc_servicer_functions=SERVICER_FUNCTIONS),
-        http_options={"host": config.host, "port": free_port(config.host)},
+        http_options={"host": http_host, "port": config.http_port or free_port(http_host)},
     )
     model_dirs = {name: str(config.model_dir(name)) for name in config.models}
     serve.run(
@@ -129,12 +137,20 @@ def start_cluster(config: ClusterConfig, ray_init_kwargs: dict | None = None) ->
             config.api_token,
             config.admin_token,
             limits=config.limits,
+            serve_http=serves_http,
         ),
         name=APP_NAME,
         route_prefix="/",
     )
-    address = f"{config.host}:{config.port}"
-    return RunningCluster(config, address, control_plane, started_ray, cluster_id, metrics_address)
+    return RunningCluster(
+        config=config,
+        address=f"{config.host}:{config.port}",
+        control_plane=control_plane,
+        started_ray=started_ray,
+        cluster_id=cluster_id,
+        metrics_address=metrics_address,
+        http_address=f"{config.host}:{config.http_port}" if serves_http else None,
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ClusterConfig:
@@ -151,12 +167,14 @@ def config_from_args(args: argparse.Namespace) -> ClusterConfig:
         config = replace(config, models={name: source}, pools=pools)
     overrides = {
         "port": args.port,
+        "http_port": args.http_port,
         "metrics_port": args.metrics_port,
         "ray_address": args.address,
         "api_token": args.api_token,
         "admin_token": args.admin_token,
     }
-    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    return replace(config, http_port=None) if args.no_http else config
 
 
 def run_until_interrupted(args: argparse.Namespace) -> int:
@@ -170,11 +188,20 @@ def run_until_interrupted(args: argparse.Namespace) -> int:
         if cluster.metrics_address
         else "metrics off"
     )
+    http = f"the OpenAI API on http://{cluster.http_address}/v1" if cluster.http_address else ""
+    try_http = (
+        f"  curl http://{cluster.http_address}/v1/chat/completions "
+        '-H "Content-Type: application/json" -d \'{"messages": [{"role": "user", '
+        '"content": "Hello!"}], "max_tokens": 32}\'\n'
+        if cluster.http_address
+        else ""
+    )
     print(
-        f"Triserve is serving gRPC on {cluster.address}, {metrics} "
+        f"Triserve is serving gRPC on {cluster.address}, {http + ', ' if http else ''}{metrics} "
         f"(ready in {time.monotonic() - started:.0f} s). Try:\n"
         f"  .venv/bin/triserve generate --server {cluster.address} "
         f'--prompt "Hello, who are you?" --max-tokens 32\n'
+        f"{try_http}"
         f"  .venv/bin/triserve status --server {cluster.address}\n"
         "Ctrl-C stops it.",
         flush=True,

@@ -47,7 +47,9 @@ def private_cluster_config(preset: str, pools: str) -> ClusterConfig:
     if not ray.is_initialized():
         os.environ["RAY_AUTH_MODE"] = "disabled"
     pools_config = parse_pools(pools, preset)
-    return ClusterConfig(models={preset: preset}, pools=pools_config, port=0, metrics_port=None)
+    return ClusterConfig(
+        models={preset: preset}, pools=pools_config, port=0, http_port=0, metrics_port=None
+    )
 
 
 def start_cluster(config: ClusterConfig) -> RunningCluster:

@@ -65,6 +65,11 @@ FLAGS = [
     ("--video-frames", "LO-HI", "frames per video request"),
     ("--reuse-fraction", "F", "share of requests repeating an earlier prefix and images"),
     ("--prompt-format", "raw|chat", "raw prompt with <image> slots, or chat messages"),
+    (
+        "--apis",
+        "grpc,http",
+        "send each point over each API in turn; the first counts, the others are compared",
+    ),
     ("--ttft-ms", "MS", "TTFT target sent with every request (default: class targets)"),
     ("--tpot-ms", "MS", "TPOT target sent with every request (default: class targets)"),
     ("--overload", None, "add an overload point (--no-overload: none)"),
@@ -87,7 +92,8 @@ FLAGS = [
 def parse_args(argv: list[str] | None) -> BenchSettings:
     parser = argparse.ArgumentParser(
         prog="python -m bench.serve",
-        description="Serving benchmark: layouts x request rates through the gRPC client SDK.",
+        description="Serving benchmark: layouts x request rates through the gRPC client SDK "
+        "and the OpenAI-compatible HTTP API.",
         argument_default=argparse.SUPPRESS,  # absent flags do not hide the config file's values
     )
     for flag, metavar, text in FLAGS:

@@ -87,6 +87,7 @@ def cluster_config(layout: Layout, deployment: DeploymentSpec) -> ClusterConfig:
         models={deployment.preset: deployment.preset},
         pools=pools,
         port=0,
+        http_port=0,  # any free port: 8000 may be a `triserve serve` nearby
         metrics_port=None,  # off: a fixed port would clash with a `triserve serve` nearby
         scheduler=replace(deployment.scheduler, policy=layout.policy),
     )

@@ -1,6 +1,6 @@
-"""Send one sweep point's requests to a running cluster at their arrival times, through the
-public async client SDK, and record what comes back: chunk times, usage, error statuses, then
-each request's trace.
+"""Send one sweep point's requests to a running cluster at their arrival times, over one API
+(gRPC through the public async client SDK, or HTTP through the `openai` SDK; api_streams.py), and
+record what comes back: chunk times, usage, error statuses, then each request's trace.
 
 Open loop: a request is sent at its arrival time whether or not earlier ones have finished. When
 the last one has been sent, the point waits `drain_timeout_s` for the rest; those still open are
@@ -13,8 +13,7 @@ import asyncio
 import time
 from dataclasses import dataclass, replace
 
-import grpc
-
+from bench.serve.api_streams import StreamResult, stream_grpc, stream_http
 from bench.serve.progress import Progress
 from bench.serve.record import RequestRecord, trace_fields
 from bench.serve.workload import BenchRequest
@@ -38,10 +37,12 @@ class PointPlan:
     request_timeout_s: float = 300.0
     drain_timeout_s: float = 60.0
     run_id: str = ""  # keeps request ids unique across runs against one server
+    api: str = "grpc"  # or "http" (api_streams.py)
+    http_address: str | None = None  # host:port of the OpenAI-compatible API
 
 
 async def _send(
-    client: AsyncTriserveClient,
+    client,  # an AsyncTriserveClient, or an openai.AsyncOpenAI for the HTTP API
     plan: PointPlan,
     request: BenchRequest,
     start: float,
@@ -51,7 +52,7 @@ async def _send(
     sent = time.perf_counter()
     progress.sent()
     record = RequestRecord(
-        request_id=f"{plan.layout}-{plan.point}-{request.index}-{plan.run_id}",
+        request_id=f"{plan.layout}-{plan.point}-{plan.api}-{request.index}-{plan.run_id}",
         layout=plan.layout,
         point=plan.point,
         rate=plan.rate,
@@ -69,40 +70,33 @@ async def _send(
         reuse_of=request.reuse_of,
         extra=request.extra,
     )
-    chunk_ms, chunk_tokens, usage, finish = [], [], None, None
     kwargs = request.generate_kwargs(plan.prompt_format, plan.ttft_ms, plan.tpot_ms)
-    stream = client.generate(request_id=record.request_id, **kwargs)
+    stream = stream_http if plan.api == "http" else stream_grpc
     try:
-        async for chunk in stream:
-            if chunk.token_ids:
-                chunk_ms.append(round((time.perf_counter() - sent) * 1e3, 2))
-                chunk_tokens.append(len(chunk.token_ids))
-            usage = chunk.usage or usage
-            finish = chunk.finish_reason or finish
-    except TriserveError as e:
+        result = await stream(client, record.request_id, kwargs, sent)
+    except asyncio.CancelledError:
+        result = StreamResult(error_details="cancelled at the drain deadline")
+        record = replace(record, status="timeout")
+    if result.error_code is not None:
         elapsed_ms = (time.perf_counter() - sent) * 1e3
-        is_rejected = e.code == grpc.StatusCode.RESOURCE_EXHAUSTED
         record = replace(
             record,
-            status="rejected" if is_rejected else "failed",
-            error_code=e.code.name,
-            error_details=e.details,
-            reject_ms=elapsed_ms if is_rejected else None,
-            retry_after_ms=e.retry_after_ms if is_rejected else None,
+            status="rejected" if result.is_rejected else "failed",
+            error_code=result.error_code,
+            reject_ms=elapsed_ms if result.is_rejected else None,
+            retry_after_ms=result.retry_after_ms if result.is_rejected else None,
         )
-    except asyncio.CancelledError:
-        record = replace(record, status="timeout", error_details="cancelled at the drain deadline")
-    finally:
-        await stream.aclose()
-    if record.status == "ok" and finish is None:
-        record = replace(record, status="failed", error_details="the stream ended unfinished")
+    if record.status == "ok" and result.finish_reason is None:
+        result.error_details = "the stream ended unfinished"
+        record = replace(record, status="failed")
     record = replace(
         record,
-        chunk_ms=chunk_ms,
-        chunk_tokens=chunk_tokens,
-        finish_reason=finish,
-        prompt_tokens=usage.prompt_tokens if usage else None,
-        cached_prompt_tokens=usage.cached_prompt_tokens if usage else None,
+        error_details=result.error_details,
+        chunk_ms=result.chunk_ms,
+        chunk_tokens=result.chunk_tokens,
+        finish_reason=result.finish_reason,
+        prompt_tokens=result.prompt_tokens,
+        cached_prompt_tokens=result.cached_prompt_tokens,
     )
     progress.done(record.status)
     return record
@@ -132,9 +126,10 @@ async def run_point(address: str, plan: PointPlan, progress: Progress) -> tuple[
     """Every request of the point, sent on time and then traced; returns (records, wall_s),
     wall_s from the first send to the last response (or the drain deadline)."""
     async with AsyncTriserveClient(address, timeout_s=plan.request_timeout_s) as client:
+        sender = _http_client(plan) if plan.api == "http" else client
         start = time.perf_counter()
         tasks = [
-            asyncio.create_task(_send(client, plan, request, start, progress))
+            asyncio.create_task(_send(sender, plan, request, start, progress))
             for request in plan.requests
         ]
         last_arrival = max((r.arrival_s for r in plan.requests), default=0.0)
@@ -151,6 +146,19 @@ async def run_point(address: str, plan: PointPlan, progress: Progress) -> tuple[
         )
     progress.close()
     return sorted(records, key=lambda r: r.index), wall_s
+
+
+def _http_client(plan: PointPlan):
+    import openai
+
+    if plan.http_address is None:
+        raise ValueError("the cluster serves no HTTP API (http_port is off)")
+    return openai.AsyncOpenAI(
+        base_url=f"http://{plan.http_address}/v1",
+        api_key="none",  # the benchmark's clusters set no token
+        timeout=plan.request_timeout_s,
+        max_retries=0,  # a refusal is a result, not something to hide
+    )
 
 
 async def wait_until_idle(address: str, timeout_s: float = 30.0) -> bool:

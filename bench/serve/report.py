@@ -232,6 +232,41 @@ def layout_sections(results: dict) -> list[str]:
     return lines
 
 
+def _delta(first: float | None, other: float | None) -> str:
+    if first is None or other is None:
+        return "-"
+    return f"{_ms(first)} / {_ms(other)} ({other - first:+.1f})"
+
+
+def api_table(results: dict) -> list[str]:
+    """Each point over the other APIs next to the same point over the first (the same requests
+    at the same times, one after the other): what the other path adds per request and token."""
+    apis = results["config"].get("apis", ["grpc"])
+    if len(apis) < 2:
+        return []
+    lines = [
+        f"### APIs compared: each point over {', '.join(apis)} in turn (p50 ms, {apis[0]} / "
+        "other (difference))",
+        "",
+        "| Layout | Point | API | TTFT p50 | TPOT p50 | e2e p50 | attained |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, layout in results["layouts"].items():
+        first = {p["point"]: p for p in layout["sweep"] + [layout["overload"]] if p}
+        for api, entries in layout.get("other_apis", {}).items():
+            for entry in entries:
+                base = first.get(entry["point"])
+                if base is None:
+                    continue
+                b, o = base["summary"], entry["summary"]
+                lines.append(table_row([
+                    name, entry["point"], api,
+                    *(_delta(b[k]["p50"], o[k]["p50"]) for k in ("ttft_ms", "tpot_ms", "e2e_ms")),
+                    f"{_pct(b['attainment'])} / {_pct(o['attainment'])}",
+                ]))  # fmt: skip
+    return lines
+
+
 NOTES = [
     "- TTFT: send -> first chunk with tokens; e2e: send -> last chunk (client clock). TPOT = "
     "(e2e - TTFT) / (tokens - 1). ITL: each chunk's gap to the previous one divided by its "
@@ -273,5 +308,6 @@ def run_notes(results: dict) -> list[str]:
 def markdown_report(results: dict) -> str:
     notes = ["### Notes", "", *NOTES, *run_notes(results)]
     sections = [header(results), comparisons(results), attainment_table(results),
-                layout_sections(results), notes]  # fmt: skip
+                api_table(results), layout_sections(results), notes]  # fmt: skip
+    sections = [section for section in sections if section]
     return "\n\n".join("\n".join(section) for section in sections).rstrip() + "\n"

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.serve.api_streams import APIS
 from bench.serve.arrivals import PROCESSES
 from bench.serve.layouts import DEFAULT_DISAGG_POOLS, LAYOUTS, parse_layouts
 from bench.serve.mix import DEFAULT_MIX, parse_mix
@@ -57,6 +58,9 @@ class BenchSettings:
     video_frames: tuple[int, int] = (16, 24)
     reuse_fraction: float = 0.1
     prompt_format: str = "raw"  # raw or chat
+    # Each point is sent over each of these APIs in turn, the first one counting for the sweep's
+    # attainment and goodput; the others are compared with it (HTTP needs chat prompts).
+    apis: tuple[str, ...] = ("grpc",)
     ttft_ms: float | None = None  # sent with every request; default: the class targets
     tpot_ms: float | None = None
     # ---- overload point
@@ -112,6 +116,13 @@ def _range(value: Any) -> tuple[int, int]:
     return low, high
 
 
+def _apis(value: Any) -> tuple[str, ...]:
+    apis = tuple(a.strip() for a in (value.split(",") if isinstance(value, str) else value))
+    if not apis or any(a not in APIS for a in apis) or len(set(apis)) < len(apis):
+        raise ValueError(f"apis: a list of distinct APIs out of {list(APIS)}, got {value!r}")
+    return apis
+
+
 def _names(value: Any) -> tuple[str, ...]:
     return tuple(layout.name for layout in parse_layouts(value if isinstance(value, str)
                                                          else ",".join(value)))  # fmt: skip
@@ -119,7 +130,7 @@ def _names(value: Any) -> tuple[str, ...]:
 
 CONVERTERS = {
     "layouts": _names, "rates": _floats, "mix": parse_mix, "prompt_tokens": _range,
-    "output_tokens": _range, "multi_images": _range, "video_frames": _range,
+    "output_tokens": _range, "multi_images": _range, "video_frames": _range, "apis": _apis,
 }  # fmt: skip
 CHOICES = {
     "preset": ("tiny", "small"), "device": ("cpu", "cuda"), "arrival": PROCESSES,
@@ -199,6 +210,8 @@ def check(s: BenchSettings) -> None:
     for name in ("time_scale", "base_rate", "ttft_ms", "tpot_ms", "overload_duration_s"):
         if getattr(s, name) is not None and getattr(s, name) <= 0:
             raise ValueError(f"{name}: must be > 0")
+    if "http" in s.apis and s.prompt_format != "chat":
+        raise ValueError("apis: the HTTP API takes chat messages; add --prompt-format chat")
     if "policy" in s.scheduler:
         raise ValueError("scheduler.policy: each layout sets its own policy")
     scheduler_config(s)

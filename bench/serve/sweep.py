@@ -43,12 +43,22 @@ def point_result(point: SweepPoint, records: list, wall_s: float, is_idle: bool)
     }  # fmt: skip
 
 
+def _latency_line(entry: dict) -> str:
+    s = entry["summary"]
+    return (
+        f"TTFT p50 {s['ttft_ms']['p50']:.1f} ms, TPOT p50 {s['tpot_ms']['p50']:.1f} ms"
+        if s["ttft_ms"]["p50"] is not None and s["tpot_ms"]["p50"] is not None
+        else "no request finished"
+    )
+
+
 def run_layout(name: str, deployment: DeploymentSpec, points, warmup, settings) -> tuple:
     """One layout over every point; returns (layout result, records)."""
     layout = LAYOUTS[name]
     config = cluster_config(layout, deployment)
     result = {"name": name, "policy": layout.policy, "error": None, "sweep": [], "overload": None,
-              "pools": [f"{p.name}={p.num_workers}x{p.stages}" for p in config.pools]}  # fmt: skip
+              "pools": [f"{p.name}={p.num_workers}x{p.stages}" for p in config.pools],
+              "other_apis": {api: [] for api in settings.apis[1:]}}  # fmt: skip
     log(f"{name}: starting pools {', '.join(result['pools'])}, policy {layout.policy}")
     started = time.perf_counter()
     try:
@@ -63,7 +73,7 @@ def run_layout(name: str, deployment: DeploymentSpec, points, warmup, settings) 
         if warmup:
             asyncio.run(warm_up(cluster.address, warmup, settings.prompt_format))
         run_id = uuid.uuid4().hex[:6]
-        for point in points:
+        for point, api in ((p, a) for p in points for a in settings.apis):
             plan = PointPlan(
                 layout=name,
                 point=point.name,
@@ -75,11 +85,17 @@ def run_layout(name: str, deployment: DeploymentSpec, points, warmup, settings) 
                 request_timeout_s=settings.request_timeout_s,
                 drain_timeout_s=settings.drain_timeout_s,
                 run_id=run_id,
+                api=api,
+                http_address=cluster.http_address,
             )
-            progress = Progress(f"{name} {point.name}", len(point.requests))
+            progress = Progress(f"{name} {point.name} {api}", len(point.requests))
             records, wall_s = asyncio.run(run_point(cluster.address, plan, progress))
             is_idle = asyncio.run(wait_until_idle(cluster.address))
             entry = point_result(point, records, wall_s, is_idle)
+            if api != settings.apis[0]:
+                result["other_apis"][api].append(entry)
+                log(f"{name} {point.name} over {api}: {_latency_line(entry)}")
+                continue
             if point.kind == "overload":
                 result["overload"] = entry
             else:

@@ -1,4 +1,5 @@
-"""One real cluster (Ray actors, Ray Serve gRPC) for the end-to-end tests of this package.
+"""One real cluster (Ray actors, Ray Serve gRPC and HTTP) for the end-to-end tests of this
+package.
 
 It serves the tiny checkpoint under two names, so that every test can compare layouts in the
 same cluster: `disagg` runs on separate encode, prefill and decode workers, `coloc` on one EPD
@@ -32,6 +33,7 @@ def cluster(ray_cluster, tiny_model_dir):
             pool("colocated", "EPD", "coloc"),
         ),
         port=0,
+        http_port=0,
         metrics_port=0,  # never the default 9464, which a running server may hold
         api_token=API_TOKEN,
         admin_token=ADMIN_TOKEN,
