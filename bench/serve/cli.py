@@ -68,7 +68,7 @@ FLAGS = [
     (
         "--apis",
         "grpc,http",
-        "send each point over each API in turn; the first counts, the others are compared",
+        "APIs the requests alternate over (request i: the (i mod n)-th), compared side by side",
     ),
     ("--ttft-ms", "MS", "TTFT target sent with every request (default: class targets)"),
     ("--tpot-ms", "MS", "TPOT target sent with every request (default: class targets)"),

@@ -37,12 +37,14 @@ class PointPlan:
     request_timeout_s: float = 300.0
     drain_timeout_s: float = 60.0
     run_id: str = ""  # keeps request ids unique across runs against one server
-    api: str = "grpc"  # or "http" (api_streams.py)
+    # Request i goes over apis[i % len(apis)]: with several, they share the point's load and
+    # caches, side by side (api_streams.py).
+    apis: tuple[str, ...] = ("grpc",)
     http_address: str | None = None  # host:port of the OpenAI-compatible API
 
 
 async def _send(
-    client,  # an AsyncTriserveClient, or an openai.AsyncOpenAI for the HTTP API
+    clients: dict,  # api -> an AsyncTriserveClient, or an openai.AsyncOpenAI for "http"
     plan: PointPlan,
     request: BenchRequest,
     start: float,
@@ -51,8 +53,9 @@ async def _send(
     await asyncio.sleep(max(0.0, start + request.arrival_s - time.perf_counter()))
     sent = time.perf_counter()
     progress.sent()
+    api = plan.apis[request.index % len(plan.apis)]
     record = RequestRecord(
-        request_id=f"{plan.layout}-{plan.point}-{plan.api}-{request.index}-{plan.run_id}",
+        request_id=f"{plan.layout}-{plan.point}-{request.index}-{plan.run_id}",
         layout=plan.layout,
         point=plan.point,
         rate=plan.rate,
@@ -69,11 +72,12 @@ async def _send(
         max_tokens=request.max_tokens,
         reuse_of=request.reuse_of,
         extra=request.extra,
+        api=api,
     )
     kwargs = request.generate_kwargs(plan.prompt_format, plan.ttft_ms, plan.tpot_ms)
-    stream = stream_http if plan.api == "http" else stream_grpc
+    stream = stream_http if api == "http" else stream_grpc
     try:
-        result = await stream(client, record.request_id, kwargs, sent)
+        result = await stream(clients[api], record.request_id, kwargs, sent)
     except asyncio.CancelledError:
         result = StreamResult(error_details="cancelled at the drain deadline")
         record = replace(record, status="timeout")
@@ -126,10 +130,12 @@ async def run_point(address: str, plan: PointPlan, progress: Progress) -> tuple[
     """Every request of the point, sent on time and then traced; returns (records, wall_s),
     wall_s from the first send to the last response (or the drain deadline)."""
     async with AsyncTriserveClient(address, timeout_s=plan.request_timeout_s) as client:
-        sender = _http_client(plan) if plan.api == "http" else client
+        clients = {"grpc": client}
+        if "http" in plan.apis:
+            clients["http"] = _http_client(plan)
         start = time.perf_counter()
         tasks = [
-            asyncio.create_task(_send(sender, plan, request, start, progress))
+            asyncio.create_task(_send(clients, plan, request, start, progress))
             for request in plan.requests
         ]
         last_arrival = max((r.arrival_s for r in plan.requests), default=0.0)
@@ -139,6 +145,8 @@ async def run_point(address: str, plan: PointPlan, progress: Progress) -> tuple[
             task.cancel()
         records = list(await asyncio.gather(*tasks))
         wall_s = time.perf_counter() - start
+        if "http" in clients:
+            await clients["http"].close()
         limit = asyncio.Semaphore(TRACE_CONCURRENCY)
         records = await asyncio.gather(
             *(_with_trace(client, r, limit) for r in records if r.status != "rejected"),

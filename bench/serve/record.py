@@ -42,7 +42,7 @@ class RequestRecord:
     max_image_pixels: int = 0
     max_tokens: int = 0
     reuse_of: int | None = None
-    error_code: str | None = None  # the gRPC status name
+    error_code: str | None = None  # the gRPC status name, or "HTTP 429"
     error_details: str = ""
     reject_ms: float | None = None  # send -> RESOURCE_EXHAUSTED
     retry_after_ms: float | None = None  # the server's hint, when it sent one
@@ -53,6 +53,7 @@ class RequestRecord:
     cached_prompt_tokens: int | None = None
     trace: dict | None = None  # trace_fields(...), when the trace could be read
     extra: dict = field(default_factory=dict)  # a trace row's own lengths, before clamping
+    api: str = "grpc"  # what it was sent over: "grpc" or "http"
 
     @property
     def is_admitted(self) -> bool:

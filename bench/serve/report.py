@@ -239,28 +239,31 @@ def _delta(first: float | None, other: float | None) -> str:
 
 
 def api_table(results: dict) -> list[str]:
-    """Each point over the other APIs next to the same point over the first (the same requests
-    at the same times, one after the other): what the other path adds per request and token."""
+    """The APIs side by side: a point's requests alternate over them, so both see the same load
+    and caches; the difference is what the other path adds per request and per token."""
     apis = results["config"].get("apis", ["grpc"])
     if len(apis) < 2:
         return []
+    first = apis[0]
     lines = [
-        f"### APIs compared: each point over {', '.join(apis)} in turn (p50 ms, {apis[0]} / "
+        f"### APIs side by side: requests alternate over {', '.join(apis)} (p50 ms, {first} / "
         "other (difference))",
         "",
-        "| Layout | Point | API | TTFT p50 | TPOT p50 | e2e p50 | attained |",
-        "|---|---|---|---|---|---|---|",
+        "| Layout | Point | API | n | TTFT p50 | TPOT p50 | e2e p50 | attained |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, layout in results["layouts"].items():
-        first = {p["point"]: p for p in layout["sweep"] + [layout["overload"]] if p}
-        for api, entries in layout.get("other_apis", {}).items():
-            for entry in entries:
-                base = first.get(entry["point"])
-                if base is None:
+        for point in layout["sweep"] + ([layout["overload"]] if layout["overload"] else []):
+            by_api = point.get("by_api", {})
+            if first not in by_api:
+                continue
+            b = by_api[first]
+            for api in apis[1:]:
+                o = by_api.get(api)
+                if o is None:
                     continue
-                b, o = base["summary"], entry["summary"]
                 lines.append(table_row([
-                    name, entry["point"], api,
+                    name, point["point"], api, f"{b['num_requests']} / {o['num_requests']}",
                     *(_delta(b[k]["p50"], o[k]["p50"]) for k in ("ttft_ms", "tpot_ms", "e2e_ms")),
                     f"{_pct(b['attainment'])} / {_pct(o['attainment'])}",
                 ]))  # fmt: skip

@@ -58,8 +58,8 @@ class BenchSettings:
     video_frames: tuple[int, int] = (16, 24)
     reuse_fraction: float = 0.1
     prompt_format: str = "raw"  # raw or chat
-    # Each point is sent over each of these APIs in turn, the first one counting for the sweep's
-    # attainment and goodput; the others are compared with it (HTTP needs chat prompts).
+    # Request i of a point goes over apis[i % len(apis)], so that the APIs share its load and
+    # caches and compare side by side (HTTP needs chat prompts).
     apis: tuple[str, ...] = ("grpc",)
     ttft_ms: float | None = None  # sent with every request; default: the class targets
     tpot_ms: float | None = None

@@ -31,7 +31,9 @@ from scheduler.config import REQUEST_CLASSES
 log = partial(output.log, "bench.serve")
 
 
-def point_result(point: SweepPoint, records: list, wall_s: float, is_idle: bool) -> dict:
+def point_result(
+    point: SweepPoint, records: list, wall_s: float, is_idle: bool, apis: tuple[str, ...]
+) -> dict:
     return {
         "point": point.name, "kind": point.kind, "rate": point.rate,
         "offered_rate": point.offered_rate, "num_requests": len(point.requests),
@@ -40,16 +42,8 @@ def point_result(point: SweepPoint, records: list, wall_s: float, is_idle: bool)
         "by_kind": metrics.grouped(records, lambda r: r.kind, KINDS),
         "by_class": metrics.grouped(records, lambda r: r.slo_class, REQUEST_CLASSES),
         "class_mismatches": metrics.class_mismatches(records),
+        "by_api": metrics.grouped(records, lambda r: r.api, apis) if len(apis) > 1 else {},
     }  # fmt: skip
-
-
-def _latency_line(entry: dict) -> str:
-    s = entry["summary"]
-    return (
-        f"TTFT p50 {s['ttft_ms']['p50']:.1f} ms, TPOT p50 {s['tpot_ms']['p50']:.1f} ms"
-        if s["ttft_ms"]["p50"] is not None and s["tpot_ms"]["p50"] is not None
-        else "no request finished"
-    )
 
 
 def run_layout(name: str, deployment: DeploymentSpec, points, warmup, settings) -> tuple:
@@ -57,8 +51,7 @@ def run_layout(name: str, deployment: DeploymentSpec, points, warmup, settings) 
     layout = LAYOUTS[name]
     config = cluster_config(layout, deployment)
     result = {"name": name, "policy": layout.policy, "error": None, "sweep": [], "overload": None,
-              "pools": [f"{p.name}={p.num_workers}x{p.stages}" for p in config.pools],
-              "other_apis": {api: [] for api in settings.apis[1:]}}  # fmt: skip
+              "pools": [f"{p.name}={p.num_workers}x{p.stages}" for p in config.pools]}  # fmt: skip
     log(f"{name}: starting pools {', '.join(result['pools'])}, policy {layout.policy}")
     started = time.perf_counter()
     try:
@@ -73,7 +66,7 @@ def run_layout(name: str, deployment: DeploymentSpec, points, warmup, settings) 
         if warmup:
             asyncio.run(warm_up(cluster.address, warmup, settings.prompt_format))
         run_id = uuid.uuid4().hex[:6]
-        for point, api in ((p, a) for p in points for a in settings.apis):
+        for point in points:
             plan = PointPlan(
                 layout=name,
                 point=point.name,
@@ -85,17 +78,13 @@ def run_layout(name: str, deployment: DeploymentSpec, points, warmup, settings) 
                 request_timeout_s=settings.request_timeout_s,
                 drain_timeout_s=settings.drain_timeout_s,
                 run_id=run_id,
-                api=api,
+                apis=settings.apis,
                 http_address=cluster.http_address,
             )
-            progress = Progress(f"{name} {point.name} {api}", len(point.requests))
+            progress = Progress(f"{name} {point.name}", len(point.requests))
             records, wall_s = asyncio.run(run_point(cluster.address, plan, progress))
             is_idle = asyncio.run(wait_until_idle(cluster.address))
-            entry = point_result(point, records, wall_s, is_idle)
-            if api != settings.apis[0]:
-                result["other_apis"][api].append(entry)
-                log(f"{name} {point.name} over {api}: {_latency_line(entry)}")
-                continue
+            entry = point_result(point, records, wall_s, is_idle, settings.apis)
             if point.kind == "overload":
                 result["overload"] = entry
             else:
