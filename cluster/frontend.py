@@ -73,6 +73,10 @@ class Frontend:
         """The served models by name (the text lane's; read their names and limits only)."""
         return self._lanes[False].builder.models
 
+    def model_for(self, name: str) -> ModelFrontend:
+        """The model a request names ("" with one model: that one); UnknownModelError else."""
+        return self._lanes[False].builder.model_for(name)
+
     async def start(self, request: pb.GenerateRequest, arrival_time: float) -> Generation:
         """Check, build and submit `request`; raise what refuses it (InvalidRequestError,
         UnknownModelError, AdmissionRejectedError, ...). `arrival_time`: when the call reached

@@ -28,21 +28,16 @@ from cluster.openai.protocol import (
     NamedToolChoice,
     ResponseFormat,
 )
+from cluster import request_fields
+from cluster.constraints import TOOL_CHOICE_MODES as TOOL_CHOICE_MODE_NAMES
 from proto.triserve.v1 import triserve_pb2 as pb
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg")
 DEFAULT_TEMPERATURE = 1.0
-PRIORITIES = {"interactive": pb.PRIORITY_INTERACTIVE, "batch": pb.PRIORITY_BATCH}
-ADMISSIONS = {
-    "reject": pb.ADMISSION_REJECT,
-    "degrade": pb.ADMISSION_DEGRADE,
-    "best_effort": pb.ADMISSION_BEST_EFFORT,
-}
-TOOL_CHOICE_MODES = {
-    "auto": pb.TOOL_CHOICE_MODE_AUTO,
-    "none": pb.TOOL_CHOICE_MODE_NONE,
-    "required": pb.TOOL_CHOICE_MODE_REQUIRED,
-}
+# The names the gRPC side reads these enums as, read backwards: one table each.
+PRIORITIES = {name: value for value, name in request_fields.PRIORITIES.items() if value}
+ADMISSIONS = {name: value for value, name in request_fields.ADMISSIONS.items() if name}
+TOOL_CHOICE_MODES = {name: value for value, name in TOOL_CHOICE_MODE_NAMES.items()}
 # OpenAI's "developer" role is its newer name for "system", which chat templates know.
 ROLES = {"developer": "system"}
 

@@ -38,6 +38,7 @@ from cluster.openai.protocol import (
 )
 from cluster.openai.request_conversion import chat_request, completion_request
 from proto.triserve.v1 import triserve_pb2 as pb
+from scheduler.request import UnknownModelError
 
 HEALTH_TIMEOUT_S = 5.0
 Convert = Callable[[GenerationFields, int | None], pb.GenerateRequest]
@@ -146,8 +147,8 @@ class OpenAIRoutes:
     def _default_max_tokens(self, name: str) -> int | None:
         """The largest max_tokens the model allows (see request_conversion.py); None for a
         model this cluster does not serve (the Frontend refuses it)."""
-        models = self.frontend.models
-        model = models.get(name) if name else None
-        if not name and len(models) == 1:
-            model = next(iter(models.values()))
-        return self.limits.max_tokens_limit(model.max_model_len)[0] if model else None
+        try:
+            model = self.frontend.model_for(name)
+        except UnknownModelError:
+            return None
+        return self.limits.max_tokens_limit(model.max_model_len)[0]
