@@ -25,7 +25,7 @@ from cluster.request_fields import ADMISSIONS, PRIORITIES, prompt_chars, prompt_
 from cluster.tool_calls.base import ToolCallFormat
 from cluster.tool_calls.registry import detect_format
 from proto.triserve.v1 import triserve_pb2 as pb
-from scheduler.request import RequestSpec, UnknownModelError
+from scheduler.request import RequestSpec, SessionSpec, UnknownModelError
 from workers.contract.errors import InvalidRequestError, PromptTooLongError
 from workers.contract.images import decode_image, image_hash
 from workers.contract.messages import ImageInput
@@ -140,6 +140,7 @@ class RequestBuilder:
             priority=PRIORITIES.get(request.priority, "interactive"),
             admission=ADMISSIONS.get(request.admission),
             arrival_time=time.time() if arrival_time is None else arrival_time,
+            session=session_spec(request),
         )
         return spec, model
 
@@ -231,6 +232,26 @@ def check_slo(slo: pb.SLO) -> None:
             raise InvalidRequestError(
                 f"slo.{key} must be a positive, finite number of milliseconds, got {value:g}"
             )
+
+
+def session_spec(request: pb.GenerateRequest) -> SessionSpec | None:
+    """The request's place in a conversation, or None (InvalidRequestError when malformed)."""
+    if not request.HasField("session"):
+        return None
+    session = request.session
+    if not session.session_id:
+        raise InvalidRequestError("session.session_id is empty")
+    expected = session.expected_pause_s if session.HasField("expected_pause_s") else None
+    if expected is not None and not (math.isfinite(expected) and expected >= 0):
+        raise InvalidRequestError(
+            f"session.expected_pause_s must be a finite number >= 0, got {expected:g}"
+        )
+    return SessionSpec(
+        session_id=session.session_id,
+        pause=session.pause,
+        resume_of=session.resume_of or None,
+        expected_pause_s=expected,
+    )
 
 
 def sampling_params(sampling: pb.SamplingParams, grammar: str | None = None) -> SamplingParams:

@@ -19,6 +19,7 @@ __all__ = [
     "RequestOutput",
     "RequestSpec",
     "UnknownModelError",
+    "SessionSpec",
     "Usage",
 ]
 
@@ -42,6 +43,7 @@ class RequestSpec:
     admission: str | None = None
     # Wall-clock seconds (time.time), so that an ingress in another process can stamp it.
     arrival_time: float = field(default_factory=time.time)
+    session: SessionSpec | None = None  # a call of a conversation (see SessionSpec)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prompt_token_ids", list(self.prompt_token_ids))
@@ -55,6 +57,16 @@ class RequestSpec:
     @property
     def has_images(self) -> bool:
         return bool(self.images)
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """A call's place in a conversation (the proto's `Session` says what each field means)."""
+
+    session_id: str
+    pause: bool = False  # keep the KV when the call ends, for the call that continues it
+    resume_of: str | None = None  # the request id of the paused call this one continues
+    expected_pause_s: float | None = None  # until the next call, when the client knows
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ import base64
 import binascii
 import json
 
+from cluster import request_fields
+from cluster.constraints import TOOL_CHOICE_MODES as TOOL_CHOICE_MODE_NAMES
 from cluster.openai.protocol import (
     ChatCompletionRequest,
     ChatMessage,
@@ -28,8 +30,6 @@ from cluster.openai.protocol import (
     NamedToolChoice,
     ResponseFormat,
 )
-from cluster import request_fields
-from cluster.constraints import TOOL_CHOICE_MODES as TOOL_CHOICE_MODE_NAMES
 from proto.triserve.v1 import triserve_pb2 as pb
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg")

@@ -140,7 +140,7 @@ class SLO(_message.Message):
     def __init__(self, ttft_ms: _Optional[float] = ..., tpot_ms: _Optional[float] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("request_id", "model", "conversation", "raw", "sampling", "slo", "priority", "admission", "tools", "tool_choice", "parallel_tool_calls", "response_format", "proxy_received_unix_s")
+    __slots__ = ("request_id", "model", "conversation", "raw", "sampling", "slo", "priority", "admission", "tools", "tool_choice", "parallel_tool_calls", "response_format", "session", "proxy_received_unix_s")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +153,7 @@ class GenerateRequest(_message.Message):
     TOOL_CHOICE_FIELD_NUMBER: _ClassVar[int]
     PARALLEL_TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     PROXY_RECEIVED_UNIX_S_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
@@ -166,8 +167,21 @@ class GenerateRequest(_message.Message):
     tool_choice: ToolChoice
     parallel_tool_calls: bool
     response_format: ResponseFormat
+    session: Session
     proxy_received_unix_s: float
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., conversation: _Optional[_Union[Conversation, _Mapping]] = ..., raw: _Optional[_Union[RawPrompt, _Mapping]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., slo: _Optional[_Union[SLO, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ..., admission: _Optional[_Union[Admission, str]] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., parallel_tool_calls: _Optional[bool] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., proxy_received_unix_s: _Optional[float] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., conversation: _Optional[_Union[Conversation, _Mapping]] = ..., raw: _Optional[_Union[RawPrompt, _Mapping]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., slo: _Optional[_Union[SLO, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ..., admission: _Optional[_Union[Admission, str]] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., parallel_tool_calls: _Optional[bool] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., proxy_received_unix_s: _Optional[float] = ...) -> None: ...
+
+class Session(_message.Message):
+    __slots__ = ("session_id", "pause", "resume_of", "expected_pause_s")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PAUSE_FIELD_NUMBER: _ClassVar[int]
+    RESUME_OF_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_PAUSE_S_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    pause: bool
+    resume_of: str
+    expected_pause_s: float
+    def __init__(self, session_id: _Optional[str] = ..., pause: _Optional[bool] = ..., resume_of: _Optional[str] = ..., expected_pause_s: _Optional[float] = ...) -> None: ...
 
 class Conversation(_message.Message):
     __slots__ = ("messages", "add_generation_prompt")
