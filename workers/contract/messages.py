@@ -10,6 +10,7 @@ one message per token per request.
     scheduler --submit_decode(DecodeJob)----->  worker  (D)
     scheduler <--poll() -> WorkerEvents-------  worker  (tokens, handoffs, failures, timings)
     scheduler --release([transfer_id])------->  producer, once the consumer acknowledged
+    scheduler --release_paused([request_id])->  worker holding a paused request's KV
 
 The rules both sides keep (job ids name attempts, one poll covers everything since the previous
 one, who reports the first token, transfers, errors) are in worker_client.py.
@@ -29,6 +30,33 @@ from typing import Any
 from workers.contract.block_hash import ImageSpan
 from workers.contract.cost_profile import WorkerProfile
 from workers.contract.sampling_params import SamplingParams
+
+
+@dataclass(frozen=True)
+class PausePlan:
+    """Keep a request's KV on the worker that ends it, pinned, for a call that continues it
+    (sessions: the scheduler decides pin or not by cost, scheduler/pause_policy.py)."""
+
+    ttl_s: float  # release the KV this long after the request ends, if nobody resumed it
+    expected_pause_s: float  # until the continuation is expected: under memory pressure the
+    # paused request expected back last is released first
+
+
+@dataclass(frozen=True)
+class PausedKV:
+    """A request ended paused: its KV stays on the reporting worker."""
+
+    request_id: str
+    num_tokens: int  # tokens whose KV is kept (the prompt and the outputs but the last)
+    num_blocks: int
+
+
+@dataclass(frozen=True)
+class PauseReleased:
+    """A paused request's KV is gone from the reporting worker."""
+
+    request_id: str
+    reason: str  # "resumed", "expired", "evicted" (memory pressure), "released" (asked)
 
 
 @dataclass(frozen=True)
@@ -83,6 +111,11 @@ class PrefillJob:
     # time, ms, under policy "slo"; 0 for all under "fcfs": arrival order). See batcher.py.
     priority: float = 0.0
     num_resumed_tokens: int = 0  # trailing outputs in prompt_token_ids (0: a fresh request)
+    pause: PausePlan | None = None  # keep the KV when it ends (decode_here only)
+    # The paused request whose KV on this worker the prompt continues: the longest common
+    # prefix is reused, the rest computed. A worker without "P" takes such a job (decode_here):
+    # the continuation's prefill runs where its KV is. Gone (expired, evicted): a plain prefill.
+    resume_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +130,7 @@ class DecodeJob:
     kv_dtype: str
     expected_epochs: dict[str, int] = field(default_factory=dict)
     num_resumed_tokens: int = 0  # trailing outputs in prompt_token_ids (see PrefillJob)
+    pause: PausePlan | None = None  # keep the KV when it ends
 
 
 @dataclass(frozen=True)
@@ -182,6 +216,8 @@ class WorkerLoad:
     # full KV blocks a prefix lookup can hit (used or evictable).
     num_embedding_cache_entries: int = 0
     num_prefix_cache_blocks: int = 0
+    num_pinned_blocks: int = 0  # held by paused requests (sessions)
+    num_paused: int = 0
     # The entries themselves, O(cache size): only in the answer to an explicit `load()` call,
     # empty in the load every poll carries.
     embedding_cache_keys: list[str] = field(default_factory=list)
@@ -218,3 +254,5 @@ class WorkerEvents:
     prefix_blocks_removed: list[str] = field(default_factory=list)
     embeddings_added: list[str] = field(default_factory=list)
     embeddings_removed: list[str] = field(default_factory=list)
+    paused: list[PausedKV] = field(default_factory=list)  # ended paused since the last poll
+    pauses_released: list[PauseReleased] = field(default_factory=list)

@@ -39,6 +39,16 @@ Two implementations sit behind this Protocol, each next to what it wraps: `RayWo
   the request fails with it, as it does on a `StageFailed` with `is_invalid_input`. Any other
   exception makes the scheduler drop the worker (its requests are re-driven). `abort` and
   `release` of an id the worker does not hold (never had, finished, already freed) do nothing.
+- **Paused KV (sessions).** A job with a `pause` plan that ends (stop or length, not abort or a
+  failure) keeps its blocks pinned on its worker; the next poll reports it in
+  `WorkerEvents.paused`. A `PrefillJob` with `resume_from` continues it: the worker reuses the
+  KV of the longest common token prefix (images agreeing) and computes only the rest; a worker
+  without the P stage takes such a job when `decode_here` (the continuation's prefill runs where
+  its KV is). When the paused KV is gone (expired after `ttl_s`, evicted under memory pressure
+  before any running request is preempted, the one expected back last first) the job is a plain
+  prefill with the prefix cache: the tokens are the same either way. Every release (`resumed`,
+  `expired`, `evicted`, or `released` on `release_paused`) comes once in
+  `WorkerEvents.pauses_released`. `WorkerLoad.num_pinned_blocks` counts what paused requests hold.
 - **Times** (`queue_ms`, `compute_ms`, in ms) are measured by the worker; the trace keeps them
   (see scheduler/lifecycle.py), and messages.py says what each one covers.
 """
@@ -67,5 +77,7 @@ class WorkerClient(Protocol):
     async def abort(self, request_id: str) -> None: ...
 
     async def release(self, transfer_ids: list[str]) -> None: ...
+
+    async def release_paused(self, request_ids: list[str]) -> None: ...
 
     async def load(self) -> WorkerLoad: ...
