@@ -179,7 +179,8 @@ def _print_pool(pool) -> None:
             f"  {w.worker_id}{flag}: queued {w.encode_queued} img, {w.waiting} waiting, "
             f"{w.running} running, KV {w.kv_blocks_used}/{w.kv_blocks_total} blocks "
             f"({w.kv_blocks_cached} cached), {w.embedding_cache_entries} embeddings, "
-            f"{w.prefix_cache_blocks} prefix blocks"
+            f"{w.prefix_cache_blocks} prefix blocks, {w.pinned_blocks} pinned by "
+            f"{w.paused_requests} paused calls"
         )
         if w.HasField("cost_model"):
             _print_cost_model(w.stages, w.cost_model)

@@ -114,6 +114,11 @@ class ControlPlane:
     async def cancel(self, request_id: str) -> bool:
         return await self.scheduler.cancel(request_id)
 
+    async def forget_paused(self, request_id: str) -> bool:
+        """A session's call the client is done with (e.g. a deleted response): its paused KV
+        is released."""
+        return await self.scheduler.forget_paused(request_id)
+
     def trace(self, request_id: str) -> Trace | None:
         return self.scheduler.trace(request_id)
 

@@ -234,6 +234,17 @@ class SchedulerGauges(Collector):
             ["pool"],
             suspected,
         )
+        pinned = [
+            ([worker_id], worker.load.num_pinned_blocks)
+            for worker_id, worker in sorted(snapshot.workers.items())
+            if worker.load is not None
+        ]
+        yield _gauge(
+            "triserve_pinned_kv_blocks",
+            "KV blocks held by paused session calls, per worker.",
+            ["worker"],
+            pinned,
+        )
         corrections = [
             ([worker_id, stage], value)
             for worker_id, costs in sorted(snapshot.costs.items())

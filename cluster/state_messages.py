@@ -36,6 +36,8 @@ def worker_state_message(
         message.kv_blocks_cached = load.num_kv_blocks_cached
         message.embedding_cache_entries = load.num_embedding_cache_entries
         message.prefix_cache_blocks = load.num_prefix_cache_blocks
+        message.pinned_blocks = load.num_pinned_blocks
+        message.paused_requests = load.num_paused
     return message
 
 

@@ -11,6 +11,7 @@ from scheduler.lifecycle import Lifecycle, RequestState
 from scheduler.output_stream import OutputStream
 from scheduler.request import RequestSpec
 from scheduler.request_class import RequestClass
+from scheduler.sessions import Continuation
 from scheduler.slo import SloTargets
 from scheduler.trace import Trace
 from scheduler.worker_registry import PendingTransfer
@@ -18,6 +19,7 @@ from workers.contract.messages import (
     DecodeJob,
     EmbeddingInput,
     EncodeJob,
+    PausePlan,
     PrefillDone,
     PrefillJob,
 )
@@ -55,6 +57,10 @@ class ActiveRequest:
         self.decode_here = False
         # Arrays produced for this request and not yet released, by transfer id.
         self.transfers: dict[str, PendingTransfer] = {}
+        # Sessions (sessions.py): the paused KV this call's first attempt continues, and the
+        # plan to keep this call's own KV when it ends (set when its last stage is placed).
+        self.continuation: Continuation | None = None
+        self.pause: PausePlan | None = None
 
     @property
     def request_id(self) -> str:
@@ -120,8 +126,13 @@ class ActiveRequest:
         return EncodeJob(request_id=self.job_id, images=list(self.spec.images), export=export)
 
     def prefill_job(
-        self, images: list[EmbeddingInput], expected_epochs: dict[str, int], priority: float
+        self,
+        images: list[EmbeddingInput],
+        expected_epochs: dict[str, int],
+        priority: float,
+        worker_id: str,
     ) -> PrefillJob:
+        continues_here = self.continuation is not None and self.continuation.worker_id == worker_id
         return PrefillJob(
             request_id=self.job_id,
             prompt_token_ids=self.resume_prefix(),
@@ -131,6 +142,8 @@ class ActiveRequest:
             expected_epochs=expected_epochs,
             priority=priority,
             num_resumed_tokens=self.num_resumed_tokens,
+            pause=self.pause if self.decode_here else None,
+            resume_from=self.continuation.resume_from if continues_here else None,
         )
 
     def decode_job(self, done: PrefillDone, prefill_epoch: int) -> DecodeJob:
@@ -146,6 +159,7 @@ class ActiveRequest:
             kv_dtype=done.kv_dtype,
             expected_epochs={done.kv.producer_id: prefill_epoch},
             num_resumed_tokens=self.num_resumed_tokens,
+            pause=self.pause,
         )
 
     def resume_prefix(self) -> list[int]:
@@ -159,6 +173,7 @@ class ActiveRequest:
         tokens, and (text only) prefix blocks to match in the workers' caches."""
         self.attempt += 1
         self.touched = set()
+        self.continuation = None  # the first attempt took the paused KV (or it is gone)
         self.prefill_worker = self.decode_worker = None
         self.decode_here = False
         self.num_resumed_tokens = len(self.stream.token_ids)

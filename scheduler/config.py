@@ -73,6 +73,12 @@ class SchedulerConfig:
     correction_half_life_s: float = 30.0
     residual_half_life_s: float = 10.0
 
+    # ---- sessions (sessions.py, pause_policy.py): paused KV between a conversation's calls
+    session_pause_s: float = 10.0  # expected pause before any is observed, if the call says none
+    session_scarce_fraction: float = 0.75  # KV used + pinned above this: pin only by min-waste
+    session_ttl_factor: float = 3.0  # a pinned call's TTL: this x its expected pause ...
+    session_max_ttl_s: float = 300.0  # ... at most
+
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"scheduler.policy must be one of {POLICIES}, got {self.policy!r}")
@@ -94,6 +100,9 @@ class SchedulerConfig:
                 "worker_suspect_timeout_s",
                 "correction_half_life_s",
                 "residual_half_life_s",
+                "session_pause_s",
+                "session_ttl_factor",
+                "session_max_ttl_s",
             )
         }
         for name, value in positive.items():
@@ -109,6 +118,8 @@ class SchedulerConfig:
                 "scheduler.admission_attainment_goal must be in (0, 1), "
                 f"got {self.admission_attainment_goal}"
             )
+        if not 0 < self.session_scarce_fraction <= 1:
+            raise ValueError("scheduler.session_scarce_fraction must be in (0, 1]")
         if not 0 < self.cost_ewma_alpha <= 1:
             raise ValueError(
                 f"scheduler.cost_ewma_alpha must be in (0, 1], got {self.cost_ewma_alpha}"

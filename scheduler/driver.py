@@ -13,6 +13,8 @@ parts decide (decisions.py) and the driver carries their decisions out.
                          (StartDecode: DecodeJob with the KV ref), release, end, re-drive
     worker lost       -> recovery.py decides, per request that needed the worker
     end               -> abort on every worker it touched, release its arrays, tell observers
+    sessions          -> the job that ends a session's call carries its pause plan
+                         (pause_policy.py); paused and released KV go to sessions.py
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ from scheduler.event_applier import EventApplier, in_causal_order
 from scheduler.feedback import Feedback
 from scheduler.in_flight import InFlight
 from scheduler.lifecycle import RequestState
+from scheduler.pause_policy import PausePlanner
 from scheduler.placement import Placement
 from scheduler.recovery import Recovery
+from scheduler.sessions import SessionDirectory
 from scheduler.slo_ledger import EndedRequest
 from scheduler.stage import Stage
 from scheduler.trace import TraceStore
@@ -64,6 +68,8 @@ class RequestDriver:
         recovery: Recovery,
         traces: TraceStore,  # of ended requests
         observers: list[Callable[[EndedRequest], None]],  # told when a request ends
+        sessions: SessionDirectory,
+        pauses: PausePlanner,
     ) -> None:
         self.requests = requests
         self.workers = workers
@@ -74,6 +80,8 @@ class RequestDriver:
         self.events = EventApplier(requests, feedback, recovery)
         self.traces = traces
         self.observers = observers
+        self.sessions = sessions
+        self.pauses = pauses
         self.num_ended = {state: 0 for state in RequestState if state.is_done}
         self._is_dispatching = False
         self._dispatch_again = False
@@ -87,6 +95,7 @@ class RequestDriver:
         """One engine step of one worker, then whatever it made room for."""
         for event in in_causal_order(events):
             await self.carry_out(self.events.decide(slot, event))
+        self.sessions.apply(slot.worker_id, events.paused, events.pauses_released)
         self.feedback.decode_steps(slot, events)
         await self.dispatch()
 
@@ -98,6 +107,7 @@ class RequestDriver:
             return
         self.feedback.costs.remove_worker(worker_id)
         self.placement.caches.remove_worker(worker_id)
+        self.sessions.forget_worker(worker_id)
         logger.warning("worker %s %s", worker_id, reason)
         if slot.poll_task is not None and slot.poll_task is not asyncio.current_task():
             slot.poll_task.cancel()
@@ -177,6 +187,8 @@ class RequestDriver:
         pending = req.take_transfers()
         if state is not _S.FINISHED:  # workers free a finished request's blocks themselves
             await self.workers.abort(req.touched, req.job_id)
+        elif req.pause is not None and req.decode_worker is not None:
+            self.sessions.ended_paused(req.spec, req.job_id, req.decode_worker)
         await self.workers.release(pending)
         # Last, so that a client seeing the end knows every worker was told.
         if decision.error is not None:
@@ -225,7 +237,8 @@ class RequestDriver:
         unrouted = req.take_transfers("embedding") if slot.worker_id == req.encode_worker else []
         req.lifecycle.advance(_S.PREFILLING, worker=slot.worker_id, decode_here=req.decode_here)
         priority = self.placement.mode.prefill_priority(req.latest_start_ms)
-        job = req.prefill_job(images, self.workers.epochs_of(images), priority)
+        req.pause = self.pauses.plan(req, slot) if req.decode_here else None
+        job = req.prefill_job(images, self.workers.epochs_of(images), priority, slot.worker_id)
         await self._submit(req, slot, job, Stage.PREFILL, launch.predicted_ms)
         await self.workers.release(unrouted)
 
@@ -235,6 +248,7 @@ class RequestDriver:
         if slot is None:
             return await self.carry_out([self.recovery.fail_no_worker(req, Stage.DECODE)])
         req.decode_worker = slot.worker_id
+        req.pause = self.pauses.plan(req, slot)
         req.lifecycle.advance(_S.DECODING, worker=slot.worker_id)
         await self._submit(req, slot, req.decode_job(done, prefill.epoch), Stage.DECODE)
 

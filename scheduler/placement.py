@@ -14,6 +14,9 @@ that follow from cached state and from the stages that come next:
     prefill starts                           -> `decode_worker` asked ahead: the prefill worker
                                                 itself means decode_here (no KV transfer)
     first token                              -> `decode_worker`: where the KV goes
+    a continuation (sessions.py)             -> its prefill runs on the worker holding the
+                                                paused KV it continues (any stages that can
+                                                decode), and decodes there
 
 Everything here is side-effect free: the driver acts on the answers.
 """
@@ -67,6 +70,7 @@ class Placement:
     ) -> PlacementRequest:
         """What the policy is asked for a queued encode or prefill job."""
         is_prefill = stage is Stage.PREFILL
+        continuation = req.continuation if is_prefill else None
         return PlacementRequest(
             spec=req.spec,
             stage=stage,
@@ -74,6 +78,7 @@ class Placement:
             shape=req.shape,
             allowed=allowed,
             priority=self.mode.prefill_priority(req.latest_start_ms) if is_prefill else None,
+            continues_on=continuation.worker_id if continuation else None,
         )
 
     def place(self, request: PlacementRequest, workers: list[WorkerView]) -> str | None:
@@ -105,7 +110,10 @@ class Placement:
 
     def decode_worker(self, req: ActiveRequest, prefill_worker: str) -> str | None:
         """Where the request decodes after a prefill on `prefill_worker` (that worker itself:
-        decode_here); None when no worker can decode it."""
+        decode_here); None when no worker can decode it. A continuation prefilled where its
+        paused KV was decodes there too."""
+        if req.continuation is not None and req.continuation.worker_id == prefill_worker:
+            return prefill_worker
         return self._next_stage_worker(req, Stage.DECODE, prefill_worker)
 
     def fastest_compute_ms(self, req: ActiveRequest, stage: Stage) -> float:

@@ -49,6 +49,9 @@ class PlacementRequest:
     # only can be prefilled there alone.
     allowed: frozenset[str] | None = None
     priority: float | None = None  # a prefill's PrefillJob.priority (None: all work is ahead)
+    # A continuation's prefill (sessions.py): the worker holding the paused KV it continues is
+    # its only candidate, whatever its stages, as long as it can decode and takes work.
+    continues_on: str | None = None
 
 
 class PlacementPolicy(Protocol):
@@ -64,6 +67,11 @@ def capable_workers(workers: Sequence[WorkerView], model: str, stage: Stage) -> 
 
 
 def candidates_for(request: PlacementRequest, workers: Sequence[WorkerView]) -> list[WorkerView]:
+    if request.continues_on is not None:
+        holder = [w for w in workers if w.worker_id == request.continues_on]
+        holder = capable_workers(holder, request.spec.model, Stage.DECODE)
+        if holder:
+            return holder
     capable = capable_workers(workers, request.spec.model, request.stage)
     if request.allowed is None:
         return capable

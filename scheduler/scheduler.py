@@ -10,7 +10,7 @@ The SLO mode (the default) orders the stage queues by slack and admits against t
 is the baseline (mode.py says all that the switch changes). Admission is in admission.py, queue
 order in stage_queue.py, dispatch in dispatcher.py, placement in placement.py (policies in
 policy.py), predictions in forecast.py and cost_model.py, what events teach the scheduler in
-feedback.py.
+feedback.py, sessions (paused KV between a conversation's calls) in sessions.py.
 
 Tokens of all a worker's requests arrive in one message per engine step: the scheduler makes no
 per-token call. The request lifecycle is in lifecycle.py. What events do to requests is decided
@@ -45,12 +45,15 @@ from scheduler.feedback import Feedback
 from scheduler.forecast import Forecaster, WorkerLoadView
 from scheduler.in_flight import InFlight
 from scheduler.lifecycle import RequestState
+from scheduler.pause_policy import PausePlanner
 from scheduler.placement import Placement, default_policy
 from scheduler.policy import PlacementPolicy, capable_workers
 from scheduler.poller import Poller, stopped
 from scheduler.recovery import Recovery
 from scheduler.request import RequestOutput, RequestSpec
 from scheduler.request_class import classify
+from scheduler.session_router import SessionRouter
+from scheduler.sessions import SessionDirectory
 from scheduler.slo_ledger import EndedRequest, SloLedger
 from scheduler.snapshot import SchedulerSnapshot
 from scheduler.stage import stages_for
@@ -108,6 +111,8 @@ class Scheduler:
         self._requests = InFlight()
         self._traces = TraceStore(self.config.trace_capacity)
         self._observers: list[Callable[[EndedRequest], None]] = []
+        self.sessions = SessionDirectory(self._clock_ms)
+        self._sessions = SessionRouter(self.sessions, self._workers, mode, self._clock_ms)
         self._driver = RequestDriver(
             requests=self._requests,
             workers=self._workers,
@@ -117,6 +122,8 @@ class Scheduler:
             recovery=Recovery(self.config, self._requests, self._workers),
             traces=self._traces,
             observers=self._observers,
+            sessions=self.sessions,
+            pauses=PausePlanner(self.config, self.forecaster, self.sessions),
         )
         self._poller = Poller(self._workers, self._driver, self.caches, self.config)
 
@@ -181,6 +188,7 @@ class Scheduler:
             is_low_priority=admitted.is_low_priority,
         )
         self._record_admission(req, admitted)
+        self._sessions.place(req)
         await self._driver.start(req)
         return self._outputs(req)
 
@@ -208,6 +216,10 @@ class Scheduler:
             return False
         await self._driver.end(End(req, RequestState.CANCELLED))
         return True
+
+    async def forget_paused(self, request_id: str) -> bool:
+        """The client is done with a call of a session: its paused KV, if any, is released."""
+        return await self._sessions.forget(request_id)
 
     def _clock_ms(self) -> float:
         return self._clock() * 1000.0

@@ -52,6 +52,15 @@ class EventName(StrEnum):
     REDRIVE = "redrive"
     # Its SLO outcome, when it finished: request_class, ttft_ms, tpot_ms, attained.
     SLO = "slo"
+    # Sessions (scheduler/sessions.py). A call continues a paused call's KV: worker (where its
+    # prefill runs, whatever its stages), resume_from, paused_ms. Or it runs anywhere: the
+    # session's KV is not pinned (never was, let go, or its worker is gone): session_id.
+    CONTINUES = "continues"
+    NOT_CONTINUED = "not_continued"
+    # The job that ends a session's call keeps its KV: worker, ttl_s, expected_pause_s; or
+    # lets it go by cost (pause_policy.py): worker.
+    PAUSE_PLANNED = "pause_planned"
+    NOT_PAUSED = "not_paused"
 
     @classmethod
     def transfer(cls, kind: str) -> EventName:

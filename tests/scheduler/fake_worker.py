@@ -14,6 +14,9 @@ reports it in one WorkerEvents, as a real worker does. Arrays live in a shared F
 (fake_transport.py); a consumer checks the checksum and the producer's epoch, as a real one does.
 
 Every stage of a job reports the same times: QUEUE_MS waiting, then STEP_MS per step.
+
+A job with a pause plan that finishes stays "paused" (one pinned block) until a prefill job
+resumes it (`resume_from`, on any worker, whatever its stages), `release_paused` or the test.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from workers.contract.messages import (
     EncodeDone,
     EncodeJob,
     ImageInput,
+    PausedKV,
+    PauseReleased,
     PrefillDone,
     PrefillJob,
     StageFailed,
@@ -61,6 +66,7 @@ class _Running:
     max_tokens: int
     num_tokens: int  # generated so far, the first token (and resumed ones) included
     has_decoded: bool = False
+    pause: bool = False  # stays paused when it finishes
 
 
 class FakeWorker:
@@ -102,6 +108,10 @@ class FakeWorker:
         self._notices: list[TokenDelta] = []  # "abort" deltas, as the engine sends them
         self._embedding_cache: dict[str, int] = {}
         self._wake = asyncio.Event()
+        self.paused: dict[str, int] = {}  # job id -> tokens kept
+        self.resumed: list[str] = []  # the paused jobs prefills resumed, in order
+        self._paused_events: list[PausedKV] = []
+        self._released_events: list[PauseReleased] = []
 
     # ------------------------------------------------------------------ WorkerClient
     async def submit_encode(self, job: EncodeJob) -> None:
@@ -128,6 +138,12 @@ class FakeWorker:
         for transfer_id in transfer_ids:
             self.transport.arrays.pop(transfer_id, None)
 
+    async def release_paused(self, request_ids: list[str]) -> None:
+        self.calls.append("release_paused")
+        for job_id in request_ids:
+            if self.paused.pop(job_id, None) is not None:
+                self._released_events.append(PauseReleased(job_id, "released"))
+
     async def load(self) -> WorkerLoad:
         return WorkerLoad(
             self.worker_id, self.epoch, self.stages, is_draining=False,
@@ -136,6 +152,7 @@ class FakeWorker:
             num_running=len(self._running), num_kv_blocks=64,
             num_kv_blocks_used=len(self._running), num_kv_blocks_cached=0,
             embedding_cache_keys=sorted(self._embedding_cache), profile=self.profile,
+            num_pinned_blocks=len(self.paused), num_paused=len(self.paused),
         )  # fmt: skip
 
     async def poll(self, timeout_s: float) -> WorkerEvents:
@@ -194,6 +211,7 @@ class FakeWorker:
 
     def _has_work(self) -> bool:
         busy = self._encodes or self._prefills or self._decodes or self._running or self._notices
+        busy = busy or self._released_events
         is_restarted = self.epoch != self._reported_epoch
         return self.is_dead or is_restarted or (not self.is_paused and bool(busy))
 
@@ -211,6 +229,9 @@ class FakeWorker:
             n, max_tokens = job.num_resumed_tokens, job.sampling_params.max_tokens
             first = (kv + n) % 1000
             finish = "length" if n + 1 == max_tokens else None
+            if job.resume_from is not None and self.paused.pop(job.resume_from, None):
+                self.resumed.append(job.resume_from)
+                self._released_events.append(PauseReleased(job.resume_from, "resumed"))
             if job.decode_here:
                 tokens.append(
                     TokenDelta(
@@ -218,8 +239,11 @@ class FakeWorker:
                         prefill_queue_ms=QUEUE_MS, prefill_compute_ms=STEP_MS,
                     )
                 )  # fmt: skip
+                run = _Running(job.request_id, kv, max_tokens, n + 1, pause=job.pause is not None)
                 if finish is None:
-                    self._running[job.request_id] = _Running(job.request_id, kv, max_tokens, n + 1)
+                    self._running[job.request_id] = run
+                else:
+                    self._end_paused(run)
                 continue
             nbytes = 64 * len(job.prompt_token_ids)
             ref = (
@@ -237,7 +261,9 @@ class FakeWorker:
             )
             if kv is not None:  # imported KV joins this very step, as in the engine
                 max_tokens, num_tokens = job.sampling_params.max_tokens, job.num_resumed_tokens + 1
-                run = _Running(job.request_id, kv, max_tokens, num_tokens)
+                run = _Running(
+                    job.request_id, kv, max_tokens, num_tokens, pause=job.pause is not None
+                )
                 self._running[job.request_id] = run
                 advancing.append(run)
         for run in advancing:
@@ -249,15 +275,24 @@ class FakeWorker:
             tokens.append(TokenDelta(run.job_id, [token], finish, 1, STEP_MS, queue_ms))
             if finish:
                 del self._running[run.job_id]
+                self._end_paused(run)
         self._encodes, self._prefills, self._decodes = [], [], []
         self.num_steps += 1
         self._reported_epoch = self.epoch
         if self.die_after_steps is not None and self.num_steps >= self.die_after_steps:
             self.is_dead = True
+        paused, self._paused_events = self._paused_events, []
+        released, self._released_events = self._released_events, []
         return WorkerEvents(
             self.worker_id, self.epoch, tokens, encodes, prefills, consumed, failures,
             step_ms=STEP_MS, load=await self.load(), num_steps=1,
+            paused=paused, pauses_released=released,
         )  # fmt: skip
+
+    def _end_paused(self, run: _Running) -> None:
+        if run.pause:
+            self.paused[run.job_id] = run.num_tokens
+            self._paused_events.append(PausedKV(run.job_id, run.num_tokens, 1))
 
     def _encode(self, image: ImageInput, export: bool) -> EmbeddingInput:
         value = embedding_of(image)

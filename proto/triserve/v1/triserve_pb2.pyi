@@ -222,7 +222,7 @@ class GetClusterStateRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WorkerState(_message.Message):
-    __slots__ = ("worker_id", "stages", "draining", "epoch", "encode_queued", "waiting", "running", "kv_blocks_total", "kv_blocks_used", "kv_blocks_cached", "embedding_cache_entries", "prefix_cache_blocks", "cost_model", "suspected")
+    __slots__ = ("worker_id", "stages", "draining", "epoch", "encode_queued", "waiting", "running", "kv_blocks_total", "kv_blocks_used", "kv_blocks_cached", "embedding_cache_entries", "prefix_cache_blocks", "cost_model", "suspected", "pinned_blocks", "paused_requests")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     STAGES_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
@@ -237,6 +237,8 @@ class WorkerState(_message.Message):
     PREFIX_CACHE_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     COST_MODEL_FIELD_NUMBER: _ClassVar[int]
     SUSPECTED_FIELD_NUMBER: _ClassVar[int]
+    PINNED_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     stages: str
     draining: bool
@@ -251,7 +253,9 @@ class WorkerState(_message.Message):
     prefix_cache_blocks: int
     cost_model: WorkerCostModel
     suspected: bool
-    def __init__(self, worker_id: _Optional[str] = ..., stages: _Optional[str] = ..., draining: _Optional[bool] = ..., epoch: _Optional[int] = ..., encode_queued: _Optional[int] = ..., waiting: _Optional[int] = ..., running: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., kv_blocks_used: _Optional[int] = ..., kv_blocks_cached: _Optional[int] = ..., embedding_cache_entries: _Optional[int] = ..., prefix_cache_blocks: _Optional[int] = ..., cost_model: _Optional[_Union[WorkerCostModel, _Mapping]] = ..., suspected: _Optional[bool] = ...) -> None: ...
+    pinned_blocks: int
+    paused_requests: int
+    def __init__(self, worker_id: _Optional[str] = ..., stages: _Optional[str] = ..., draining: _Optional[bool] = ..., epoch: _Optional[int] = ..., encode_queued: _Optional[int] = ..., waiting: _Optional[int] = ..., running: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., kv_blocks_used: _Optional[int] = ..., kv_blocks_cached: _Optional[int] = ..., embedding_cache_entries: _Optional[int] = ..., prefix_cache_blocks: _Optional[int] = ..., cost_model: _Optional[_Union[WorkerCostModel, _Mapping]] = ..., suspected: _Optional[bool] = ..., pinned_blocks: _Optional[int] = ..., paused_requests: _Optional[int] = ...) -> None: ...
 
 class WorkerCostModel(_message.Message):
     __slots__ = ("encode_base_ms", "encode_ms_per_image_token", "prefill_base_ms", "prefill_ms_per_token", "decode_base_ms", "decode_ms_per_seq", "decode_ms_per_context_token", "corrections", "num_observations", "max_num_batched_tokens", "max_encode_images")
