@@ -1,0 +1,3 @@
+from bench.sessions.benchmark import main
+
+main()
