@@ -59,6 +59,7 @@ optional; unknown keys and bad values raise `ConfigError` naming the key.
       max_image_pixels: 16777216   # width x height, read from the header before decoding
       max_ongoing_calls: 256       # calls one ingress replica holds (open streams included);
       max_queued_calls: 64         # beyond both, Serve's proxy refuses: RESOURCE_EXHAUSTED
+    responses: {path: null, max_age_s: 604800, max_count: 100000}  # /v1/responses' store
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.limits import LimitsConfig
+from cluster.openai.response_store import ResponsesConfig
 from scheduler.config import SchedulerConfig
 from workers.contract.engine_config import DTYPES, STAGES, EngineConfig
 from workers.contract.worker_config import WorkerConfig
@@ -184,6 +186,7 @@ class ClusterConfig:
     metrics_port: int | None = 9464
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    responses: ResponsesConfig = field(default_factory=ResponsesConfig)
 
     def __post_init__(self) -> None:
         require(bool(self.models), "models: at least one model is needed")
@@ -219,7 +222,7 @@ class ClusterConfig:
     def from_dict(cls, raw: Mapping[str, Any]) -> ClusterConfig:
         raw = _mapping(raw, "the configuration")
         _check_keys(raw, cls, "the configuration")
-        sections = {"scheduler": SchedulerConfig, "limits": LimitsConfig}
+        sections = dict(scheduler=SchedulerConfig, limits=LimitsConfig, responses=ResponsesConfig)
         values = {k: _typed(cls, k, v, k) for k, v in raw.items() if k not in {"pools", *sections}}
         for key in sections.keys() & raw.keys():
             values[key] = _section_from_dict(raw[key], sections[key], key)

@@ -31,6 +31,7 @@ from cluster.errors import (
 )
 from cluster.frontend import Frontend
 from cluster.limits import LimitsConfig
+from cluster.openai.response_store import ResponsesConfig, ResponseStore
 from cluster.openai.routes import OpenAIRoutes
 from cluster.request_builder import parse_message
 from cluster.serve_grpc import install_client_error_filter, received_at
@@ -61,18 +62,21 @@ class Ingress:
         admin_token: str | None = None,
         limits: LimitsConfig | None = None,
         serve_http: bool = True,
+        responses: ResponsesConfig | None = None,
     ) -> None:
         self.scheduler = ray.get_actor(scheduler_name, namespace=namespace)
         self.api_token, self.admin_token = api_token, admin_token
         self.limits = limits or LimitsConfig()
         self.frontend = Frontend(self.scheduler, model_dirs, self.limits)
         self.serve_http = serve_http  # False: HTTP answers 404 (Serve's proxy runs for gRPC)
+        self.responses_config = responses or ResponsesConfig()  # where /v1/responses stores
         install_client_error_filter(drop=True)  # _fail logs each failure, once
 
     def __serve_build_asgi_app__(self) -> FastAPI:  # noqa: N807
         if not self.serve_http:
             return FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-        return OpenAIRoutes(self.frontend, self.scheduler, self.api_token, self.limits).app()
+        store = ResponseStore.open(self.responses_config)
+        return OpenAIRoutes(self.frontend, self.scheduler, self.api_token, self.limits, store).app()
 
     # ----------------------------------------------------------------- triserve.v1.Triserve
     async def Generate(self, request: bytes | pb.GenerateRequest, grpc_context):  # noqa: N802

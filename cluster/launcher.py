@@ -138,6 +138,7 @@ def start_cluster(config: ClusterConfig, ray_init_kwargs: dict | None = None) ->
             config.admin_token,
             limits=config.limits,
             serve_http=serves_http,
+            responses=config.responses,
         ),
         name=APP_NAME,
         route_prefix="/",

@@ -1,8 +1,9 @@
 """Turn records -> per-turn figures per mode, the targets, and the markdown report.
 
 Re-prefilled history: a turn's history is the previous turn's prompt and answer; the part of
-it not served from a cache (history - cached tokens: caches serve a prefix) was computed again. Cached share: cached / prompt tokens, over turns 2 and later (a first turn has nothing
-to reuse) and over all turns.
+it not served from a cache (history - cached tokens: caches serve a prefix) was computed again.
+Cached share: cached / prompt tokens, over turns 2 and later (a first turn has nothing to
+reuse) and over all turns.
 """
 
 from __future__ import annotations

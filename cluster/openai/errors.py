@@ -3,7 +3,8 @@ the HTTP status of the error's class (cluster/errors.py, HTTP_STATUS_BY_ERROR, n
 statuses). A refusal before the answer began is a JSON response with that status; an error
 after a stream began (its status line is sent) is one SSE event of the same object, then
 `data: [DONE]`. A rejected request gets `Retry-After` (seconds, rounded up) and
-`retry-after-ms`, which the OpenAI SDK reads first.
+`retry-after-ms`, which the OpenAI SDK reads first. Failures only the HTTP API has (the
+Responses API's stored responses) have their statuses here, ahead of cluster/errors.py's.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 import math
 
+import grpc
 from fastapi.responses import JSONResponse
 
 from cluster.errors import http_status_for, log_failure, retry_after_ms, status_for
@@ -30,9 +32,17 @@ ERROR_TYPES = {
 }
 
 
+class ResponseNotFoundError(LookupError):
+    """No stored response has that id: never stored (`store: false`), deleted, or expired."""
+
+
+# (error class, HTTP status, the gRPC status its log line names)
+HTTP_ONLY_STATUS_BY_ERROR = ((ResponseNotFoundError, 404, grpc.StatusCode.NOT_FOUND),)
+
+
 def error_body(error: BaseException) -> tuple[int, dict]:
     """The HTTP status and OpenAI error object of `error`."""
-    status, message = http_status_for(error)
+    status, message = _http_only(error, 1) or http_status_for(error)
     cause = getattr(error, "cause", None) or error
     return status, {
         "error": {
@@ -58,10 +68,22 @@ def error_response(error: BaseException, request_id: str = "") -> JSONResponse:
 
 def error_event(error: BaseException, request_id: str = "") -> str:
     """The SSE event ending a stream that failed after it began (then `data: [DONE]`)."""
+    return f"data: {json.dumps(logged_error_body(error, request_id))}\n\n"
+
+
+def logged_error_body(error: BaseException, request_id: str = "") -> dict:
+    """The error object of a failure after a stream began: logged once."""
     _log(error, request_id)
-    return f"data: {json.dumps(error_body(error)[1])}\n\n"
+    return error_body(error)[1]
 
 
 def _log(error: BaseException, request_id: str) -> None:
-    code, message = status_for(error)  # one wording in the log for both APIs
+    code, message = _http_only(error, 2) or status_for(error)  # one wording for both APIs
     log_failure(logger, error, code, message, request_id)
+
+
+def _http_only(error: BaseException, column: int) -> tuple | None:
+    for row in HTTP_ONLY_STATUS_BY_ERROR:
+        if isinstance(error, row[0]):
+            return row[column], str(error)
+    return None

@@ -4,7 +4,8 @@ Unknown fields are ignored: OpenAI clients send many (`user`, `metadata`, `store
 that would change the answer and that Triserve cannot honour (`n` > 1, log probabilities,
 penalties, `echo`, `best_of`) are refused rather than ignored, so that no client silently gets
 something other than what it asked for. Triserve's own fields (`TriserveFields`) travel in the
-body too, which is where the OpenAI SDK puts `extra_body`.
+body too, which is where the OpenAI SDK puts `extra_body`. The Responses API's body, built on
+`GenerationFields`, is in responses_protocol.py.
 """
 
 from __future__ import annotations
@@ -50,7 +51,12 @@ class ImagePart(Body):
 
 
 ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
-PART_TAGS = ("text", "image_url")
+# The tags of tagged unions (chat's parts; the Responses API's items and parts): left out of the
+# path an error names (`messages.0.content.1.image_url`, not `...1.image_url.image_url`).
+UNION_TAGS = (
+    *("text", "image_url", "input_text", "input_image", "output_text"),
+    *("message", "function_call", "function_call_output", "other_item"),
+)
 
 
 class FunctionCall(Body):
@@ -167,6 +173,10 @@ class ChatCompletionRequest(GenerationFields):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
+    # Triserve: a call of this session (the X-Session-ID header too), paused when it ends
+    # unless `pause` is false: the scheduler may keep its KV for the session's next call.
+    session_id: str | None = Field(default=None, min_length=1)
+    pause: bool = True
     logprobs: bool = False
     top_logprobs: int | None = None
 
@@ -220,7 +230,7 @@ def _field_error(error: ValidationError) -> InvalidFieldError:
     # type its tag ("content.0.image_url.image_url"): drop them.
     path: list[str] = []
     for i, part in enumerate(first["loc"]):
-        is_part_tag = part in PART_TAGS and i > 0 and isinstance(first["loc"][i - 1], int)
+        is_part_tag = part in UNION_TAGS and i > 0 and isinstance(first["loc"][i - 1], int)
         if not (_is_type_tag(part) or is_part_tag):
             path.append(str(part))
     param = ".".join(path) or None

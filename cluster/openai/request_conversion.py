@@ -10,6 +10,10 @@ from the gRPC API is only a default or two, chosen to match OpenAI's:
   the context is full (finish reason "length"), as OpenAI's does. gRPC's default is 16.
 - `max_completion_tokens` wins over `max_tokens` when both are set.
 - Images come as data: URLs (PNG or JPEG, base64); the server fetches nothing.
+- A chat's `session_id` (or its X-Session-ID header) makes it a call of that session, paused
+  when it ends (unless `pause: false`), so that the session's next call can reuse its KV.
+
+The Responses API (responses_conversion.py) builds on `base_request` and the setters here.
 """
 
 from __future__ import annotations
@@ -43,11 +47,19 @@ ROLES = {"developer": "system"}
 
 
 def chat_request(
-    body: ChatCompletionRequest, default_max_tokens: int | None = None
+    body: ChatCompletionRequest,
+    default_max_tokens: int | None = None,
+    session_header: str | None = None,
 ) -> pb.GenerateRequest:
     """`default_max_tokens`: used when the body sets neither max_completion_tokens nor
-    max_tokens (None: the builder's default)."""
-    request = _common(body, body.max_completion_tokens or body.max_tokens, default_max_tokens)
+    max_tokens (None: the builder's default). `session_header`: the X-Session-ID header, the
+    session when the body names none."""
+    request = base_request(body, body.max_completion_tokens or body.max_tokens, default_max_tokens)
+    session_id = body.session_id or session_header
+    if session_id:
+        # No resume_of: the scheduler knows which call of the session it paused last.
+        request.session.session_id = session_id
+        request.session.pause = body.pause
     request.conversation.add_generation_prompt = True
     for i, message in enumerate(body.messages):
         request.conversation.messages.append(_message(message, f"messages.{i}"))
@@ -58,10 +70,10 @@ def chat_request(
             description=tool.function.description,
             parameters_json=json.dumps(parameters) if parameters else "",
         )
-    _set_tool_choice(request, body.tool_choice)
+    set_tool_choice(request, body.tool_choice)
     if body.parallel_tool_calls is not None:
         request.parallel_tool_calls = body.parallel_tool_calls
-    _set_response_format(request, body.response_format)
+    set_response_format(request, body.response_format)
     return request
 
 
@@ -69,7 +81,7 @@ def completion_request(
     body: CompletionRequest, default_max_tokens: int | None = None
 ) -> pb.GenerateRequest:
     """The prompt is raw text (no chat template), as OpenAI's completions take it."""
-    request = _common(body, body.max_tokens, default_max_tokens)
+    request = base_request(body, body.max_tokens, default_max_tokens)
     request.raw.text = body.prompt_text
     return request
 
@@ -102,9 +114,10 @@ def decode_data_url(url: str, param: str) -> bytes:
         raise InvalidFieldError(f"{param}: the data URL's base64 is invalid", param) from None
 
 
-def _common(
+def base_request(
     body: GenerationFields, max_tokens: int | None, default_max_tokens: int | None
 ) -> pb.GenerateRequest:
+    """What every endpoint's request has: ids, sampling, SLO, priority, admission."""
     request = pb.GenerateRequest(
         request_id=body.request_id,
         model=body.model,
@@ -155,7 +168,8 @@ def _message(message: ChatMessage, param: str) -> pb.ChatMessage:
     return converted
 
 
-def _set_tool_choice(request: pb.GenerateRequest, choice: str | NamedToolChoice | None) -> None:
+def set_tool_choice(request: pb.GenerateRequest, choice: str | NamedToolChoice | None) -> None:
+    """`request.tools` set first."""
     if isinstance(choice, NamedToolChoice):
         request.tool_choice.function = choice.function.name
     elif choice is not None and (request.tools or choice == "required"):
@@ -163,7 +177,9 @@ def _set_tool_choice(request: pb.GenerateRequest, choice: str | NamedToolChoice 
         request.tool_choice.mode = TOOL_CHOICE_MODES[choice]
 
 
-def _set_response_format(request: pb.GenerateRequest, response_format: ResponseFormat | None):
+def set_response_format(
+    request: pb.GenerateRequest, response_format: ResponseFormat | None
+) -> None:
     if response_format is None or response_format.type == "text":
         return
     if response_format.type == "json_object":

@@ -4,6 +4,8 @@ Frontend, build lanes and scheduler as gRPC.
 
     POST /v1/chat/completions   chat (text, images, tools, JSON answers), streamed or whole
     POST /v1/completions        raw text
+    POST /v1/responses          the Responses API (responses_api.py), streamed or whole
+    GET  /v1/responses/{id}     a stored response; DELETE forgets it, POST .../cancel stops it
     GET  /v1/models             the served models
     GET  /health                200 when the scheduler answers a ping, else 503 (no token)
 
@@ -37,6 +39,9 @@ from cluster.openai.protocol import (
     parse_body,
 )
 from cluster.openai.request_conversion import chat_request, completion_request
+from cluster.openai.response_store import ResponseStore
+from cluster.openai.responses_api import ResponsesAPI
+from cluster.openai.responses_protocol import ResponsesRequest
 from proto.triserve.v1 import triserve_pb2 as pb
 from scheduler.request import UnknownModelError
 
@@ -52,28 +57,59 @@ class OpenAIRoutes:
         scheduler,  # the control plane's actor handle
         api_token: str | None,
         limits: LimitsConfig,
+        store: ResponseStore,  # the Responses API's stored responses
     ) -> None:
         self.frontend = frontend
         self.scheduler = scheduler
         self.api_token = api_token
         self.limits = limits
         self.created = int(time.time())  # the models' `created`: when this replica started
+        self.responses = ResponsesAPI(frontend, store)
 
     def app(self) -> FastAPI:
         app = FastAPI(title="Triserve", docs_url=None, redoc_url=None, openapi_url=None)
         app.add_api_route("/v1/chat/completions", self.chat_completions, methods=["POST"])
         app.add_api_route("/v1/completions", self.completions, methods=["POST"])
+        app.add_api_route("/v1/responses", self.create_response, methods=["POST"])
+        by_id = "/v1/responses/{response_id}"
+        app.add_api_route(by_id, self.get_response, methods=["GET"])
+        app.add_api_route(by_id, self.delete_response, methods=["DELETE"])
+        app.add_api_route(by_id + "/cancel", self.cancel_response, methods=["POST"])
         app.add_api_route("/v1/models", self.models, methods=["GET"])
         app.add_api_route("/health", self.health, methods=["GET"])
         return app
 
     async def chat_completions(self, request: Request) -> Response:
-        return await self._generate(request, ChatCompletionRequest, chat_request, chat_answer)
+        session_header = request.headers.get("x-session-id") or None
+
+        def convert(body: ChatCompletionRequest, max_tokens: int | None) -> pb.GenerateRequest:
+            return chat_request(body, max_tokens, session_header)
+
+        return await self._generate(request, ChatCompletionRequest, convert, chat_answer)
 
     async def completions(self, request: Request) -> Response:
         return await self._generate(
             request, CompletionRequest, completion_request, completion_answer
         )
+
+    async def create_response(self, request: Request) -> Response:
+        arrival_time = time.time()
+        try:
+            self._authenticate(request)
+            body = parse_body(ResponsesRequest, await self._read_body(request))
+        except Exception as e:
+            return error_response(e)
+        max_tokens = self._default_max_tokens(body.model)
+        return await self.responses.create(body, arrival_time, max_tokens)
+
+    async def get_response(self, request: Request, response_id: str) -> Response:
+        return await self._by_id(request, self.responses.get, response_id)
+
+    async def delete_response(self, request: Request, response_id: str) -> Response:
+        return await self._by_id(request, self.responses.delete, response_id)
+
+    async def cancel_response(self, request: Request, response_id: str) -> Response:
+        return await self._by_id(request, self.responses.cancel, response_id)
 
     async def models(self, request: Request) -> Response:
         try:
@@ -117,6 +153,15 @@ class OpenAIRoutes:
                 raise
         except Exception as e:
             return error_response(e, request_id)
+
+    async def _by_id(
+        self, request: Request, handle: Callable[[str], Awaitable[Response]], response_id: str
+    ) -> Response:
+        try:
+            self._authenticate(request)
+        except UnauthenticatedError as e:
+            return error_response(e)
+        return await handle(response_id)
 
     def _authenticate(self, request: Request) -> None:
         if not self.api_token:
