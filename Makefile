@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # pulls several GB of CUDA packages.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 
-.PHONY: install test lint format proto serve bench-engine bench-overhead bench-serve bench-faults clean
+.PHONY: install test lint format proto serve bench-engine bench-overhead bench-serve bench-faults bench-sessions clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ bench-serve: install
 
 bench-faults: install
 	RAY_AUTH_MODE=disabled $(BIN)/python -m bench.faults --json bench/results/faults_tiny_cpu.json
+
+bench-sessions: install
+	RAY_AUTH_MODE=disabled $(BIN)/python -m bench.sessions --preset small --json bench/results/sessions_small_cpu.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -12,13 +12,14 @@ import pytest
 
 from cluster.client import TriserveClient
 from cluster.config import ClusterConfig, PoolConfig
+from cluster.openai.response_store import ResponsesConfig
 
 API_TOKEN = "test-api-token"
 ADMIN_TOKEN = "test-admin-token"
 
 
 @pytest.fixture(scope="package")
-def cluster(ray_cluster, tiny_model_dir):
+def cluster(ray_cluster, tiny_model_dir, tmp_path_factory):
     from cluster.launcher import start_cluster
 
     def pool(name: str, stages: str, model: str) -> PoolConfig:
@@ -37,6 +38,7 @@ def cluster(ray_cluster, tiny_model_dir):
         metrics_port=0,  # never the default 9464, which a running server may hold
         api_token=API_TOKEN,
         admin_token=ADMIN_TOKEN,
+        responses=ResponsesConfig(path=str(tmp_path_factory.mktemp("store") / "responses.db")),
     )
     running = start_cluster(config)
     yield running
