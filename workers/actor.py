@@ -64,6 +64,9 @@ class WorkerActor:
     def release(self, transfer_ids: list[str]) -> None:
         self.core.release(transfer_ids)
 
+    def release_paused(self, request_ids: list[str]) -> None:
+        self.core.release_paused(request_ids)
+
     def load(self) -> WorkerLoad:
         return self.core.load()
 

@@ -10,6 +10,12 @@ another engine can slot in behind it; engine_factory.py is the one place that na
     step()                                  -> [StepOutput], one per request that advanced
     abort(request_id)                       -> its "abort" StepOutput comes out of the next step
 
+Sessions (paused KV, the rule in workers/contract/worker_client.py): `pause` on add_request or
+add_prefilled keeps a request's KV pinned when it ends with stop or length; `resume_from` on
+add_request continues it (on a decode engine too); `release_paused`, `expire_paused` (when no
+step runs) and memory pressure release it; `take_pause_events` reports each pause and release
+once.
+
 Plus what it reports: `config` (what it was built with), `spec` (what it loaded), `stats()`
 (counters, every turn), and its two caches, which the scheduler mirrors for affinity: the
 prefix cache (content hashes of full KV blocks, workers/contract/block_hash.py) and the
@@ -31,6 +37,7 @@ from PIL import Image
 from workers.cache_delta import CacheDelta
 from workers.contract.block_hash import BlockHash, ImageSpan
 from workers.contract.engine_config import EngineConfig
+from workers.contract.messages import PausedKV, PausePlan, PauseReleased
 from workers.contract.sampling_params import SamplingParams
 from workers.engine_messages import (
     EngineSpec,
@@ -78,21 +85,43 @@ class EngineInterface(Protocol):
         export_kv: bool = False,
         priority: float = 0.0,
         num_resumed_tokens: int = 0,
+        pause: PausePlan | None = None,
+        resume_from: str | None = None,
     ) -> None:
         """Queue a prompt for prefill (raises InvalidRequestError for input it refuses).
         `priority`: lower prompts get the step's token budget first. `num_resumed_tokens`: the
         last ones of the prompt are outputs of an earlier attempt; the first sampled token is
-        the output after them, at their position and seed."""
+        the output after them, at their position and seed. `pause`: keep the KV pinned when it
+        ends (not with `export_kv`); `resume_from`: reuse the paused request's KV of the common
+        prefix (gone: a plain prefill, same tokens)."""
         ...
 
-    def add_prefilled(self, prefill: PrefillResult, sampling_params: SamplingParams) -> None:
-        """Continue a request prefilled elsewhere, from its exported KV."""
+    def add_prefilled(
+        self,
+        prefill: PrefillResult,
+        sampling_params: SamplingParams,
+        pause: PausePlan | None = None,
+    ) -> None:
+        """Continue a request prefilled elsewhere, from its exported KV (`pause`: as above)."""
         ...
 
     def step(self) -> list[StepOutput]: ...
 
     def abort(self, request_id: str) -> bool:
         """Cancel a request and free its blocks; True if it was here."""
+        ...
+
+    def release_paused(self, request_id: str) -> bool:
+        """Free a paused request's KV; True if it was here."""
+        ...
+
+    def expire_paused(self) -> int:
+        """Release the paused KV past its deadline (each step does it too): cheap, for a worker
+        with no step to run. Returns how many."""
+        ...
+
+    def take_pause_events(self) -> tuple[list[PausedKV], list[PauseReleased]]:
+        """Requests paused, and paused KV released, since the last take: each once."""
         ...
 
     def has_unfinished_requests(self) -> bool: ...

@@ -100,3 +100,6 @@ class EngineStats:
     # `embedding_cache_keys` list.
     num_prefix_cache_blocks: int = 0
     num_embedding_cache_entries: int = 0
+    # Paused requests (sessions) and the distinct KV blocks they keep pinned.
+    num_paused: int = 0
+    num_pinned_blocks: int = 0

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from workers.cache_delta import CacheDelta
 from workers.contract.messages import (
     EncodeDone,
+    PausedKV,
+    PauseReleased,
     PrefillDone,
     StageFailed,
     TokenDelta,
@@ -36,6 +38,8 @@ class EventBuffer:
     num_steps: int = 0
     prefix_blocks: CacheDelta[str] = field(default_factory=CacheDelta)  # hex block hashes
     embeddings: CacheDelta[str] = field(default_factory=CacheDelta)  # image hashes
+    paused: list[PausedKV] = field(default_factory=list)
+    pauses_released: list[PauseReleased] = field(default_factory=list)
 
     def add_tokens(self, delta: TokenDelta) -> None:
         earlier = self.tokens.get(delta.request_id)
@@ -54,9 +58,12 @@ class EventBuffer:
         self.num_steps += later.num_steps
         self.prefix_blocks.merge(later.prefix_blocks)
         self.embeddings.merge(later.embeddings)
+        self.paused += later.paused
+        self.pauses_released += later.pauses_released
 
     def is_empty(self) -> bool:
         has_events = self.tokens or self.encodes or self.prefills or self.consumed or self.failures
+        has_events = has_events or self.paused or self.pauses_released
         return not has_events and self.prefix_blocks.is_empty() and self.embeddings.is_empty()
 
     def to_message(self, worker_id: str, epoch: int, load: WorkerLoad) -> WorkerEvents:
@@ -75,6 +82,8 @@ class EventBuffer:
             prefix_blocks_removed=list(self.prefix_blocks.removed),
             embeddings_added=list(self.embeddings.added),
             embeddings_removed=list(self.embeddings.removed),
+            paused=self.paused,
+            pauses_released=self.pauses_released,
         )
 
 

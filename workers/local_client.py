@@ -50,6 +50,9 @@ class LocalWorkerClient:
     async def release(self, transfer_ids: list[str]) -> None:
         self.core.release(transfer_ids)
 
+    async def release_paused(self, request_ids: list[str]) -> None:
+        self.core.release_paused(list(request_ids))
+
     async def load(self) -> WorkerLoad:
         return self.core.load()
 

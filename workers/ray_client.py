@@ -52,6 +52,9 @@ class RayWorkerClient:
     async def release(self, transfer_ids: list[str]) -> None:
         await self._call("release", list(transfer_ids))
 
+    async def release_paused(self, request_ids: list[str]) -> None:
+        await self._call("release_paused", list(request_ids))
+
     async def load(self) -> WorkerLoad:
         return await self._call("load")
 

@@ -3,15 +3,17 @@ through the engine interface (engine_interface.py) only.
 
 Single-threaded and synchronous: `WorkerCore` calls it from its engine thread only. One turn is
 
-    start_prefill / start_decode / queue_encode / abort   (the commands that arrived; the jobs'
-                                                           arrays already fetched: job_inputs.py)
+    start_prefill / start_decode / queue_encode      (the commands that arrived; the jobs'
+    / abort / release_paused                          arrays already fetched: job_inputs.py)
     turn():  engine.step()      -> TokenDelta per request, or PrefillDone + KV into the transport
-                                   (decodes first, then prefill chunks under the token budget)
+                                   (decodes first, then prefill chunks under the token budget);
+                                   with no request to step, only the paused KV's expiry
              encodes            -> at most `max_encode_images` images (encode_queue.py); each
                                    finished job: EncodeDone, embeddings in the transport (or
                                    only in the cache)
     take_events()               -> everything of this turn, in one EventBuffer, with what the
-                                   prefix and embedding caches gained and lost
+                                   prefix and embedding caches gained and lost, and the requests
+                                   paused and pauses released (sessions)
 
 Each job is timed from its arrival (see stage_timer.py): prefill until its first token, then
 decode; engine_job.py turns its outputs into events. A job's own failure becomes a `StageFailed`
@@ -113,6 +115,9 @@ class StageRunner:
                 export_kv=not job.decode_here,
                 priority=job.priority,
                 num_resumed_tokens=job.num_resumed_tokens,
+                # An exported prompt ends on its decoder: the DecodeJob's plan pins it there.
+                pause=job.pause if job.decode_here else None,
+                resume_from=job.resume_from,
             )
             for image in fetched.images:  # a later turn with the same image skips the transfer
                 if image is not None:
@@ -140,7 +145,7 @@ class StageRunner:
                 image_spans=job.image_spans,
                 num_resumed_tokens=job.num_resumed_tokens,
             )
-            self.engine.add_prefilled(prefill, job.sampling_params)
+            self.engine.add_prefilled(prefill, job.sampling_params, pause=job.pause)
             request = self.engine.get_request(job.request_id)
             timer = StageTimer(arrival=arrival, fetch_ms=fetched.consumed.fetch_ms)
             self._jobs[job.request_id] = EngineJob(
@@ -152,6 +157,9 @@ class StageRunner:
         self.encode_queue.abort(request_id)
         self.engine.abort(request_id)  # its "abort" TokenDelta comes out of the next step
 
+    def release_paused(self, request_id: str) -> None:
+        self.engine.release_paused(request_id)  # reported in this turn's pauses_released
+
     # ----------------------------------------------------------------- one turn
     def has_work(self) -> bool:
         return bool(self.encode_queue) or self.engine.has_unfinished_requests()
@@ -160,7 +168,9 @@ class StageRunner:
         """One engine step (decodes first, so images do not stretch TPOT), then the encodes
         the image budget allows."""
         if self.engine.has_unfinished_requests():
-            self._step()
+            self._step()  # it expires paused KV too
+        else:
+            self.engine.expire_paused()
         for piece in self.encode_queue.take(self.max_encode_images):
             self._encode(piece)
 
@@ -170,6 +180,7 @@ class StageRunner:
         events, self._events = self._events, EventBuffer()
         events.embeddings.merge(self.engine.take_embedding_cache_delta())
         events.prefix_blocks.merge(self.engine.take_prefix_cache_delta().mapped(bytes.hex))
+        events.paused, events.pauses_released = self.engine.take_pause_events()
         return events
 
     def measure_load(self) -> WorkerLoad:
@@ -189,6 +200,8 @@ class StageRunner:
             num_kv_blocks_cached=stats.num_cached_blocks,
             num_embedding_cache_entries=stats.num_embedding_cache_entries,
             num_prefix_cache_blocks=stats.num_prefix_cache_blocks,
+            num_pinned_blocks=stats.num_pinned_blocks,
+            num_paused=stats.num_paused,
         )
 
     def _step(self) -> None:

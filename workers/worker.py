@@ -5,29 +5,30 @@
               (profiler.py) and run with the step budgets derived from that; then start the
               engine thread
 
-    caller threads                          engine thread (the only one touching the engine)
-    submit_* / abort --> command queue --> apply the ready commands (StageRunner: add, abort)
-         |                  ^              runner.turn()    (one step, then encodes: budgets)
-         v                  |              publish events + load snapshot, under one lock
+    caller threads                               engine thread (the only one touching it)
+    submit_* / abort / release_paused
+         |  --> command queue ----------------> apply the ready commands (StageRunner: add,
+         |           ^                          abort, release paused KV)
+         |           |                          runner.turn()  (one step, then encodes: budgets)
+         v           |                          publish events + load snapshot, under one lock
     fetch threads: a job's arrays fetched and verified (job_inputs.py), so that running
                    decodes never wait on a transfer; the command is ready once they are in
     poll(timeout) <----- one WorkerEvents: everything since the last poll (normally one step;
                          several, counted in num_steps, when the poller fell behind), token
                          deltas merged per request, so all requests of a step arrive together
 
-When there is nothing to do the engine thread waits on a condition; it never spins. No Ray
+When there is nothing to do the engine thread waits on a condition; it never spins (holding
+paused KV, it wakes every PAUSE_EXPIRY_CHECK_S for a turn that expires it). No Ray
 here: `actor.py` (a Ray actor) and `local_client.py` (in-process) are thin shells around it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -45,12 +46,14 @@ from workers.contract.worker_config import WorkerConfig
 from workers.engine_factory import build_engine
 from workers.event_buffer import EventBuffer
 from workers.job_arrivals import JobArrivals
+from workers.job_stages import refusal, stage_of
 from workers.profiler import profile_worker, untargeted_budgets
 from workers.stage_runner import StageRunner
 from workers.transport import Transport
+from workers.worker_load import with_cache_contents, with_queued
 
 logger = logging.getLogger(__name__)
-STAGE_LETTERS = {"encode": "E", "prefill": "P", "decode": "D"}
+PAUSE_EXPIRY_CHECK_S = 1.0  # an idle worker holding paused KV looks for expired entries this often
 
 
 class WorkerCore:
@@ -99,27 +102,20 @@ class WorkerCore:
     def submit_encode(self, job: EncodeJob) -> None:
         arrival = self._runner.clock()
         start = partial(self._runner.queue_encode, job, arrival)
-        self._submit("encode", job.request_id, start, num_images=len(job.images))
+        self._submit(job, start, num_images=len(job.images))
 
     def submit_prefill(self, job: PrefillJob) -> None:
         arrival = self._runner.clock()
-        if job.decode_here and "D" not in self.stages:
-            reason = f"{self.worker_id} runs {self.stages}: it cannot decode here"
-            failure = StageFailed(
-                request_id=job.request_id, stage="prefill", reason=reason, retriable=False
-            )
-            self._report_failure(failure)
-            return
         fetches = any(item.ref is not None for item in job.images)
         fetch = partial(self._runner.fetcher.embeddings, job) if fetches else None
         start = partial(self._runner.start_prefill, job, arrival)
-        self._submit("prefill", job.request_id, start, fetch, num_jobs=1)
+        self._submit(job, start, fetch, num_jobs=1)
 
     def submit_decode(self, job: DecodeJob) -> None:
         arrival = self._runner.clock()
         fetch = partial(self._runner.fetcher.kv, job)
         start = partial(self._runner.start_decode, job, arrival)
-        self._submit("decode", job.request_id, start, fetch, num_jobs=1)
+        self._submit(job, start, fetch, num_jobs=1)
 
     def abort(self, request_id: str) -> None:
         """Drop the request's queued work and free its KV blocks. A request that was in the
@@ -147,6 +143,15 @@ class WorkerCore:
         for transfer_id in transfer_ids:
             self.transport.release(transfer_id)
 
+    def release_paused(self, request_ids: list[str]) -> None:
+        """Free paused requests' KV (sessions), in order behind the commands before; each
+        release comes once in `pauses_released`, an id not paused here does nothing."""
+        with self._lock:
+            for request_id in request_ids:
+                run = partial(self._runner.release_paused, request_id)
+                self._commands.append(Command(run, request_id))
+            self._work_ready.notify()
+
     def poll(self, timeout_s: float) -> WorkerEvents:
         """Wait up to `timeout_s` for events; return all of them since the last poll. Raises
         RuntimeError if the engine thread died, so that the caller replaces this worker."""
@@ -169,15 +174,7 @@ class WorkerCore:
         profile."""
         with self._lock:
             load = self._load_locked()
-        keys, hashes = self._cache_contents()
-        return replace(
-            load,
-            num_embedding_cache_entries=len(keys),
-            num_prefix_cache_blocks=len(hashes),
-            embedding_cache_keys=keys,
-            prefix_block_hashes=[h.hex() for h in hashes],
-            profile=self.profile,
-        )
+        return with_cache_contents(load, self.engine, self.profile)
 
     def drain(self) -> None:
         """Refuse new jobs (retriably) from now on; the work already here runs to its end."""
@@ -201,15 +198,15 @@ class WorkerCore:
 
     def _submit(
         self,
-        stage: str,
-        request_id: str,
+        job: EncodeJob | PrefillJob | DecodeJob,
         start: Callable[..., None],  # on the engine thread; given fetch's Future, if any
         fetch: Callable[[], Any] | None = None,  # on a fetch thread, before `start`
         num_jobs: int = 0,
         num_images: int = 0,
     ) -> None:
-        if STAGE_LETTERS[stage] not in self.stages:
-            reason = f"{self.worker_id} runs {self.stages}, not {stage}"
+        request_id, stage = job.request_id, stage_of(job)
+        reason = refusal(self.worker_id, self.stages, job)
+        if reason is not None:
             failure = StageFailed(
                 request_id=request_id, stage=stage, reason=reason, retriable=False
             )
@@ -241,30 +238,13 @@ class WorkerCore:
         with self._lock:
             self._work_ready.notify()
 
-    def _cache_contents(self) -> tuple[list[str], list[bytes]]:
-        """Copies of the engine's cache keys, read from a caller thread. Each copy is a single
-        C-level iteration under the GIL; one that overlaps a change on the engine thread raises
-        RuntimeError and is taken again."""
-        for _ in range(8):
-            with contextlib.suppress(RuntimeError):
-                hashes = self.engine.prefix_cache_hashes()
-                return self.engine.embedding_cache_keys(), hashes
-        return [], []
-
     def _report_failure(self, failure: StageFailed) -> None:
         with self._lock:
             self._events.failures.append(failure)
             self._events_ready.notify_all()
 
     def _load_locked(self) -> WorkerLoad:
-        """The engine's load as of its last turn, plus the commands it has not applied yet."""
-        engine_load = self._engine_load
-        return replace(
-            engine_load,
-            is_draining=self.is_draining,
-            num_encode_queued=engine_load.num_encode_queued + self._commands.num_images,
-            num_waiting=engine_load.num_waiting + self._commands.num_jobs,
-        )
+        return with_queued(self._engine_load, self.is_draining, self._commands)
 
     # ----------------------------------------------------------------- engine thread
     def _run(self) -> None:
@@ -284,7 +264,10 @@ class WorkerCore:
                     or self._runner.has_work()
                     or self._is_closed
                 ):
-                    self._work_ready.wait()
+                    if not self._engine_load.num_paused:
+                        self._work_ready.wait()
+                    elif not self._work_ready.wait(PAUSE_EXPIRY_CHECK_S):
+                        break  # idle, but paused KV may expire: a turn checks (stage_runner.py)
                 if self._is_closed:
                     return
             for command in commands:

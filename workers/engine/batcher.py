@@ -2,22 +2,26 @@
 
 Each engine step is `schedule() -> run the model -> postprocess()`:
 
+0. Paused requests (sessions, paused_kv.py) past their deadline release their blocks.
 1. Running requests are served first, decodes before prefill chunks, under the step's token
    budget (`token_budget`: the config's `max_num_batched_tokens`, or what the worker derived
    from its profile and a TPOT target, see workers/profiler.py). A request that needs a block
-   when none is left preempts the most recently admitted running request (preempt by
-   recompute: its blocks are freed, its counter goes back to 0 and it returns to the head of
-   the waiting queue).
+   when none is left first releases paused requests' KV (the one expected back last first),
+   and only then preempts the most recently admitted running request (preempt by recompute:
+   its blocks are freed, its counter goes back to 0 and it returns to the head of the waiting
+   queue).
 2. Waiting requests are admitted in priority order (lower first; equal priorities first come,
-   first served) while tokens, sequence slots and blocks last. On first admission a request
-   takes its prefix-cache hits, or its imported KV. A running prompt of a lower priority than
+   first served) while tokens, sequence slots and blocks last (paused KV gives way when that
+   lets one in). On first admission a request takes its imported KV, or the paused KV it
+   continues (`resume_from`), or its prefix-cache hits. A running prompt of a lower priority than
    the first waiting one gets only what the admissions leave of the budget, so an urgent short
    prompt never waits behind the chunks of a long one (with every priority 0 the order is the
    plain first-come-first-served one):
 
        decodes | prefill chunks with priority <= the first waiting one's | admissions | the rest
 3. After the forward pass, each request that caught up with its tokens gets the sampled token,
-   is checked for stop conditions, and leaves the batch when done.
+   is checked for stop conditions, and leaves the batch when done. Its `release` frees its
+   blocks, or pins them as paused KV when it has a pause plan and ended with stop or length.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from dataclasses import dataclass, field
 
 from workers.contract.block_hash import extend_block_hashes
 from workers.engine.block_manager import BlockPool
+from workers.engine.paused_kv import PausedRequests
 from workers.engine.request import Request, RequestStatus
 
 
@@ -76,9 +81,11 @@ class Batcher:
         block_pool: BlockPool,
         eos_token_ids: Sequence[int],
         detokenize: Callable[[Sequence[int]], str],
+        paused: PausedRequests | None = None,  # None: a new holder over `block_pool`
     ) -> None:
         self.config = config
         self.block_pool = block_pool
+        self.paused = paused if paused is not None else PausedRequests(block_pool)
         self.eos_token_ids = tuple(eos_token_ids)
         self.detokenize = detokenize
         self.token_budget = config.max_num_batched_tokens  # prompt + decode tokens per step
@@ -116,6 +123,7 @@ class Batcher:
 
     # ----------------------------------------------------------------- schedule
     def schedule(self) -> BatchPlan:
+        self.paused.expire()
         plan = BatchPlan()
         budget = self.token_budget
         first_waiting = self.waiting[0].priority if self.waiting else float("inf")
@@ -149,6 +157,8 @@ class Batcher:
             if req.num_preemptions == 0 and not is_import:
                 self.num_prompt_tokens_admitted += req.num_prompt_tokens
                 self.num_prefix_hit_tokens += req.num_cached_tokens
+                if req.resume_from is not None:  # its blocks are the request's now
+                    self.paused.release(req.resume_from, "resumed")
             req.status = RequestStatus.RUNNING
             self.running.append(req)
             if is_import:
@@ -171,6 +181,8 @@ class Batcher:
         if req.prompt_kv is not None:
             req.num_computed_tokens = req.num_prefilled_tokens
             return True
+        if req.resume_from is not None and req.num_preemptions == 0 and self.paused.resume(req):
+            return False
         if self.config.enable_prefix_caching and req.num_computed_tokens == 0:
             # At least one token is always computed, so that there are logits to sample from.
             num_hashable = (req.num_tokens - 1) // self.block_size
@@ -187,11 +199,18 @@ class Batcher:
         return False
 
     def _reserve(self, req: Request, num_tokens: int) -> bool:
-        """Make the block table cover `num_tokens` slots; False (taking nothing) if it cannot."""
-        missing = self.block_pool.blocks_needed(num_tokens) - len(req.block_table)
+        """Make the block table cover `num_tokens` slots; False (taking nothing) if it cannot.
+        Paused KV is released for it (the entry expected back last first) when that suffices."""
+        pool = self.block_pool
+        missing = pool.blocks_needed(num_tokens) - len(req.block_table)
         if missing <= 0:
             return True
-        blocks = self.block_pool.allocate(missing)
+        if missing > pool.num_allocatable:
+            if missing > pool.num_allocatable + self.paused.num_reclaimable_blocks():
+                return False
+            while missing > pool.num_allocatable and self.paused.evict_one():
+                pass
+        blocks = pool.allocate(missing)
         if blocks is None:
             return False
         req.block_table.extend(blocks)
@@ -199,6 +218,8 @@ class Batcher:
 
     def _reserve_or_preempt(self, req: Request, num_tokens: int, plan: BatchPlan) -> bool:
         while not self._reserve(req, num_tokens):
+            if self.paused.evict_one():
+                continue  # every paused request's KV goes before a running request is preempted
             victim = self.running[-1]
             self._preempt(victim)
             plan.preempted.append(victim)
@@ -270,7 +291,10 @@ class Batcher:
         req.num_published_blocks = max(req.num_published_blocks, num_full)
 
     def release(self, req: Request) -> None:
-        """Free a done request's blocks."""
+        """Free a done request's blocks, or pin them as paused KV (see the module docstring)."""
+        if req.pause is not None and req.status is RequestStatus.FINISHED:
+            self.paused.pause(req, req.pause.ttl_s, req.pause.expected_pause_s)
+            return
         self.block_pool.free(req.block_table)
         req.block_table = []
 

@@ -113,6 +113,15 @@ class BlockPool:
                 else:
                     self._evictable[block_id] = None
 
+    def share(self, block_table: Sequence[int]) -> None:
+        """Take one more reference to each block, all in use (a paused request's blocks that
+        its continuation takes over, see paused_kv.py)."""
+        for block_id in block_table:
+            block = self.blocks[block_id]
+            if block.ref_count <= 0:
+                raise RuntimeError(f"block {block_id} is not in use: it cannot be shared")
+            block.ref_count += 1
+
     # ----------------------------------------------------------------- prefix caching
     def match_prefix(
         self, block_hashes: Sequence[BlockHash], token_ids: Sequence[int]

@@ -4,6 +4,9 @@
     add_request(tokens, images=...)     -> queued; step() runs it    (P, D or both)
     add_request(..., export_kv=True)    -> step() hands off a PrefillResult after the first token
     add_prefilled(PrefillResult)        -> step() continues decoding from imported KV
+    add_request(..., pause=PausePlan)   -> its KV stays pinned when it ends (paused_kv.py)
+    add_request(..., resume_from=id)    -> continues a paused request's KV (stages P or D)
+    release_paused(id), expire_paused() -> paused KV back to the pool; take_pause_events()
     step()                              -> [StepOutput], one per request that advanced
 
 A colocated engine (stages "EPD") runs the same code with no export or import. Workers drive it
@@ -15,14 +18,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from PIL import Image
 
 from workers.cache_delta import CacheDelta
 from workers.contract.block_hash import BlockHash
 from workers.contract.engine_config import EngineConfig
-from workers.contract.errors import InvalidImageError, InvalidRequestError
+from workers.contract.errors import InvalidRequestError
+from workers.contract.messages import PausedKV, PausePlan, PauseReleased
 from workers.contract.sampling_params import SamplingParams
 from workers.engine.batcher import Batcher, BatcherConfig
 from workers.engine.block_manager import BlockPool
@@ -32,13 +35,12 @@ from workers.engine.engine_report import engine_spec, engine_stats
 from workers.engine.grammar import GrammarCompiler
 from workers.engine.image_encoder import ImageEncoder
 from workers.engine.image_processor import ImageProcessorConfig
-from workers.engine.image_spans import find_image_spans
+from workers.engine.input_processor import InputProcessor
 from workers.engine.kv_cache import KVCache
 from workers.engine.model_config import ModelConfig
 from workers.engine.model_runner import ModelRunner
 from workers.engine.prompt import eos_token_ids, load_tokenizer
 from workers.engine.request import Request, RequestStatus
-from workers.engine.validation import check_prompt, split_resumed
 from workers.engine.weights import load_model
 from workers.engine_messages import EngineStats, ImageEmbedding, PrefillResult, StepOutput
 
@@ -73,14 +75,11 @@ class Engine:
 
     def _init_language_stages(self) -> None:
         text, cfg = self.model_config.text, self.config
-        num_blocks = cfg.num_kv_blocks or max(
-            1,
-            cfg.kv_cache_memory_bytes
-            // KVCache.bytes_per_block(
-                text.num_hidden_layers, cfg.block_size, text.num_key_value_heads, text.head_dim,
-                torch_dtype(cfg.dtype),
-            ),
+        per_block = KVCache.bytes_per_block(
+            text.num_hidden_layers, cfg.block_size, text.num_key_value_heads, text.head_dim,
+            torch_dtype(cfg.dtype),
         )  # fmt: skip
+        num_blocks = cfg.num_kv_blocks or max(1, cfg.kv_cache_memory_bytes // per_block)
         self.kv_cache = KVCache(
             text.num_hidden_layers, num_blocks, cfg.block_size, text.num_key_value_heads,
             text.head_dim, torch_dtype(cfg.dtype), self.device,
@@ -99,6 +98,10 @@ class Engine:
         )
         self.runner = ModelRunner(self.model, self.kv_cache, self.device)
         self.grammars = GrammarCompiler(self.tokenizer, text.vocab_size)
+        self.inputs = InputProcessor(
+            self.model_config, self.max_model_len, self.block_pool, self.grammars,
+            self.batcher.eos_token_ids, self.detokenize,
+        )  # fmt: skip
         self._requests: dict[str, Request] = {}
         self._pending_outputs: list[StepOutput] = []
 
@@ -119,62 +122,41 @@ class Engine:
         export_kv: bool = False,
         priority: float = 0.0,
         num_resumed_tokens: int = 0,
+        pause: PausePlan | None = None,
+        resume_from: str | None = None,
     ) -> None:
         """Queue a prompt (with image placeholders) for prefill, then decode here unless
         `export_kv`, in which case it leaves with a PrefillResult after its first token.
         `priority`: lower prompts get the step's token budget first (see batcher.py).
         `num_resumed_tokens`: the last ones of `prompt_token_ids` are outputs an earlier attempt
-        produced; generation resumes after them (request.py)."""
-        self._require("P")
+        produced; generation resumes after them (request.py). `pause`: keep its KV pinned when
+        it ends; `resume_from`: start from the KV paused request `resume_from` left here, a
+        decode engine included (paused_kv.py)."""
+        stages = ("P", "D") if resume_from is not None else ("P",)  # runs where its KV is
+        self._require(*stages)
         if not export_kv and "D" not in self.config.stages:
             raise InvalidRequestError("a prefill-only engine must export the KV (export_kv=True)")
-        params = (sampling_params or SamplingParams()).with_seed()
-        tokens = list(prompt_token_ids)
-        self._validate_prompt(request_id, tokens, params, num_resumed_tokens)
-        prompt, resumed = split_resumed(tokens, num_resumed_tokens)
-        spans = find_image_spans(prompt, self.model_config.image_token_index, images)
-        hidden = self.model_config.text.hidden_size
-        if any(i.embeddings.ndim != 2 or i.embeddings.shape[1] != hidden for i in images):
-            raise InvalidImageError(f"image embeddings must be [tokens, {hidden}]")
-        rows = np.concatenate([i.embeddings for i in images]) if images else None
-        request = Request(
-            request_id=request_id,
-            prompt_token_ids=prompt,
-            sampling_params=params,
-            resumed_token_ids=resumed,
-            image_spans=spans,
-            image_embeddings=rows,
-            export_kv=export_kv,
-            priority=priority,
-            grammar=self._grammar(params, resumed),
-        )
+        if pause is not None and export_kv:
+            raise InvalidRequestError("an exported request ends elsewhere: pause it there")
+        self._check_new(request_id)
+        request = self.inputs.new_request(
+            request_id, prompt_token_ids, sampling_params, images, export_kv=export_kv,
+            priority=priority, num_resumed_tokens=num_resumed_tokens, pause=pause,
+            resume_from=resume_from,
+        )  # fmt: skip
         self._enqueue(request)
 
-    def add_prefilled(self, prefill: PrefillResult, sampling_params: SamplingParams) -> None:
-        """Continue a request whose prompt was prefilled elsewhere, from its exported KV."""
+    def add_prefilled(
+        self,
+        prefill: PrefillResult,
+        sampling_params: SamplingParams,
+        pause: PausePlan | None = None,
+    ) -> None:
+        """Continue a request whose prompt was prefilled elsewhere, from its exported KV;
+        `pause`: keep its KV pinned when it ends."""
         self._require("D")
-        tokens = list(prefill.prompt_token_ids)
-        params = sampling_params.with_seed()
-        self._validate_prompt(prefill.request_id, tokens, params, prefill.num_resumed_tokens)
-        if prefill.kv.num_tokens != len(tokens):
-            raise InvalidRequestError(
-                f"KV covers {prefill.kv.num_tokens} tokens, the prompt has {len(tokens)}"
-            )
-        prompt, resumed = split_resumed(tokens, prefill.num_resumed_tokens)
-        request = Request(
-            request_id=prefill.request_id,
-            prompt_token_ids=prompt,
-            sampling_params=params,
-            resumed_token_ids=resumed,
-            image_spans=list(prefill.image_spans),
-            prompt_kv=prefill.kv,
-            grammar=self._grammar(params, resumed),
-        )
-        request.append_output(prefill.first_token_id)
-        reason = request.check_stop(self.batcher.eos_token_ids, self.max_model_len, self.detokenize)
-        if reason is not None:
-            raise InvalidRequestError(f"request already finished at its first token ({reason})")
-        self._enqueue(request)
+        self._check_new(prefill.request_id)
+        self._enqueue(self.inputs.prefilled(prefill, sampling_params, pause))
 
     def step(self) -> list[StepOutput]:
         """Run one batch: every running request advances; new ones join, finished ones leave."""
@@ -230,6 +212,18 @@ class Engine:
         self._pending_outputs.append(abort)
         return True
 
+    def release_paused(self, request_id: str) -> bool:
+        """Free a paused request's KV; True if it was here."""
+        return bool(self.batcher) and self.batcher.paused.release(request_id, "released")
+
+    def expire_paused(self) -> int:
+        """Release paused KV past its deadline (`step` does it too); returns how many."""
+        return self.batcher.paused.expire() if self.batcher else 0
+
+    def take_pause_events(self) -> tuple[list[PausedKV], list[PauseReleased]]:
+        """Requests paused, and paused KV released, since the last take: each once."""
+        return self.batcher.paused.take_events() if self.batcher else ([], [])
+
     def get_request(self, request_id: str) -> Request | None:
         """The live request while it is in this engine (read it, do not change it)."""
         return self._requests.get(request_id) if self.batcher else None
@@ -244,12 +238,14 @@ class Engine:
         self.batcher.set_token_budget(num_tokens)
 
     def reset_caches(self) -> None:
-        """Back to as loaded, once idle: no prefix-cache blocks, no cached embeddings, counters
-        at 0 (after profiling). KV values of freed blocks stay; nothing reads them unwritten."""
+        """Back to as loaded, once idle: no paused KV (each reported released), no prefix-cache
+        blocks, no cached embeddings, counters at 0 (after profiling). KV values of freed
+        blocks stay; nothing reads them unwritten."""
         if self.has_unfinished_requests():
             raise RuntimeError("requests are still running; reset the caches once idle")
         self.embedding_cache.clear()
         if self.batcher:
+            self.batcher.paused.release_all("released")
             self.block_pool.reset()
             self.batcher.reset_counters()
 
@@ -283,18 +279,10 @@ class Engine:
         if not any(s in self.config.stages for s in stages):
             raise RuntimeError(f"this engine runs {self.config.stages}, not {'/'.join(stages)}")
 
+    def _check_new(self, request_id: str) -> None:
+        if request_id in self._requests:
+            raise InvalidRequestError(f"request id {request_id!r} is already running")
+
     def _enqueue(self, request: Request) -> None:
         self._requests[request.request_id] = request
         self.batcher.add(request)
-
-    def _grammar(self, params: SamplingParams, outputs: list[int]):
-        """The request's grammar matcher, past `outputs`; None without a grammar."""
-        return self.grammars.matcher(params.grammar, outputs) if params.grammar else None
-
-    def _validate_prompt(
-        self, request_id: str, tokens: list[int], params: SamplingParams, num_resumed: int
-    ) -> None:
-        if request_id in self._requests:
-            raise InvalidRequestError(f"request id {request_id!r} is already running")
-        vocab = self.model_config.text.vocab_size
-        check_prompt(tokens, params, num_resumed, vocab, self.max_model_len, self.block_pool)

@@ -52,4 +52,6 @@ def engine_stats(batcher: Batcher | None, embedding_cache: EmbeddingCache) -> En
         embedding_cache_hit_rate=embedding_hit_rate,
         num_prefix_cache_blocks=pool.num_hashed_blocks,
         num_embedding_cache_entries=len(cache),
+        num_paused=batcher.paused.num_paused,
+        num_pinned_blocks=batcher.paused.num_pinned_blocks,
     )

@@ -14,6 +14,9 @@ outputs, so the next token is sampled at the same output index (and seed) as in 
 uninterrupted run, and max_tokens and stop conditions count from the prompt's end.
 
     token_ids:  | prompt ................ | resumed outputs | new outputs ... |
+
+A continuation (`resume_from`, sessions) starts, like a prefix-cache hit, with the counter at
+the common prefix whose KV a paused request left pinned (paused_kv.py).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workers.contract.block_hash import BlockHash, ImageSpan
+from workers.contract.messages import PausePlan
 from workers.contract.sampling_params import SamplingParams
 
 
@@ -56,6 +60,10 @@ class Request:
     # Where the output is in the request's grammar (a grammar.TokenMatcher), when it has one:
     # the sampler masks with it, and each appended output advances it.
     grammar: Any = None
+    # Sessions (paused_kv.py): keep the KV pinned when it ends with "stop" or "length"; and the
+    # paused request whose KV it continues, taken over on first admission (batcher.py).
+    pause: PausePlan | None = None
+    resume_from: str | None = None
 
     token_ids: list[int] = field(init=False)
     status: RequestStatus = RequestStatus.WAITING
