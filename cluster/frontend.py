@@ -110,6 +110,7 @@ class Generation:
         self._detokenizer = IncrementalDetokenizer(model.detokenizer, spec.sampling_params.stop)
         self.tools = tools  # what the answer may call (parsers leave other "calls" as text)
         self._text = ""  # the answer's text so far, as sent
+        self.output_token_ids: list[int] = []  # the answer's tokens so far
         self._first: RequestOutput | None = None
         self._owns_request = True  # False when the scheduler refused it (e.g. a duplicate id)
         self._finished = False
@@ -164,6 +165,7 @@ class Generation:
         is_last = output.finish_reason is not None
         text = self._detokenizer.add(output.token_ids, is_last)
         self._text += text
+        self.output_token_ids += output.token_ids
         finish_reason = None
         if is_last:
             known = output.finish_reason in ("stop", "length")

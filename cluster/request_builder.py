@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf.message import DecodeError, Message
-from jinja2 import TemplateError
 
+from cluster.chat_prompt import prompt_text
 from cluster.constraints import GrammarChecker, constraint_grammar, request_tools
 from cluster.limits import LimitsConfig, check_limit
 from cluster.request_fields import ADMISSIONS, PRIORITIES, prompt_chars, prompt_images
@@ -110,12 +110,21 @@ class RequestBuilder:
         A prompt plus `max_tokens` longer than the model's context is not refused: generation
         stops at the context, with finish reason "length"."""
         model = self.check(request)
-        text, image_bytes = self._prompt_text(request, model)
+        tools = [_template_tool(tool) for tool in request_tools(request)]
+        prompt = prompt_text(request, model.tokenizer, tools)
+        if not model.prompt_builder.holds_images(prompt.prefix_token_ids, prompt.num_prefix_images):
+            prompt = prompt.rendered_whole()  # e.g. an answer that wrote the image token
+        image_bytes = prompt.images
         images = [
             decode_image(data, self.limits.max_image_pixels, "limits.max_image_pixels")
             for data in image_bytes
         ]
-        token_ids = model.prompt_builder.build(text, images).token_ids
+        tail = model.prompt_builder.build(
+            prompt.text,
+            images[prompt.num_prefix_images :],
+            add_special_tokens=not prompt.prefix_token_ids,
+        )
+        token_ids = prompt.prefix_token_ids + tail.token_ids
         limit, name = self.limits.prompt_token_limit(model.max_model_len)
         if len(token_ids) > limit:
             raise PromptTooLongError(
@@ -143,52 +152,6 @@ class RequestBuilder:
             session=session_spec(request),
         )
         return spec, model
-
-    @staticmethod
-    def _prompt_text(request: pb.GenerateRequest, model: ModelFrontend) -> tuple[str, list]:
-        kind = request.WhichOneof("prompt")
-        if kind == "raw":
-            return request.raw.text, list(request.raw.images)
-        if kind is None or not request.conversation.messages:
-            raise InvalidRequestError("the prompt is empty")
-        messages, images = [], []
-        for message in request.conversation.messages:
-            parts = []
-            for part in message.content:
-                if part.WhichOneof("part") == "image":
-                    parts.append({"type": "image"})
-                    images.append(part.image)
-                else:
-                    parts.append({"type": "text", "text": part.text})
-            messages.append(_template_message(message, parts))
-        tools = [_template_tool(tool) for tool in request_tools(request)]
-        try:
-            text = model.tokenizer.apply_chat_template(
-                messages,
-                tools=tools or None,
-                tokenize=False,
-                add_generation_prompt=request.conversation.add_generation_prompt,
-            )
-        except (ValueError, TemplateError) as e:  # no template, or messages it rejects
-            raise InvalidRequestError(f"cannot apply the model's chat template: {e}") from None
-        return text, images
-
-
-def _template_message(message: pb.ChatMessage, parts: list[dict]) -> dict:
-    """One chat message as Hugging Face chat templates take it (OpenAI's shape)."""
-    rendered: dict = {"role": message.role, "content": parts}
-    if message.tool_calls:
-        rendered["tool_calls"] = [
-            {
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": call.arguments_json or "{}"},
-            }
-            for call in message.tool_calls
-        ]
-    if message.tool_call_id:
-        rendered["tool_call_id"] = message.tool_call_id
-    return rendered
 
 
 def _template_tool(tool) -> dict:

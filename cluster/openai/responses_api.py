@@ -63,6 +63,11 @@ class ResponseCall:
     session_id: str
     conversation: Conversation
     is_stored: bool
+    generation: Generation
+
+    def token_ids(self) -> list[int]:
+        """Its prompt and its answer so far, as token ids (what the next call starts with)."""
+        return [*self.generation.spec.prompt_token_ids, *self.generation.output_token_ids]
 
 
 class ResponsesAPI:
@@ -134,7 +139,7 @@ class ResponsesAPI:
         fields = ResponseFields.for_request(
             generation.request_id, generation.model.name, body, instructions, tools
         )
-        call = ResponseCall(fields, session_id, conversation, body.store)
+        call = ResponseCall(fields, session_id, conversation, body.store, generation)
         await self._keep(call, fields.body("in_progress", []), output=None)
         if body.stream:
             events = self._events(call, generation)
@@ -198,7 +203,9 @@ class ResponsesAPI:
             loop.run_in_executor(None, self._put_quietly, call, response, output)
 
     def _put(self, call: ResponseCall, response: dict, output: list[dict] | None) -> None:
-        conversation = None if output is None else call.conversation.followed_by(output)
+        conversation = None
+        if output is not None:
+            conversation = call.conversation.followed_by(output, call.token_ids())
         stored = StoredResponse(
             id=call.fields.id,
             created_at=call.fields.created_at,

@@ -18,7 +18,7 @@ message with the call's id.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cluster.openai.protocol import (
     JSONSchemaFormat,
@@ -56,11 +56,15 @@ class Conversation:
     tools: tuple[FunctionTool, ...]  # sorted by name
     items: tuple  # InputItem models (responses_protocol.py), oldest first
     num_previous_items: int = 0  # how many of `items` came from the previous response
+    # The previous response's prompt and answer as the model's token ids (chat_prompt.py):
+    # the next call's prompt starts with them, so it reuses that call's KV to the last token.
+    token_ids: tuple[int, ...] = ()
 
-    def followed_by(self, output_items: list[dict]) -> Conversation:
-        """This conversation with a response's output items appended: what continues it."""
+    def followed_by(self, output_items: list[dict], token_ids=()) -> Conversation:
+        """This conversation with a response's output items appended (`token_ids`: its prompt
+        and answer ids): what continues it."""
         items = (*self.items, *ITEMS.validate_python(output_items))
-        return Conversation(self.instructions, self.tools, items, len(items))
+        return Conversation(self.instructions, self.tools, items, len(items), tuple(token_ids))
 
     def to_json(self) -> dict:
         return {
@@ -70,13 +74,15 @@ class Conversation:
                 item.model_dump(mode="json", exclude_none=True, by_alias=True)
                 for item in self.items
             ],
+            "token_ids": list(self.token_ids),
         }
 
     @classmethod
     def from_json(cls, stored: dict) -> Conversation:
         items = tuple(ITEMS.validate_python(stored["items"]))
         tools = tuple(FunctionTool.model_validate(tool) for tool in stored["tools"])
-        return cls(stored["instructions"], tools, items, len(items))
+        token_ids = tuple(stored.get("token_ids", ()))
+        return cls(stored["instructions"], tools, items, len(items), token_ids)
 
 
 def conversation_for(body: ResponsesRequest, previous: Conversation | None) -> Conversation:
@@ -85,11 +91,13 @@ def conversation_for(body: ResponsesRequest, previous: Conversation | None) -> C
     instructions = body.instructions
     tools = tuple(sorted(body.tools or (), key=lambda tool: tool.name))
     earlier: tuple = ()
+    token_ids: tuple[int, ...] = ()
     if previous is not None:
         instructions = previous.instructions if instructions is None else instructions
         tools = previous.tools if body.tools is None else tools
-        earlier = previous.items
-    return Conversation(instructions, tools, (*earlier, *body.input_items), len(earlier))
+        earlier, token_ids = previous.items, previous.token_ids
+    items = (*earlier, *body.input_items)
+    return Conversation(instructions, tools, items, len(earlier), token_ids)
 
 
 def generate_request(
@@ -109,6 +117,11 @@ def generate_request(
     if conversation.instructions:
         messages.add(role="system").content.add(text=conversation.instructions)
     messages.extend(_chat_messages(conversation))
+    if conversation.token_ids and conversation.num_previous_items:
+        earlier = replace(conversation, items=conversation.items[: conversation.num_previous_items])
+        num_earlier = len(_chat_messages(earlier)) + bool(conversation.instructions)
+        request.conversation.prefix_token_ids.extend(conversation.token_ids)
+        request.conversation.num_prefix_messages = num_earlier
     for tool in conversation.tools:
         request.tools.add(
             name=tool.name,

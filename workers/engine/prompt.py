@@ -44,7 +44,11 @@ class PromptBuilder:
                 f"the model produces {model_config.num_image_tokens} embeddings per image"
             )
 
-    def build(self, text: str, images: list[Image.Image]) -> Prompt:
+    def build(
+        self, text: str, images: list[Image.Image], add_special_tokens: bool = True
+    ) -> Prompt:
+        """`add_special_tokens` False: a continuation of token ids that already start with
+        BOS (a session's next turn)."""
         if not text.strip():
             raise InvalidRequestError("the prompt is empty")
         num_slots = text.count(self.image_token)
@@ -53,7 +57,13 @@ class PromptBuilder:
                 f"the prompt has {num_slots} {self.image_token} slots but {len(images)} images"
             )
         expanded = text.replace(self.image_token, self.image_token * self.num_image_tokens)
-        return Prompt(token_ids=list(self.tokenizer(expanded)["input_ids"]), images=list(images))
+        token_ids = self.tokenizer(expanded, add_special_tokens=add_special_tokens)["input_ids"]
+        return Prompt(token_ids=list(token_ids), images=list(images))
+
+    def holds_images(self, token_ids: list[int], num_images: int) -> bool:
+        """Whether `token_ids` hold the placeholders of exactly `num_images` images."""
+        placeholder = self.tokenizer.convert_tokens_to_ids(self.image_token)
+        return token_ids.count(placeholder) == num_images * self.num_image_tokens
 
     def pixel_values(self, images: list[Image.Image]) -> np.ndarray:
         """[images, 3, H, W] float32, ready for the vision tower."""
