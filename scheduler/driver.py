@@ -93,9 +93,11 @@ class RequestDriver:
 
     async def apply(self, slot: WorkerSlot, events: WorkerEvents) -> None:
         """One engine step of one worker, then whatever it made room for."""
+        # Paused KV first: the call its tokens end is then pinned before its client can send
+        # the next call (sessions.py).
+        self.sessions.apply(slot.worker_id, events.paused, events.pauses_released)
         for event in in_causal_order(events):
             await self.carry_out(self.events.decide(slot, event))
-        self.sessions.apply(slot.worker_id, events.paused, events.pauses_released)
         self.feedback.decode_steps(slot, events)
         await self.dispatch()
 

@@ -97,6 +97,8 @@ class Placement:
         encode never runs; None when there is none."""
         if not self.mode.is_slo_aware or req.attempt or req.shape is None:
             return None
+        if req.continuation is not None:  # its prefill runs where its paused KV is
+            return None
         hashes = req.shape.image_hashes
         views = capable_workers(self.workers.views(), req.spec.model, Stage.PREFILL)
         holders = [v.worker_id for v in views if self.caches.holds_embeddings(v.worker_id, hashes)]

@@ -1,8 +1,10 @@
 """Sessions: the calls of one conversation (RequestSpec.session), and the paused KV they leave on
 workers. Pure bookkeeping; the driver and the scheduler act on what it answers.
 
-    a call with `pause` ends      driver: ended_paused(req, worker)   (expects the worker's word)
-    the worker reports it         apply(worker, paused, released)      -> the KV is pinned there
+    the worker reports paused KV  apply(worker, paused, released), before the poll's tokens
+    the call's last token ends it driver: ended_paused(req, worker)    -> the KV is pinned there
+                                  (whichever comes first waits for the other; the client
+                                  cannot send its next call in between)
     a call continues one          continuation(spec) -> Continuation: run its prefill on that
                                   worker, resuming that job's KV (or None: a plain prefill)
     queue order                   session_arrival(spec): the session's first call's arrival, so
@@ -51,6 +53,7 @@ class SessionDirectory:
     def __init__(self, clock_ms: Callable[[], float]) -> None:
         self._clock_ms = clock_ms
         self._expected: dict[tuple[str, str], PausedCall] = {}  # (worker, job) -> ended paused
+        self._unclaimed: dict[tuple[str, str], PausedKV] = {}  # reported, call not ended yet
         self._paused: dict[str, PausedCall] = {}  # request id -> pinned on its worker
         self._by_job: dict[tuple[str, str], str] = {}  # (worker, job) -> request id
         self._last_of_session: dict[str, str] = {}  # session id -> its last paused request
@@ -89,12 +92,15 @@ class SessionDirectory:
 
     # ------------------------------------------------------------------ paused KV
     def ended_paused(self, spec: RequestSpec, job_id: str, worker_id: str) -> None:
-        """A call that ran with a pause plan finished on `worker_id`: its word is awaited."""
+        """A call that ran with a pause plan finished on `worker_id`."""
         if spec.session is None:
             return
-        self._expected[worker_id, job_id] = PausedCall(
-            spec.request_id, job_id, worker_id, spec.session.session_id
-        )
+        call = PausedCall(spec.request_id, job_id, worker_id, spec.session.session_id)
+        kv = self._unclaimed.pop((worker_id, job_id), None)
+        if kv is None:
+            self._expected[worker_id, job_id] = call  # the worker's word is awaited
+        else:
+            self._pin(call, kv)
 
     def apply(
         self, worker_id: str, paused: Iterable[PausedKV], released: Iterable[PauseReleased]
@@ -102,20 +108,25 @@ class SessionDirectory:
         """A worker's poll: calls that ended paused there, and paused KV it let go."""
         for kv in paused:
             call = self._expected.pop((worker_id, kv.request_id), None)
-            if call is None:
-                continue  # a call the scheduler no longer routes to: it expires there
-            self._drop(call.request_id)
-            call = PausedCall(
-                call.request_id, call.job_id, worker_id, call.session_id,
-                kv.num_tokens, kv.num_blocks, self._clock_ms(),
-            )  # fmt: skip
-            self._paused[call.request_id] = call
-            self._by_job[worker_id, call.job_id] = call.request_id
-            self._last_of_session[call.session_id] = call.request_id
+            if call is None:  # its last token comes in this poll too
+                self._unclaimed[worker_id, kv.request_id] = kv
+            else:
+                self._pin(call, kv)
         for release in released:
+            self._unclaimed.pop((worker_id, release.request_id), None)
             request_id = self._by_job.get((worker_id, release.request_id))
             if request_id is not None:
                 self._drop(request_id)
+
+    def _pin(self, call: PausedCall, kv: PausedKV) -> None:
+        self._drop(call.request_id)
+        call = PausedCall(
+            call.request_id, call.job_id, call.worker_id, call.session_id,
+            kv.num_tokens, kv.num_blocks, self._clock_ms(),
+        )  # fmt: skip
+        self._paused[call.request_id] = call
+        self._by_job[call.worker_id, call.job_id] = call.request_id
+        self._last_of_session[call.session_id] = call.request_id
 
     def forget(self, request_id: str) -> PausedCall | None:
         """The client is done with this call: the paused call to release on its worker."""
@@ -125,8 +136,9 @@ class SessionDirectory:
         """The worker is gone, and every KV it held with it."""
         for call in [c for c in self._paused.values() if c.worker_id == worker_id]:
             self._drop(call.request_id)
-        for key in [k for k in self._expected if k[0] == worker_id]:
-            del self._expected[key]
+        for pending in (self._expected, self._unclaimed):
+            for key in [k for k in pending if k[0] == worker_id]:
+                del pending[key]
 
     def pinned(self) -> list[PausedCall]:
         return list(self._paused.values())

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from scheduler.request import SessionSpec
 from tests.scheduler.fake_worker import expected_tokens
-from tests.scheduler.harness import cluster, run, spec, token_ids, wait_until
+from tests.scheduler.harness import cluster, image, run, spec, token_ids, wait_until
 from workers.contract.messages import PrefillJob
 
 FIRST = [1, 2, 3]
@@ -119,5 +119,30 @@ def test_a_returning_turn_keeps_its_sessions_place_in_the_queue():
                 for rid in ("new", "t2")
             }
             assert starts["new"] - starts["t2"] >= 29_000.0
+
+    run(body)
+
+
+def test_a_next_call_sent_the_moment_the_answer_ends_still_continues_it():
+    async def body():
+        async with cluster(p="P", d="D") as c:
+            first = await c.generate(call("t1", FIRST, pause=True))
+            await c.generate(call("t2", [*FIRST, *token_ids(first), 5], resume_of="t1"))
+            assert [job.resume_from for job in prefills(c["d"])] == ["t1"]
+
+    run(body)
+
+
+def test_an_image_continuation_is_encoded_then_prefilled_where_its_kv_is():
+    async def body():
+        async with cluster(e="E", p="P", d="D") as c:
+            first_call = replace(call("t1", FIRST, pause=True), images=[image("cat")])
+            first = await c.generate(first_call)
+            second = [*FIRST, *token_ids(first), 6]
+            request = replace(call("t2", second, resume_of="t1"), images=[image("cat")])
+            outputs = await c.generate(request)
+            (job,) = prefills(c["d"])
+            assert job.resume_from == "t1" and all(e.ref is not None for e in job.images)
+            assert token_ids(outputs) == expected_tokens(second, [image("cat")], 3)
 
     run(body)
