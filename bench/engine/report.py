@@ -114,14 +114,14 @@ def markdown_report(results: dict) -> str:
         "",
         *floor_table(results),
         "",
-        *grammar_lines(results["grammar"]),
-        "",
         f"Floor = (weights {floor['weight_bytes'] / 1e6:,.1f} MB + KV tokens x "
         f"{floor['kv_bytes_per_token']:,} B) / bandwidth. Weights: decoder layers, final norm and "
         f"lm_head; the input embedding table ({floor['embedding_bytes_not_counted'] / 1e6:,.1f} "
         "MB) is left out because a step gathers one row of it per sequence. Bandwidth: "
         f"{bandwidth['definition']} of {bandwidth['num_repeats']} copies of "
         f"{bandwidth['copy_bytes'] / 2**20:,.0f} MiB.",
+        "",
+        *grammar_lines(results["grammar"]),
         "",
         f"Runtime {results['runtime_s']:.1f} s.",
     ]
