@@ -76,8 +76,8 @@ class SchedulerConfig:
     # ---- sessions (sessions.py, pause_policy.py): paused KV between a conversation's calls
     session_pause_s: float = 10.0  # expected pause before any is observed, if the call says none
     session_scarce_fraction: float = 0.75  # KV used + pinned above this: pin only by min-waste
-    session_ttl_factor: float = 3.0  # a pinned call's TTL: this x its expected pause ...
-    session_max_ttl_s: float = 300.0  # ... at most
+    session_ttl_factor: float = 3.0  # scarce memory: a pinned call's TTL is this x its pause
+    session_max_ttl_s: float = 300.0  # plentiful memory: the TTL; scarce: at most this
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:

@@ -10,9 +10,12 @@ of KV memory held without producing anything:
     drop:  recompute x (own + others')       re-prefilling it holds its own blocks, and stalls
                                              the batch (the others' blocks) for as long
 
-A pinned call gets a TTL of a few expected pauses (bounded): a tool that runs far longer than
-usual lets the KV go rather than hold it forever. Whatever happens (TTL, eviction, a lost
-worker), the continuation falls back to the prefix cache or a full prefill with the same tokens.
+The TTL: while memory is plentiful, the longest allowed (`max_ttl_s`): a pinned call that
+nobody needs the memory of costs nothing, and pressure evicts it first anyway; pauses are
+heavy-tailed, and a TTL of a few median pauses let a tenth of continuations miss their KV on
+bench.sessions. When memory is scarce, a few expected pauses (bounded): a tool that runs far
+longer than usual lets the KV go. Whatever happens (TTL, eviction, a lost worker), the
+continuation falls back to the prefix cache or a full prefill with the same tokens.
 """
 
 from __future__ import annotations
@@ -55,7 +58,9 @@ def pause_plan(costs: PauseCosts, settings: PauseSettings) -> PausePlan | None:
     if costs.own_blocks <= 0 or costs.num_blocks <= 0:
         return None
     held = costs.num_used_blocks + costs.num_pinned_blocks
-    if held > costs.num_blocks * settings.scarce_fraction and not _pinning_wastes_less(costs):
+    if held <= costs.num_blocks * settings.scarce_fraction:
+        return PausePlan(ttl_s=settings.max_ttl_s, expected_pause_s=costs.expected_pause_s)
+    if not _pinning_wastes_less(costs):
         return None
     ttl_s = min(settings.max_ttl_s, max(MIN_TTL_S, settings.ttl_factor * costs.expected_pause_s))
     return PausePlan(ttl_s=ttl_s, expected_pause_s=costs.expected_pause_s)

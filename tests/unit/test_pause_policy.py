@@ -15,19 +15,20 @@ PLENTY = PauseCosts(
 )  # fmt: skip
 
 
-def test_plentiful_memory_pins_with_a_ttl_of_three_expected_pauses():
-    assert pause_plan(PLENTY, SETTINGS) == PausePlan(ttl_s=15.0, expected_pause_s=5.0)
+def test_plentiful_memory_pins_for_the_longest_ttl():
+    assert pause_plan(PLENTY, SETTINGS) == PausePlan(ttl_s=300.0, expected_pause_s=5.0)
 
 
-def test_the_ttl_is_bounded_both_ways():
-    assert pause_plan(replace(PLENTY, expected_pause_s=1000.0), SETTINGS).ttl_s == 300.0
-    assert pause_plan(replace(PLENTY, expected_pause_s=0.0), SETTINGS).ttl_s == 1.0
-
-
-def test_scarce_memory_pins_when_recompute_would_waste_more():
+def test_scarce_memory_pins_when_recompute_would_waste_more_for_three_expected_pauses():
     # held 80 > 75: pin = 10 x 5 = 50 block-s; drop = 2 s x (10 + 60 others) = 140 block-s
     scarce = replace(PLENTY, num_used_blocks=70, num_pinned_blocks=10)
-    assert pause_plan(scarce, SETTINGS) is not None
+    assert pause_plan(scarce, SETTINGS) == PausePlan(ttl_s=15.0, expected_pause_s=5.0)
+
+
+def test_a_scarce_memory_ttl_is_bounded_both_ways():
+    scarce = replace(PLENTY, num_used_blocks=70, num_pinned_blocks=10, recompute_ms=10**6)
+    assert pause_plan(replace(scarce, expected_pause_s=1000.0), SETTINGS).ttl_s == 300.0
+    assert pause_plan(replace(scarce, expected_pause_s=0.0), SETTINGS).ttl_s == 1.0
 
 
 def test_scarce_memory_drops_when_the_pause_is_long_and_recompute_cheap():
