@@ -194,6 +194,19 @@ def test_eviction_takes_the_pause_expected_back_last_first():
     assert_idle(engine)
 
 
+def test_eviction_takes_a_pause_past_its_expected_return_first():
+    engine, clock = make()
+    for request_id, expected in (("a", 10.0), ("b", 30.0), ("c", 5.0)):
+        paused_turn(engine, request_id, prompt=[ord(request_id), 5, 6], expected_pause_s=expected)
+    clock.now += 12.0  # a and c are overdue (c the most); b is still expected
+    paused = engine.batcher.paused
+    evicted = []
+    while paused.evict_one():
+        evicted += [e.request_id for e in paused.take_events()[1]]
+    assert evicted == ["c", "a", "b"]
+    assert_idle(engine)
+
+
 def test_running_requests_take_paused_kv_before_any_preemption():
     engine, _ = make(num_blocks=8)
     paused_turn(engine, "a", expected_pause_s=10.0)  # 3 blocks

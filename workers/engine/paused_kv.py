@@ -8,8 +8,9 @@ here (neither free nor evictable) until one of four things happens, each reporte
     resumed    a request with `resume_from` = its id was admitted (it took over the blocks)
     expired    its deadline (ttl_s after it ended) passed: released at the next step or idle
                check
-    evicted    a live request needed blocks: the entry expected back last goes first
-               (InferCept's victim order), before any running request is preempted
+    evicted    a live request needed blocks: an entry overdue (past its expected return) goes
+               first, else the one expected back last (InferCept's victim order); all before
+               any running request is preempted
     released   the worker was asked to (`release_paused`)
 
 The KV kept covers the tokens whose KV is computed: the prompt and every output but the last
@@ -201,11 +202,17 @@ class PausedRequests:
         return len(expired)
 
     def evict_one(self) -> bool:
-        """Release the entry expected back last (of equal ones, the one paused first); False
-        if there is none."""
+        """Release one entry; False if there is none. First one overdue (past its expected
+        return: the likeliest never to be continued, the most overdue first), else the one
+        expected back last (InferCept's order; of equal ones, the one paused first)."""
         if not self._entries:
             return False
-        victim = max(self._entries.values(), key=lambda e: (e.expected_return, -e.order))
+        now = self.clock()
+        overdue = [e for e in self._entries.values() if e.expected_return < now]
+        if overdue:
+            victim = min(overdue, key=lambda e: (e.expected_return, e.order))
+        else:
+            victim = max(self._entries.values(), key=lambda e: (e.expected_return, -e.order))
         return self.release(victim.request_id, "evicted")
 
     def release_all(self, reason: str) -> None:
