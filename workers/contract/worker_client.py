@@ -44,10 +44,10 @@ Two implementations sit behind this Protocol, each next to what it wraps: `RayWo
   `WorkerEvents.paused`. A `PrefillJob` with `resume_from` continues it: the worker reuses the
   KV of the longest common token prefix (images agreeing) and computes only the rest; a worker
   without the P stage takes such a job when `decode_here` (the continuation's prefill runs where
-  its KV is). When the paused KV is gone (expired after `ttl_s`, evicted under memory pressure
-  before any running request is preempted: one past its expected return first, else the one
-  expected back last) the job is a plain
-  prefill with the prefix cache: the tokens are the same either way. Every release (`resumed`,
+  its KV is). When the paused KV is gone (expired after `ttl_s`, or evicted under memory
+  pressure before any running request is preempted: one past its expected return first, else
+  the one expected back last) the job is a plain prefill with the prefix cache: the tokens are
+  the same either way. Every release (`resumed`,
   `expired`, `evicted`, or `released` on `release_paused`) comes once in
   `WorkerEvents.pauses_released`. `WorkerLoad.num_pinned_blocks` counts what paused requests hold.
 - **Times** (`queue_ms`, `compute_ms`, in ms) are measured by the worker; the trace keeps them
