@@ -25,7 +25,7 @@ from cluster.openai.responses import (
     finish_reason,
     usage_chunk,
 )
-from cluster.tool_calls.base import StreamDelta, ToolCallDelta, ToolCallStreamParser
+from cluster.tool_calls.base import ToolCallDelta, ToolCallStreamParser
 
 
 class ChatStream:
@@ -60,18 +60,21 @@ class ChatStream:
         return chunks
 
     def _split(self, step: GenerationStep) -> tuple[str, tuple[ToolCallDelta, ...]]:
-        if self._parser is None:
-            return step.text, ()
-        released = self._parser.feed(step.text)
-        if step.finish_reason is not None:
-            released = _joined(released, self._parser.finish())
+        return split_step(self._parser, step)
+
+
+def split_step(
+    parser: ToolCallStreamParser | None, step: GenerationStep
+) -> tuple[str, tuple[ToolCallDelta, ...]]:
+    """A step's text as content and call fragments (all content without a parser); the last
+    step also flushes what the parser held back."""
+    if parser is None:
+        return step.text, ()
+    released = parser.feed(step.text)
+    if step.finish_reason is None:
         return released.content, released.tool_calls
-
-
-def _joined(first: StreamDelta, second: StreamDelta) -> StreamDelta:
-    return StreamDelta(
-        content=first.content + second.content, tool_calls=first.tool_calls + second.tool_calls
-    )
+    rest = parser.finish()
+    return released.content + rest.content, released.tool_calls + rest.tool_calls
 
 
 def _tool_call_delta(call: ToolCallDelta) -> dict:

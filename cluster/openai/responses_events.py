@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 
 from cluster.frontend import GenerationStep
+from cluster.openai.chat_stream import split_step
 from cluster.openai.response_object import (
     ResponseFields,
     error_of,
@@ -56,7 +57,7 @@ class ResponseEvents:
                 self._event("response.created", response=in_progress),
                 self._event("response.in_progress", response=in_progress),
             ]
-        content, calls = self._split(step)
+        content, calls = split_step(self._parser, step)
         if content:
             events += self._text(content)
         for call in calls:
@@ -92,16 +93,6 @@ class ResponseEvents:
         """The client went away: the answer so far, cancelled."""
         self.status = "cancelled"
         self._close()
-
-    def _split(self, step: GenerationStep) -> tuple[str, tuple[ToolCallDelta, ...]]:
-        """The step's text, as content and call fragments (as chat_stream.py splits it)."""
-        if self._parser is None:
-            return step.text, ()
-        released = self._parser.feed(step.text)
-        if step.finish_reason is None:
-            return released.content, released.tool_calls
-        rest = self._parser.finish()
-        return released.content + rest.content, released.tool_calls + rest.tool_calls
 
     # ------------------------------------------------------------------ items
     def _text(self, text: str) -> list[str]:
