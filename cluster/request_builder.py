@@ -130,9 +130,8 @@ class RequestBuilder:
             raise PromptTooLongError(
                 f"prompt has {len(token_ids):,} tokens; the limit is {name} = {limit:,}"
             )
-        grammar = constraint_grammar(
-            request, model.tool_format, model.name, model.tokenizer.get_added_vocab()
-        )
+        added_tokens = model.tokenizer.get_added_vocab() if request.tools else ()
+        grammar = constraint_grammar(request, model.tool_format, model.name, added_tokens)
         if grammar is not None:
             model.grammar_checker.check(grammar)
         spec = RequestSpec(

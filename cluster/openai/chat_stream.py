@@ -40,7 +40,7 @@ class ChatStream:
 
     def chunks(self, step: GenerationStep) -> list[dict]:
         """The chunks to send for one step (none while its text is held back)."""
-        content, calls = self._split(step)
+        content, calls = split_step(self._parser, step)
         is_last = step.finish_reason is not None
         self._has_tool_calls = self._has_tool_calls or bool(calls)
         delta: dict = {}
@@ -58,9 +58,6 @@ class ChatStream:
         if is_last and self._include_usage and step.usage is not None:
             chunks.append(usage_chunk(self.header, "chat.completion.chunk", step.usage))
         return chunks
-
-    def _split(self, step: GenerationStep) -> tuple[str, tuple[ToolCallDelta, ...]]:
-        return split_step(self._parser, step)
 
 
 def split_step(
