@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # pulls several GB of CUDA packages.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 
-.PHONY: install test lint format proto serve bench-engine bench-overhead bench-serve bench-faults bench-sessions clean
+.PHONY: install test lint format proto serve bench-engine bench-overhead bench-serve bench-faults bench-sessions bench-agent clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ install: $(BIN)/.installed
 # The whole system on one machine: a local Ray cluster, one pool per stage (encode, prefill,
 # decode) of the tiny embedded model, and the gRPC API on localhost:50051. Ctrl-C stops it.
 serve: install
-	RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 $(BIN)/triserve serve --preset tiny
+	RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 $(BIN)/triserve serve --preset tiny --demo-tools-port 8765
 
 test: install
 	$(BIN)/python -m pytest -q tests
@@ -53,6 +53,9 @@ bench-faults: install
 
 bench-sessions: install
 	RAY_AUTH_MODE=disabled $(BIN)/python -m bench.sessions --preset small --json bench/results/sessions_small_cpu.json
+
+bench-agent: install
+	RAY_AUTH_MODE=disabled $(BIN)/python -m bench.agent --preset small --out bench/results/agent_small_cpu
 
 clean:
 	rm -rf $(VENV) .pytest_cache

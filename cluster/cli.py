@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--metrics-port", type=int, help="Prometheus /metrics port (default 9464; 0: any free)"
     )
+    serve.add_argument(
+        "--demo-tools-port",
+        type=int,
+        help='start the demo MCP server (agent/demo_tools.py) on this port as server "demo"',
+    )
     serve.add_argument("--address", help="join this Ray cluster instead of starting one")
     serve.add_argument("--api-token", default=os.environ.get("TRISERVE_API_TOKEN"))
     serve.add_argument("--admin-token", default=os.environ.get("TRISERVE_ADMIN_TOKEN"))

@@ -1,9 +1,11 @@
-"""What `GetClusterState` and `ScalePool` report: pools and the scheduler's view of workers."""
+"""What `GetClusterState` and `ScalePool` report: pools and the scheduler's view of workers,
+and the figures of finished agent runs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cluster.agent_metrics import AgentStatsSnapshot
 from scheduler.cost_model import WorkerCostSnapshot
 from scheduler.slo_ledger import SloLedger
 from scheduler.snapshot import WorkerSnapshot
@@ -28,3 +30,5 @@ class ClusterSnapshot:
     num_requests_by_state: dict[str, int]  # active requests by state; ended ones since start
     num_queued_by_stage: dict[str, int] = field(default_factory=dict)  # scheduler stage queues
     ledger: SloLedger | None = None  # SLO outcomes per class and cache hits since start-up
+    # Finished agent runs per request class, then over all of them; empty before the first.
+    agent: list[AgentStatsSnapshot] = field(default_factory=list)

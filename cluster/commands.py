@@ -143,6 +143,8 @@ def _print_state(state) -> None:
     )
     if state.classes:
         _print_classes(state.classes)
+    if state.agent:
+        _print_agent(state.agent)
     for pool in state.pools:
         _print_pool(pool)
 
@@ -164,6 +166,37 @@ def _print_classes(classes) -> None:
         rate = f"{row.attained / row.finished:.1%}" if row.finished else "-"
         counts = "".join(f"{getattr(row, c):>12}" for c in CLASS_COLUMNS)
         print(f"{row.request_class:<8}{counts}{rate:>12}")
+
+
+def _print_agent(rows) -> None:
+    """Three lines per class (seed 001 §9's figures); "-" where nothing was measured yet."""
+
+    def share(row, name: str) -> str:
+        return f"{getattr(row, name):.1%}" if row.HasField(name) else "-"
+
+    def tail(row, figure: str) -> str:
+        points = [f"{figure}_p{p}_ms" for p in (50, 90, 99)]
+        if not row.HasField(points[0]):
+            return f"{figure.upper()} -"
+        return f"{figure.upper()} " + "/".join(f"{getattr(row, p) / 1000:.2f}" for p in points)
+
+    print("agent runs (FTR and E2E: p50/p90/p99 s of the runs that answered)")
+    for row in rows:
+        cost = "-"
+        if row.HasField("cost_per_successful_run_s"):
+            cost = f"{row.cost_per_successful_run_s:.2f}"
+        print(
+            f"  {row.request_class}: {row.runs} runs, {row.completed} completed "
+            f"({row.within_budget} within budget), {row.incomplete} incomplete, "
+            f"{row.failed} failed, {row.cancelled} cancelled"
+        )
+        print(f"    {tail(row, 'ftr')}, {tail(row, 'e2e')}, {cost} engine-s per completed run")
+        print(
+            f"    tools {row.tool_calls_per_run:.2f} calls/run "
+            f"({share(row, 'tool_cache_hit_rate')} cached), {share(row, 'tool_share_of_ftr')} "
+            f"of FTR; prompt tokens {share(row, 'cached_share')} cached "
+            f"({row.reprefilled_tokens} reprefilled)"
+        )
 
 
 def _print_pool(pool) -> None:

@@ -60,17 +60,19 @@ optional; unknown keys and bad values raise `ConfigError` naming the key.
       max_ongoing_calls: 256       # calls one ingress replica holds (open streams included);
       max_queued_calls: 64         # beyond both, Serve's proxy refuses: RESOURCE_EXHAUSTED
     responses: {path: null, max_age_s: 604800, max_count: 100000}  # /v1/responses' store
+    agent: {}               # the agent controller: MCP servers, tool tiers, budgets, routing
+                            # (agent/config.py documents its keys)
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from agent.config import AgentConfig
+from cluster.config_checks import ConfigError, check_keys, mapping, require, secret, typed
 from cluster.limits import LimitsConfig
 from cluster.openai.response_store import ResponsesConfig
 from scheduler.config import SchedulerConfig
@@ -79,10 +81,6 @@ from workers.contract.worker_config import WorkerConfig
 
 PRESETS = ("tiny", "small")
 STAGE_NAMES = {"encode": "E", "prefill": "P", "decode": "D", "colocated": "EPD"}
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the key."""
 
 
 @dataclass(frozen=True)
@@ -187,6 +185,7 @@ class ClusterConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     responses: ResponsesConfig = field(default_factory=ResponsesConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
 
     def __post_init__(self) -> None:
         require(bool(self.models), "models: at least one model is needed")
@@ -220,16 +219,22 @@ class ClusterConfig:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ClusterConfig:
-        raw = _mapping(raw, "the configuration")
-        _check_keys(raw, cls, "the configuration")
+        raw = mapping(raw, "the configuration")
+        check_keys(raw, cls, "the configuration")
         sections = dict(scheduler=SchedulerConfig, limits=LimitsConfig, responses=ResponsesConfig)
-        values = {k: _typed(cls, k, v, k) for k, v in raw.items() if k not in {"pools", *sections}}
+        skipped = {"pools", "agent", *sections}
+        values = {k: typed(cls, k, v, k) for k, v in raw.items() if k not in skipped}
         for key in sections.keys() & raw.keys():
             values[key] = _section_from_dict(raw[key], sections[key], key)
+        if "agent" in raw:
+            try:
+                values["agent"] = AgentConfig.from_dict(mapping(raw["agent"] or {}, "agent"))
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         for key in ("api_token", "admin_token"):
-            values[key] = _secret(values.get(key), key)
+            values[key] = secret(values.get(key), key)
         models = values.setdefault("models", {"tiny": "tiny"})
-        for name, source in _mapping(models, "models").items():
+        for name, source in mapping(models, "models").items():
             require(isinstance(source, str) and source, f"models.{name}: must be a path/preset")
         if "pools" in raw:
             require(isinstance(raw["pools"], list), "pools: must be a list of pools")
@@ -246,51 +251,13 @@ class ClusterConfig:
         return replace(self, pools=tuple(pools))
 
 
-# --------------------------------------------------------------------- validation helpers
-_TYPES = {
-    "str": (str,),
-    "int": (int,),
-    "float": (int, float),
-    "bool": (bool,),
-    "int | None": (int, type(None)),
-    "str | None": (str, type(None)),
-    "dict[str, str]": (dict,),
-}
-
-
-def require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
-
-
-def _mapping(raw: Any, where: str) -> Mapping[str, Any]:
-    require(isinstance(raw, Mapping), f"{where}: must be a mapping of keys to values")
-    return raw
-
-
-def _check_keys(raw: Mapping[str, Any], cls: type, where: str) -> None:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - known)
-    require(not unknown, f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-
-
-def _typed(cls: type, key: str, value: Any, where: str) -> Any:
-    kind = next(f.type for f in dataclasses.fields(cls) if f.name == key)
-    allowed = _TYPES.get(kind, (object,))
-    is_bool_as_number = isinstance(value, bool) and bool not in allowed
-    require(
-        isinstance(value, allowed) and not is_bool_as_number,
-        f"{where}: expected {kind}, got {value!r}",
-    )
-    return float(value) if kind == "float" else value
-
-
+# --------------------------------------------------------------------- sections
 def _pool_from_dict(raw: Any, where: str, default_model: str | None) -> PoolConfig:
-    raw = _mapping(raw, where)
-    _check_keys(raw, PoolConfig, where)
+    raw = mapping(raw, where)
+    check_keys(raw, PoolConfig, where)
     for key in ("name", "stages"):
         require(key in raw, f"{where}: {key} is required")
-    values = {k: _typed(PoolConfig, k, v, f"{where}.{k}") for k, v in raw.items()}
+    values = {k: typed(PoolConfig, k, v, f"{where}.{k}") for k, v in raw.items()}
     if "model" not in values:
         require(default_model is not None, f"{where}: model is required with several models")
         values["model"] = default_model
@@ -303,18 +270,10 @@ def _pool_from_dict(raw: Any, where: str, default_model: str | None) -> PoolConf
 
 def _section_from_dict(raw: Any, cls: type, where: str) -> Any:
     """A nested section (`scheduler`, `limits`): its dataclass, from a mapping of its keys."""
-    raw = _mapping(raw, where)
-    _check_keys(raw, cls, where)
-    values = {k: _typed(cls, k, v, f"{where}.{k}") for k, v in raw.items()}
+    raw = mapping(raw, where)
+    check_keys(raw, cls, where)
+    values = {k: typed(cls, k, v, f"{where}.{k}") for k, v in raw.items()}
     try:
         return cls(**values)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-
-
-def _secret(value: str | None, key: str) -> str | None:
-    if value is None or not value.startswith("env:"):
-        return value
-    name = value.removeprefix("env:")
-    require(bool(os.environ.get(name)), f"{key}: environment variable {name} is not set")
-    return os.environ[name]

@@ -25,6 +25,8 @@ import time
 import warnings
 from collections.abc import AsyncIterator
 
+from agent.run_summary import RunSummary
+from cluster.agent_metrics import AgentRunMetrics
 from cluster.cluster_state import ClusterSnapshot, PoolSnapshot
 from cluster.config import ClusterConfig
 from cluster.errors import UnknownPoolError
@@ -70,6 +72,7 @@ class ControlPlane:
         self.pools = PoolManager(config, self.launcher)
         self.metrics = ServingMetrics()
         self.scheduler.add_observer(self.metrics.observe)
+        self.agent_metrics = AgentRunMetrics(self.metrics.registry)
         self._metrics_server: MetricsServer | None = None
         self._supervise_task: asyncio.Task | None = None
         self._registered: set[str] = set()  # worker ids given to the scheduler
@@ -119,6 +122,10 @@ class ControlPlane:
         is released."""
         return await self.scheduler.forget_paused(request_id)
 
+    def record_agent_run(self, summary: RunSummary) -> None:
+        """One finished agent run, from the ingress that ran it (fire and forget)."""
+        self.agent_metrics.record(summary)
+
     def trace(self, request_id: str) -> Trace | None:
         return self.scheduler.trace(request_id)
 
@@ -130,6 +137,7 @@ class ControlPlane:
             num_requests_by_state=snapshot.num_requests_by_state,
             num_queued_by_stage=snapshot.num_queued_by_stage,
             ledger=snapshot.ledger,
+            agent=self.agent_metrics.stats.snapshot(),
         )
 
     async def scale(self, pool: str, num_workers: int) -> PoolSnapshot:

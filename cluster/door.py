@@ -49,6 +49,12 @@ class Door:
         self._refused: Counter[str] = Counter()  # since the last fetch, by request class
         self._task: asyncio.Task | None = None
 
+    @property
+    def gate(self) -> AdmissionGate | None:
+        """The latest gate fetched (None before the first): the scheduler's forecast, which
+        the agent controller also prices its model calls with."""
+        return self._gate
+
     def open_if_needed(self) -> None:
         """Start fetching the gate (on the ingress's event loop), once."""
         if self._task is None or self._task.done():

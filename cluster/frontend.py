@@ -119,6 +119,11 @@ class Generation:
     def request_id(self) -> str:
         return self.spec.request_id
 
+    @property
+    def text(self) -> str:
+        """The answer's text so far."""
+        return self._text
+
     async def wait_for_first_output(self) -> None:
         """Raise the scheduler's refusal, if it refuses; else hold the first output."""
         try:

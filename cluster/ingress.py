@@ -22,6 +22,8 @@ from fastapi import FastAPI
 from grpc_health.v1 import health_pb2
 from ray import serve
 
+from agent.config import AgentConfig
+from agent.controller import AgentController
 from cluster.errors import (
     TraceNotFoundError,
     UnauthenticatedError,
@@ -63,6 +65,7 @@ class Ingress:
         limits: LimitsConfig | None = None,
         serve_http: bool = True,
         responses: ResponsesConfig | None = None,
+        agent: AgentConfig | None = None,
     ) -> None:
         self.scheduler = ray.get_actor(scheduler_name, namespace=namespace)
         self.api_token, self.admin_token = api_token, admin_token
@@ -70,13 +73,17 @@ class Ingress:
         self.frontend = Frontend(self.scheduler, model_dirs, self.limits)
         self.serve_http = serve_http  # False: HTTP answers 404 (Serve's proxy runs for gRPC)
         self.responses_config = responses or ResponsesConfig()  # where /v1/responses stores
+        self.agent = AgentController(agent or AgentConfig())  # runs calls with MCP tools
         install_client_error_filter(drop=True)  # _fail logs each failure, once
 
     def __serve_build_asgi_app__(self) -> FastAPI:  # noqa: N807
         if not self.serve_http:
             return FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
         store = ResponseStore.open(self.responses_config)
-        return OpenAIRoutes(self.frontend, self.scheduler, self.api_token, self.limits, store).app()
+        routes = OpenAIRoutes(
+            self.frontend, self.scheduler, self.api_token, self.limits, store, self.agent
+        )
+        return routes.app()
 
     # ----------------------------------------------------------------- triserve.v1.Triserve
     async def Generate(self, request: bytes | pb.GenerateRequest, grpc_context):  # noqa: N802

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from agent.config import AgentConfig, McpServerConfig
+from agent.mcp_endpoint import McpEndpoint
 from cluster.config import ClusterConfig, ConfigError
 from cluster.config_sources import resolve_config
 from cluster.names import NAMESPACE
@@ -22,6 +24,7 @@ START_TIMEOUT_S = 900.0  # loading every model (the small preset is written on f
 # Ray restarts a dead control plane, which takes back the workers (README "Failures"); it loads
 # no model, so a restart costs little, and a cluster without it serves nothing.
 CONTROL_PLANE_MAX_RESTARTS = -1
+DEMO_LABEL = "demo"  # the MCP server label of agent/demo_tools.py when the launcher starts it
 
 
 @dataclass
@@ -33,6 +36,7 @@ class RunningCluster:
     cluster_id: str  # in the names of the worker actors (workers/actor.py)
     metrics_address: str | None = None  # host:port serving /metrics; None: metrics are off
     http_address: str | None = None  # host:port of the OpenAI-compatible HTTP API; None: off
+    demo_tools: object | None = None  # agent/demo_tools.py's server, when the config asks
 
     def stop(self) -> None:
         import ray
@@ -41,6 +45,8 @@ class RunningCluster:
         from workers.actor import kill_worker_actors
 
         serve.shutdown()
+        if self.demo_tools is not None:
+            self.demo_tools.close()
         try:
             ray.get(self.control_plane.shutdown.remote(), timeout=60)
         finally:
@@ -126,6 +132,7 @@ def start_cluster(config: ClusterConfig, ray_init_kwargs: dict | None = None) ->
         http_options={"host": http_host, "port": config.http_port or free_port(http_host)},
     )
     model_dirs = {name: str(config.model_dir(name)) for name in config.models}
+    agent, demo_tools = with_demo_tools(config.agent, config.host)
     serve.run(
         Ingress.options(
             max_ongoing_requests=config.limits.max_ongoing_calls,
@@ -139,6 +146,7 @@ def start_cluster(config: ClusterConfig, ray_init_kwargs: dict | None = None) ->
             limits=config.limits,
             serve_http=serves_http,
             responses=config.responses,
+            agent=agent,
         ),
         name=APP_NAME,
         route_prefix="/",
@@ -151,7 +159,20 @@ def start_cluster(config: ClusterConfig, ray_init_kwargs: dict | None = None) ->
         cluster_id=cluster_id,
         metrics_address=metrics_address,
         http_address=f"{config.host}:{config.http_port}" if serves_http else None,
+        demo_tools=demo_tools,
     )
+
+
+def with_demo_tools(agent: AgentConfig, host: str) -> tuple[AgentConfig, object | None]:
+    """Start agent/demo_tools.py's MCP server when `agent.demo_tools_port` is set, and declare
+    it as server "demo" (requests name it: {"type": "mcp", "server_label": "demo"})."""
+    if agent.demo_tools_port is None or agent.server(DEMO_LABEL) is not None:
+        return agent, None
+    from agent.demo_tools import start_demo_server
+
+    server = start_demo_server(host=host, port=agent.demo_tools_port)
+    demo = McpServerConfig(endpoint=McpEndpoint(label=DEMO_LABEL, url=server.url))
+    return replace(agent, mcp_servers=(*agent.mcp_servers, demo)), server
 
 
 def config_from_args(args: argparse.Namespace) -> ClusterConfig:
@@ -175,6 +196,8 @@ def config_from_args(args: argparse.Namespace) -> ClusterConfig:
         "admin_token": args.admin_token,
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    if args.demo_tools_port is not None:
+        config = replace(config, agent=replace(config.agent, demo_tools_port=args.demo_tools_port))
     return replace(config, http_port=None) if args.no_http else config
 
 

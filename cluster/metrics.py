@@ -15,7 +15,7 @@ Stage times come from the ended request's trace, read by scheduler/trace_breakdo
 the fetch of the stage's input (embeddings for prefill, KV for decode). A request's attempts
 add up: one observation per request and stage.
 
-Not yet: the tool-call rate (there is no agent controller to count tool calls).
+Agent runs (tool calls, FTR, cost per run) have their series in cluster/agent_metrics.py.
 """
 
 from __future__ import annotations

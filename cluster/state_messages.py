@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cluster.agent_metrics import AgentStatsSnapshot
 from cluster.cluster_state import ClusterSnapshot, PoolSnapshot
 from proto.triserve.v1 import triserve_pb2 as pb
 from scheduler.cost_model import WorkerCostSnapshot
@@ -90,6 +91,34 @@ def class_state_messages(ledger: SloLedger) -> list[pb.RequestClassState]:
     ]
 
 
+def agent_state_message(stats: AgentStatsSnapshot) -> pb.AgentClassState:
+    """Figures that are None (nothing measured yet) stay unset."""
+    measured = {
+        "ftr_p50_ms": stats.ftr_p50_ms,
+        "ftr_p90_ms": stats.ftr_p90_ms,
+        "ftr_p99_ms": stats.ftr_p99_ms,
+        "e2e_p50_ms": stats.e2e_p50_ms,
+        "e2e_p90_ms": stats.e2e_p90_ms,
+        "e2e_p99_ms": stats.e2e_p99_ms,
+        "tool_share_of_ftr": stats.tool_share_of_ftr,
+        "tool_cache_hit_rate": stats.tool_cache_hit_rate,
+        "cached_share": stats.cached_share,
+        "cost_per_successful_run_s": stats.cost_per_successful_run_s,
+    }
+    return pb.AgentClassState(
+        request_class=stats.request_class,
+        runs=stats.num_runs,
+        completed=stats.num_completed,
+        incomplete=stats.num_incomplete,
+        failed=stats.num_failed,
+        cancelled=stats.num_cancelled,
+        within_budget=stats.num_within_budget,
+        tool_calls_per_run=stats.tool_calls_per_run,
+        reprefilled_tokens=stats.num_reprefilled_tokens,
+        **{name: value for name, value in measured.items() if value is not None},
+    )
+
+
 def cluster_state_message(snapshot: ClusterSnapshot) -> pb.ClusterState:
     counts = snapshot.num_requests_by_state
     message = pb.ClusterState(
@@ -97,6 +126,7 @@ def cluster_state_message(snapshot: ClusterSnapshot) -> pb.ClusterState:
         requests_in_flight=sum(counts.get(state, 0) for state in ACTIVE_STATES),
         requests_by_state=counts,
         queued_by_stage=snapshot.num_queued_by_stage,
+        agent=[agent_state_message(stats) for stats in snapshot.agent],
     )
     ledger = snapshot.ledger
     if ledger is not None:

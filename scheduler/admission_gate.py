@@ -35,12 +35,25 @@ from workers.contract.sampling_params import SamplingParams
 
 GATED_CLASSES = (RequestClass.SAND, RequestClass.PEBBLE)
 ONE_TOKEN = SamplingParams(max_tokens=1, seed=0)
+COSTING_TOKENS = 257
+
+
+@dataclass(frozen=True)
+class CallCosts:
+    """The forecast of a text call on one model now, queues included (the agent controller
+    charges its model calls with it): first token of a one-token prompt, each further prompt
+    token, each output token. Zeros when the model has no worker yet."""
+
+    first_token_ms: float = 0.0
+    per_prompt_token_ms: float = 0.0
+    per_output_token_ms: float = 0.0
 
 
 @dataclass(frozen=True)
 class ModelGate:
     least_ttft_ms: dict[str, float]  # request class -> predicted TTFT of its smallest request
     image_tokens_per_image: int  # to tell a pebble from a rock by its prompt length
+    call_costs: CallCosts = CallCosts()
 
 
 @dataclass(frozen=True)
@@ -96,7 +109,8 @@ def admission_gate(
                 if spec is not None:
                     prediction = control.predict(spec, workers, now_s * 1000.0)
                     least[request_class.value] = prediction.ttft_ms
-        gates[model] = ModelGate(least, info.image_tokens_per_image)
+        costs = _call_costs(control, workers, model, now_s)
+        gates[model] = ModelGate(least, info.image_tokens_per_image, costs)
     return AdmissionGate(
         models=gates,
         default_ttft_ms={c.value: config.slo_for(c.value)[0] for c in GATED_CLASSES},
@@ -104,6 +118,30 @@ def admission_gate(
         rock_min_images=config.rock_min_images,
         rock_min_image_pixels=config.rock_min_image_pixels,
         rock_min_prompt_tokens=config.rock_min_prompt_tokens,
+    )
+
+
+def _call_costs(
+    control: AdmissionControl, workers: Sequence[WorkerView], model: str, now_s: float
+) -> CallCosts:
+    """Two text prompts, of 1 and COSTING_TOKENS tokens: their TTFTs give the per-token
+    prefill cost; the first gap, the per-token decode cost."""
+    one, many = (
+        control.predict(
+            RequestSpec(
+                "call-costs", model, [0] * n, arrival_time=now_s, sampling_params=ONE_TOKEN
+            ),
+            workers,
+            now_s * 1000.0,
+        )
+        for n in (1, COSTING_TOKENS)
+    )
+    if one.forecast is None:
+        return CallCosts()
+    return CallCosts(
+        first_token_ms=one.ttft_ms,
+        per_prompt_token_ms=max(0.0, many.ttft_ms - one.ttft_ms) / (COSTING_TOKENS - 1),
+        per_output_token_ms=one.first_gap_ms,
     )
 
 

@@ -16,6 +16,7 @@ import math
 import grpc
 from fastapi.responses import JSONResponse
 
+from agent.mcp_endpoint import McpUnavailableError
 from cluster.errors import http_status_for, log_failure, retry_after_ms, status_for
 
 logger = logging.getLogger("triserve.openai")
@@ -25,6 +26,7 @@ ERROR_TYPES = {
     404: "not_found_error",
     409: "conflict_error",
     413: "invalid_request_error",
+    424: "external_connector_error",
     429: "rate_limit_error",
     500: "internal_error",
     503: "service_unavailable_error",
@@ -36,8 +38,12 @@ class ResponseNotFoundError(LookupError):
     """No stored response has that id: never stored (`store: false`), deleted, or expired."""
 
 
-# (error class, HTTP status, the gRPC status its log line names)
-HTTP_ONLY_STATUS_BY_ERROR = ((ResponseNotFoundError, 404, grpc.StatusCode.NOT_FOUND),)
+# (error class, HTTP status, the gRPC status its log line names). An MCP server that cannot be
+# reached when its tools are listed: 424 Failed Dependency, as OpenAI answers it.
+HTTP_ONLY_STATUS_BY_ERROR = (
+    (ResponseNotFoundError, 404, grpc.StatusCode.NOT_FOUND),
+    (McpUnavailableError, 424, grpc.StatusCode.FAILED_PRECONDITION),
+)
 
 
 def error_body(error: BaseException) -> tuple[int, dict]:

@@ -28,7 +28,7 @@ STATUSES = {"stop": "completed", "length": "incomplete", "cancelled": "cancelled
 
 
 def new_id(prefix: str) -> str:
-    """`resp_`, `msg_` or `fc_`, then random hex."""
+    """`resp_`, `msg_`, `fc_` or `mcp_`, then random hex."""
     return f"{prefix}_{secrets.token_hex(16)}"
 
 
@@ -74,9 +74,11 @@ class ResponseFields:
         output: list[dict],
         usage: Usage | None = None,
         error: dict | None = None,
+        incomplete_reason: str = "max_output_tokens",
     ) -> dict:
-        """The response object. `status` "incomplete" says why: max_output_tokens."""
-        incomplete = {"reason": "max_output_tokens"} if status == "incomplete" else None
+        """The response object. `status` "incomplete" says why: max_output_tokens, or (an agent
+        run) latency_budget."""
+        incomplete = {"reason": incomplete_reason} if status == "incomplete" else None
         return {
             "id": self.id,
             "object": "response",
@@ -111,6 +113,25 @@ def function_call_item(item_id: str, call_id: str, name: str, arguments: str, st
         "name": name,
         "arguments": arguments,
         "status": status,
+    }
+
+
+def mcp_call_item(
+    item_id: str, label: str, name: str, arguments: str, output=None, error=None, status=""
+) -> dict:
+    """A call the agent controller made on an MCP server (agent/); an error in the shape of
+    OpenAI's `mcp_tool_execution_error`."""
+    if error is not None:
+        error = {"type": "mcp_tool_execution_error", "content": [{"type": "text", "text": error}]}
+    return {
+        "type": "mcp_call",
+        "id": item_id,
+        "server_label": label,
+        "name": name,
+        "arguments": arguments,
+        "output": output,
+        "error": error,
+        "status": status or ("failed" if error else "completed"),
     }
 
 

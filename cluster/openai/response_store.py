@@ -8,6 +8,8 @@ control plane; the ingress replicas of one machine share it.
       response      the response object, JSON
       conversation  what the call that continues it is built from (responses_conversion.py's
                     Conversation, JSON): instructions, tools, items with the output appended
+    run_traces(id, created_at, trace)
+      trace         an agent run's trace (agent/run_trace.py), JSON, for GET .../{id}/trace
 
 Retention, applied on each write: rows older than `max_age_s` go, and so do rows more than
 `max_count` writes old (`seq` at most the newest seq - max_count): O(log n) per write, where an
@@ -37,6 +39,11 @@ CREATE TABLE IF NOT EXISTS responses (
     conversation TEXT
 );
 CREATE INDEX IF NOT EXISTS responses_by_age ON responses (created_at);
+CREATE TABLE IF NOT EXISTS run_traces (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    trace TEXT NOT NULL
+);
 """
 # Several replicas write the same file; a writer waits this long for another's transaction.
 BUSY_TIMEOUT_S = 2.0
@@ -131,9 +138,29 @@ class ResponseStore:
         return StoredResponse(*row[:4], response=json.loads(row[4]), conversation=conversation)
 
     def delete(self, response_id: str) -> bool:
-        """Whether there was such a response."""
+        """Whether there was such a response (its run's trace goes with it)."""
         with self._write() as db:
+            db.execute("DELETE FROM run_traces WHERE id = ?", (response_id,))
             return db.execute("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount > 0
+
+    def put_trace(self, response_id: str, trace: dict) -> None:
+        """Keep an agent run's trace (pruned by age, as responses are)."""
+        now = time.time()
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO run_traces (id, created_at, trace) VALUES (?, ?, ?)",
+                (response_id, now, json.dumps(trace)),
+            )
+            db.execute(
+                "DELETE FROM run_traces WHERE created_at < ?", (now - self.config.max_age_s,)
+            )
+
+    def get_trace(self, response_id: str) -> dict | None:
+        with self._lock:
+            row = self._connection.execute(
+                "SELECT trace FROM run_traces WHERE id = ?", (response_id,)
+            ).fetchone()
+        return None if row is None else json.loads(row[0])
 
     def close(self) -> None:
         with self._lock:

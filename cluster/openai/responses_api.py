@@ -24,7 +24,9 @@ from dataclasses import dataclass
 
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from agent.controller import AgentController
 from cluster.frontend import Frontend, Generation
+from cluster.openai.agent_responses import AgentResponses
 from cluster.openai.delivery import HEADERS, whole_answer
 from cluster.openai.errors import (
     ResponseNotFoundError,
@@ -71,9 +73,12 @@ class ResponseCall:
 
 
 class ResponsesAPI:
-    def __init__(self, frontend: Frontend, store: ResponseStore) -> None:
+    def __init__(
+        self, frontend: Frontend, store: ResponseStore, controller: AgentController
+    ) -> None:
         self.frontend = frontend
         self.store = store
+        self.agent = AgentResponses(frontend, controller, store, self._keep_run)
 
     async def create(
         self, body: ResponsesRequest, arrival_time: float, default_max_tokens: int | None
@@ -82,12 +87,17 @@ class ResponsesAPI:
         try:
             previous = await self._previous(body.previous_response_id)
             # Off the event loop: a long conversation's items are parsed, its images decoded.
-            conversation, message = await asyncio.to_thread(
-                _call_request, body, previous, response_id, default_max_tokens
+            conversation = await asyncio.to_thread(_conversation, body, previous)
+            session_id = previous.session_id if previous else response_id
+            if conversation.mcp_tools:  # the agent controller runs it
+                return await self.agent.create(
+                    body, conversation, response_id, session_id, arrival_time
+                )
+            message = await asyncio.to_thread(
+                _call_request, body, conversation, response_id, session_id, default_max_tokens
             )
             generation = await self.frontend.start(message, arrival_time)
             try:
-                session_id = message.session.session_id
                 return await self._answer(body, conversation, session_id, generation)
             except BaseException:
                 generation.close()
@@ -114,15 +124,29 @@ class ResponsesAPI:
             pass
         return JSONResponse({"id": response_id, "object": "response", "deleted": True})
 
+    async def trace(self, response_id: str) -> Response:
+        """An agent run's trace (agent/run_trace.py): 404 for a response that had none."""
+        try:
+            trace = await self.agent.trace(response_id)
+            if trace is None:
+                raise ResponseNotFoundError(
+                    f"no trace for response {response_id!r} (not an agent run, not stored, "
+                    "deleted, or still finishing)"
+                )
+            return JSONResponse(trace)
+        except Exception as e:
+            return error_response(e, response_id)
+
     async def cancel(self, response_id: str) -> Response:
         """The stream serving the response ends it, as cancelled, and stores it; this returns
-        it as cancelled at once."""
+        it as cancelled at once. An agent run is cancelled on the replica running it."""
         try:
             stored = await self._stored(response_id)
             if stored.response["status"] != "in_progress":
                 return JSONResponse(stored.response)
-            cancel = self.frontend.scheduler.cancel.remote(response_id)
-            await asyncio.wait_for(cancel, timeout=SCHEDULER_CALL_TIMEOUT_S)
+            if not await self.agent.cancel(response_id):
+                cancel = self.frontend.scheduler.cancel.remote(response_id)
+                await asyncio.wait_for(cancel, timeout=SCHEDULER_CALL_TIMEOUT_S)
             return JSONResponse({**stored.response, "status": "cancelled"})
         except Exception as e:
             return error_response(e, response_id)
@@ -189,6 +213,27 @@ class ResponsesAPI:
                 self._keep_later(call, events.response(), events.output)
 
     # ------------------------------------------------------------------ the store
+    def _keep_run(self, serving, response: dict, conversation, is_stored: bool) -> None:
+        """Store an agent run's response (in progress, or ended with its conversation)."""
+        if not is_stored:
+            return
+        stored = StoredResponse(
+            id=serving.response_id,
+            created_at=response["created_at"],
+            model=response["model"],
+            session_id=serving.session_id,
+            response=response,
+            conversation=None if conversation is None else conversation.to_json(),
+        )
+        loop = asyncio.get_running_loop()
+        loop.run_in_executor(None, self._put_stored_quietly, stored)
+
+    def _put_stored_quietly(self, stored: StoredResponse) -> None:
+        try:
+            self.store.put(stored)
+        except sqlite3.Error as e:
+            logger.warning("response %s: not stored (%s)", stored.id, e)
+
     async def _keep(self, call: ResponseCall, response: dict, output: list[dict] | None) -> None:
         """Store the response (`output`: its items, which the conversation gains; None: it
         cannot be continued, being in progress or failed)."""
@@ -247,22 +292,25 @@ class ResponsesAPI:
             raise RequestFailedError(f"the response store failed ({e}); retry") from None
 
 
+def _conversation(body: ResponsesRequest, previous: StoredResponse | None) -> Conversation:
+    earlier = None if previous is None else Conversation.from_json(previous.conversation)
+    return conversation_for(body, earlier)
+
+
 def _call_request(
     body: ResponsesRequest,
-    previous: StoredResponse | None,
+    conversation: Conversation,
     response_id: str,
+    session_id: str,
     default_max_tokens: int | None,
-) -> tuple[Conversation, pb.GenerateRequest]:
-    """The call's conversation, and the request that generates its answer in its session."""
-    earlier = None if previous is None else Conversation.from_json(previous.conversation)
-    conversation = conversation_for(body, earlier)
+) -> pb.GenerateRequest:
+    """The request that generates the call's answer in its session."""
     session = pb.Session(
-        session_id=previous.session_id if previous else response_id,
+        session_id=session_id,
         pause=body.store,
-        resume_of=body.previous_response_id or "",
+        resume_of=conversation.resume_from or body.previous_response_id or "",
     )
-    message = generate_request(body, conversation, response_id, session, default_max_tokens)
-    return conversation, message
+    return generate_request(body, conversation, response_id, session, default_max_tokens)
 
 
 def _not_found(response_id: str) -> ResponseNotFoundError:

@@ -40,6 +40,7 @@ from cluster.openai.responses_protocol import (
     FunctionChoice,
     FunctionTool,
     InputImage,
+    McpTool,
     MessageItem,
     ResponsesRequest,
     TextConfig,
@@ -59,12 +60,16 @@ class Conversation:
     # The previous response's prompt and answer as the model's token ids (chat_prompt.py):
     # the next call's prompt starts with them, so it reuses that call's KV to the last token.
     token_ids: tuple[int, ...] = ()
+    mcp_tools: tuple[McpTool, ...] = ()  # the agent controller's servers (agent_responses.py)
+    # The request id whose KV the next call continues: an agent run's last model call ("":
+    # the response's own id, which is its one call's).
+    resume_from: str = ""
 
     def followed_by(self, output_items: list[dict], token_ids=()) -> Conversation:
         """This conversation with a response's output items appended (`token_ids`: its prompt
         and answer ids): what continues it."""
         items = (*self.items, *ITEMS.validate_python(output_items))
-        return Conversation(self.instructions, self.tools, items, len(items), tuple(token_ids))
+        return replace(self, items=items, num_previous_items=len(items), token_ids=tuple(token_ids))
 
     def to_json(self) -> dict:
         return {
@@ -75,6 +80,10 @@ class Conversation:
                 for item in self.items
             ],
             "token_ids": list(self.token_ids),
+            "mcp_tools": [
+                tool.model_dump(mode="json", exclude_none=True) for tool in self.mcp_tools
+            ],
+            "resume_from": self.resume_from,
         }
 
     @classmethod
@@ -82,22 +91,30 @@ class Conversation:
         items = tuple(ITEMS.validate_python(stored["items"]))
         tools = tuple(FunctionTool.model_validate(tool) for tool in stored["tools"])
         token_ids = tuple(stored.get("token_ids", ()))
-        return cls(stored["instructions"], tools, items, len(items), token_ids)
+        mcp_tools = tuple(McpTool.model_validate(tool) for tool in stored.get("mcp_tools", ()))
+        resume_from = stored.get("resume_from", "")
+        return cls(
+            stored["instructions"], tools, items, len(items), token_ids, mcp_tools, resume_from
+        )
 
 
 def conversation_for(body: ResponsesRequest, previous: Conversation | None) -> Conversation:
     """The call's conversation: the previous response's (its instructions and tools unless the
     body gives new ones), then the body's input."""
     instructions = body.instructions
-    tools = tuple(sorted(body.tools or (), key=lambda tool: tool.name))
+    tools = tuple(sorted(body.function_tools, key=lambda tool: tool.name))
+    mcp_tools = tuple(body.mcp_tools)
     earlier: tuple = ()
     token_ids: tuple[int, ...] = ()
+    resume_from = ""
     if previous is not None:
         instructions = previous.instructions if instructions is None else instructions
-        tools = previous.tools if body.tools is None else tools
+        if body.tools is None:
+            tools, mcp_tools = previous.tools, previous.mcp_tools
         earlier, token_ids = previous.items, previous.token_ids
+        resume_from = previous.resume_from
     items = (*earlier, *body.input_items)
-    return Conversation(instructions, tools, items, len(earlier), token_ids)
+    return Conversation(instructions, tools, items, len(earlier), token_ids, mcp_tools, resume_from)
 
 
 def generate_request(

@@ -134,6 +134,50 @@ class FunctionTool(Body):
         return self
 
 
+class McpTool(Body):
+    """A remote MCP server whose tools the agent controller calls itself (agent/): its calls
+    appear in the output as `mcp_call` items, and never reach the client."""
+
+    type: Literal["mcp"]
+    server_label: str = Field(min_length=1, max_length=64)
+    server_url: str | None = None  # None: the server the cluster config declares by that label
+    allowed_tools: list[str] | None = None
+    headers: dict[str, str] | None = None  # sent with each call (e.g. Authorization)
+    require_approval: str | dict = "never"
+    server_description: str | None = None
+
+    @model_validator(mode="after")
+    def _no_approval(self) -> McpTool:
+        if self.require_approval != "never":
+            raise ValueError(
+                'require_approval: only "never" is supported (calls run under the budget)'
+            )
+        if self.server_url is not None and not self.server_url.startswith(("http://", "https://")):
+            raise ValueError("server_url: an http:// or https:// URL (streamable HTTP)")
+        return self
+
+
+def _tool_tag(tool: Any) -> str:
+    kind = tool.get("type") if isinstance(tool, dict) else getattr(tool, "type", None)
+    return "mcp" if kind == "mcp" else "function"
+
+
+RequestTool = Annotated[
+    Annotated[FunctionTool, Tag("function")] | Annotated[McpTool, Tag("mcp")],
+    Discriminator(_tool_tag),
+]
+
+
+class AgentOptionsBody(Body):
+    """`agent_options`, a Triserve extension: the controller's mechanisms, each on by default
+    (benchmarks turn one off to measure what it is worth)."""
+
+    parallel_dispatch: bool = True
+    pause_kv: bool = True
+    budget: bool = True
+    routing: bool = True
+
+
 class FunctionChoice(Body):
     type: Literal["function"]
     name: str
@@ -164,7 +208,7 @@ class ResponsesRequest(GenerationFields):
 
     input: str | list[InputItem] = Field(default_factory=list)
     instructions: str | None = None  # a system message ahead of the conversation
-    tools: list[FunctionTool] | None = None  # None: the previous response's, if continued
+    tools: list[RequestTool] | None = None  # None: the previous response's, if continued
     tool_choice: Literal["none", "auto", "required"] | FunctionChoice | None = None
     parallel_tool_calls: bool | None = None
     max_output_tokens: int | None = Field(default=None, ge=1, le=MAX_UINT32)
@@ -173,6 +217,14 @@ class ResponsesRequest(GenerationFields):
     metadata: dict[str, str] | None = None  # stored and returned, never shown to the model
     text: TextConfig | None = None
     background: bool = False
+    # The agent controller's (requests with MCP tools): the standard cap on server-side calls,
+    # and Triserve's extensions: the run's latency budget, its cost budget (engine-seconds),
+    # the models it may route calls to, and its mechanisms.
+    max_tool_calls: int | None = Field(default=None, ge=0, le=MAX_UINT32)
+    latency_budget_ms: float | None = Field(default=None, gt=0)
+    cost_budget_s: float | None = Field(default=None, gt=0)
+    candidate_models: list[str] | None = None
+    agent_options: AgentOptionsBody | None = None
 
     @model_validator(mode="after")
     def _supported_response(self) -> ResponsesRequest:
@@ -181,6 +233,14 @@ class ResponsesRequest(GenerationFields):
         if self.request_id:
             raise ValueError("request_id: a response's id is its request id, set by the server")
         return self
+
+    @property
+    def function_tools(self) -> list[FunctionTool]:
+        return [tool for tool in self.tools or () if isinstance(tool, FunctionTool)]
+
+    @property
+    def mcp_tools(self) -> list[McpTool]:
+        return [tool for tool in self.tools or () if isinstance(tool, McpTool)]
 
     @property
     def input_items(self) -> list:

@@ -6,6 +6,7 @@ Frontend, build lanes and scheduler as gRPC.
     POST /v1/completions        raw text
     POST /v1/responses          the Responses API (responses_api.py), streamed or whole
     GET  /v1/responses/{id}     a stored response; DELETE forgets it, POST .../cancel stops it
+    GET  /v1/responses/{id}/trace   an agent run's trace (Triserve's; agent/run_trace.py)
     GET  /v1/models             the served models
     GET  /health                200 when the scheduler answers a ping, else 503 (no token)
 
@@ -25,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from agent.controller import AgentController
 from cluster.errors import RequestTooLargeError, UnauthenticatedError
 from cluster.frontend import Frontend, Generation
 from cluster.limits import LimitsConfig
@@ -58,13 +60,14 @@ class OpenAIRoutes:
         api_token: str | None,
         limits: LimitsConfig,
         store: ResponseStore,  # the Responses API's stored responses
+        controller: AgentController,  # runs Responses calls with MCP tools
     ) -> None:
         self.frontend = frontend
         self.scheduler = scheduler
         self.api_token = api_token
         self.limits = limits
         self.created = int(time.time())  # the models' `created`: when this replica started
-        self.responses = ResponsesAPI(frontend, store)
+        self.responses = ResponsesAPI(frontend, store, controller)
 
     def app(self) -> FastAPI:
         app = FastAPI(title="Triserve", docs_url=None, redoc_url=None, openapi_url=None)
@@ -75,6 +78,7 @@ class OpenAIRoutes:
         app.add_api_route(by_id, self.get_response, methods=["GET"])
         app.add_api_route(by_id, self.delete_response, methods=["DELETE"])
         app.add_api_route(by_id + "/cancel", self.cancel_response, methods=["POST"])
+        app.add_api_route(by_id + "/trace", self.response_trace, methods=["GET"])
         app.add_api_route("/v1/models", self.models, methods=["GET"])
         app.add_api_route("/health", self.health, methods=["GET"])
         return app
@@ -110,6 +114,9 @@ class OpenAIRoutes:
 
     async def cancel_response(self, request: Request, response_id: str) -> Response:
         return await self._by_id(request, self.responses.cancel, response_id)
+
+    async def response_trace(self, request: Request, response_id: str) -> Response:
+        return await self._by_id(request, self.responses.trace, response_id)
 
     async def models(self, request: Request) -> Response:
         try:

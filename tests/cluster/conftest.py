@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 
+from agent.config import AgentConfig
+from agent.demo_tools import DemoLatencies, start_demo_server
 from cluster.client import TriserveClient
 from cluster.config import ClusterConfig, PoolConfig
 from cluster.openai.response_store import ResponsesConfig
@@ -19,7 +21,15 @@ ADMIN_TOKEN = "test-admin-token"
 
 
 @pytest.fixture(scope="package")
-def cluster(ray_cluster, tiny_model_dir, tmp_path_factory):
+def demo_tools():
+    """The demo MCP server, its tools fast (a few ms), declared to the cluster as "demo"."""
+    server = start_demo_server(DemoLatencies(scale=0.1))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="package")
+def cluster(ray_cluster, tiny_model_dir, tmp_path_factory, demo_tools):
     from cluster.launcher import start_cluster
 
     def pool(name: str, stages: str, model: str) -> PoolConfig:
@@ -39,6 +49,17 @@ def cluster(ray_cluster, tiny_model_dir, tmp_path_factory):
         api_token=API_TOKEN,
         admin_token=ADMIN_TOKEN,
         responses=ResponsesConfig(path=str(tmp_path_factory.mktemp("store") / "responses.db")),
+        agent=AgentConfig.from_dict(
+            {
+                "mcp_servers": [
+                    {
+                        "label": "demo",
+                        "url": demo_tools.url,
+                        "tools": {"lookup": {"tier": 1, "cache_ttl_s": 300}},
+                    }
+                ]
+            }
+        ),
     )
     running = start_cluster(config)
     yield running

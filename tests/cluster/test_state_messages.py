@@ -1,7 +1,10 @@
-"""Cluster snapshots -> GetClusterState messages: cost models per worker, SLO counts per class."""
+"""Cluster snapshots -> GetClusterState messages: cost models per worker, SLO counts per class,
+finished agent runs per class."""
 
 from __future__ import annotations
 
+from agent.run_summary import RunSummary
+from cluster.agent_metrics import AgentRunStats
 from cluster.cluster_state import ClusterSnapshot, PoolSnapshot
 from cluster.state_messages import cluster_state_message
 from scheduler.cost_model import WorkerCostSnapshot
@@ -14,7 +17,23 @@ def worker(worker_id: str, stages: str) -> WorkerSnapshot:
     return WorkerSnapshot(worker_id, "pool", "tiny", stages, 1, False, None, 0)
 
 
-def snapshot() -> ClusterSnapshot:
+def agent_run(status: str, ftr_ms: float | None, e2e_ms: float, engine_s: float) -> RunSummary:
+    return RunSummary(
+        request_class="image", status=status, ftr_ms=ftr_ms, e2e_ms=e2e_ms, budget_ms=3000.0,
+        num_tool_calls=2, num_tool_cache_hits=1, tool_ms_before_ftr=250.0,
+        num_prompt_tokens=400, num_cached_tokens=100, num_model_calls=2, engine_s=engine_s,
+    )  # fmt: skip
+
+
+def agent_stats() -> AgentRunStats:
+    stats = AgentRunStats()
+    stats.record(agent_run("completed", 1000.0, 2000.0, 1.5))
+    stats.record(agent_run("completed", 1000.0, 4000.0, 2.5))
+    stats.record(agent_run("failed", None, 100.0, 0.5))
+    return stats
+
+
+def snapshot(agent: AgentRunStats | None = None) -> ClusterSnapshot:
     profiled = WorkerCostSnapshot(
         LinearCost(1.5, 0.25), LinearCost(2.0, 0.125), DecodeCost(3.0, 0.5, 0.001),
         {"encode": 1.0, "prefill": 1.5, "decode": 0.75}, {"encode": 0, "prefill": 3, "decode": 9},
@@ -38,6 +57,7 @@ def snapshot() -> ClusterSnapshot:
     return ClusterSnapshot(
         [pool], {"queued": 1, "decoding": 2, "finished": 10},
         num_queued_by_stage={"encode": 0, "prefill": 1, "decode": 0}, ledger=ledger,
+        agent=(agent or AgentRunStats()).snapshot(),
     )  # fmt: skip
 
 
@@ -84,3 +104,44 @@ def test_status_prints_a_class_table_and_each_workers_cost_model(capsys):
     assert "prefill 2.00 ms/chunk + 0.1250 ms/token, x1.50 from 3 jobs" in out
     assert "budgets 512 tokens/step, 4 images/encode turn" in out
     assert "budgets: not profiled" in out
+
+
+def test_agent_runs_show_per_class_then_overall_with_unmeasured_figures_unset():
+    message = cluster_state_message(snapshot(agent_stats()))
+
+    image, overall = message.agent
+    assert (image.request_class, overall.request_class) == ("image", "all")
+    assert (image.runs, image.completed, image.failed, image.within_budget) == (3, 2, 1, 1)
+    assert (image.ftr_p50_ms, image.e2e_p50_ms, image.e2e_p99_ms) == (1000.0, 3000.0, 3980.0)
+    assert (image.tool_calls_per_run, image.tool_share_of_ftr) == (2.0, 0.25)
+    assert (image.tool_cache_hit_rate, image.cached_share) == (0.5, 0.25)
+    assert (image.reprefilled_tokens, image.cost_per_successful_run_s) == (900, 2.0)
+    failed_only = AgentRunStats()
+    failed_only.record(agent_run("failed", None, 100.0, 0.5))
+    (row, _) = cluster_state_message(snapshot(failed_only)).agent
+    assert not row.HasField("ftr_p50_ms")
+    assert not row.HasField("cost_per_successful_run_s")
+    assert row.HasField("cached_share")
+
+
+def test_status_prints_agent_runs_only_once_there_are_some(capsys):
+    from cluster.commands import _print_state
+
+    _print_state(cluster_state_message(snapshot()))
+    assert "agent runs" not in capsys.readouterr().out
+
+    _print_state(cluster_state_message(snapshot(agent_stats())))
+    lines = capsys.readouterr().out.splitlines()
+
+    header = lines.index(next(line for line in lines if line.startswith("agent runs")))
+    assert lines[header + 1] == (
+        "  image: 3 runs, 2 completed (1 within budget), 0 incomplete, 1 failed, 0 cancelled"
+    )
+    assert lines[header + 2] == (
+        "    FTR 1.00/1.00/1.00, E2E 3.00/3.80/3.98, 2.00 engine-s per completed run"
+    )
+    assert lines[header + 3] == (
+        "    tools 2.00 calls/run (50.0% cached), 25.0% of FTR; "
+        "prompt tokens 25.0% cached (900 reprefilled)"
+    )
+    assert lines[header + 4].startswith("  all: 3 runs")

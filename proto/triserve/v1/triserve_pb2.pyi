@@ -342,7 +342,7 @@ class RequestClassState(_message.Message):
     def __init__(self, request_class: _Optional[str] = ..., finished: _Optional[int] = ..., attained: _Optional[int] = ..., rejected: _Optional[int] = ..., degraded: _Optional[int] = ..., best_effort: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ...) -> None: ...
 
 class ClusterState(_message.Message):
-    __slots__ = ("pools", "requests_in_flight", "requests_by_state", "queued_by_stage", "classes", "prefix_hit_rate", "embedding_hit_rate")
+    __slots__ = ("pools", "requests_in_flight", "requests_by_state", "queued_by_stage", "classes", "prefix_hit_rate", "embedding_hit_rate", "agent")
     class RequestsByStateEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -364,6 +364,7 @@ class ClusterState(_message.Message):
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     PREFIX_HIT_RATE_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_HIT_RATE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
     pools: _containers.RepeatedCompositeFieldContainer[PoolState]
     requests_in_flight: int
     requests_by_state: _containers.ScalarMap[str, int]
@@ -371,7 +372,50 @@ class ClusterState(_message.Message):
     classes: _containers.RepeatedCompositeFieldContainer[RequestClassState]
     prefix_hit_rate: float
     embedding_hit_rate: float
-    def __init__(self, pools: _Optional[_Iterable[_Union[PoolState, _Mapping]]] = ..., requests_in_flight: _Optional[int] = ..., requests_by_state: _Optional[_Mapping[str, int]] = ..., queued_by_stage: _Optional[_Mapping[str, int]] = ..., classes: _Optional[_Iterable[_Union[RequestClassState, _Mapping]]] = ..., prefix_hit_rate: _Optional[float] = ..., embedding_hit_rate: _Optional[float] = ...) -> None: ...
+    agent: _containers.RepeatedCompositeFieldContainer[AgentClassState]
+    def __init__(self, pools: _Optional[_Iterable[_Union[PoolState, _Mapping]]] = ..., requests_in_flight: _Optional[int] = ..., requests_by_state: _Optional[_Mapping[str, int]] = ..., queued_by_stage: _Optional[_Mapping[str, int]] = ..., classes: _Optional[_Iterable[_Union[RequestClassState, _Mapping]]] = ..., prefix_hit_rate: _Optional[float] = ..., embedding_hit_rate: _Optional[float] = ..., agent: _Optional[_Iterable[_Union[AgentClassState, _Mapping]]] = ...) -> None: ...
+
+class AgentClassState(_message.Message):
+    __slots__ = ("request_class", "runs", "completed", "incomplete", "failed", "cancelled", "within_budget", "ftr_p50_ms", "ftr_p90_ms", "ftr_p99_ms", "e2e_p50_ms", "e2e_p90_ms", "e2e_p99_ms", "tool_calls_per_run", "tool_share_of_ftr", "tool_cache_hit_rate", "cached_share", "reprefilled_tokens", "cost_per_successful_run_s")
+    REQUEST_CLASS_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    INCOMPLETE_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    WITHIN_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    FTR_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    FTR_P90_MS_FIELD_NUMBER: _ClassVar[int]
+    FTR_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    E2E_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    E2E_P90_MS_FIELD_NUMBER: _ClassVar[int]
+    E2E_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALLS_PER_RUN_FIELD_NUMBER: _ClassVar[int]
+    TOOL_SHARE_OF_FTR_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CACHE_HIT_RATE_FIELD_NUMBER: _ClassVar[int]
+    CACHED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    REPREFILLED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_PER_SUCCESSFUL_RUN_S_FIELD_NUMBER: _ClassVar[int]
+    request_class: str
+    runs: int
+    completed: int
+    incomplete: int
+    failed: int
+    cancelled: int
+    within_budget: int
+    ftr_p50_ms: float
+    ftr_p90_ms: float
+    ftr_p99_ms: float
+    e2e_p50_ms: float
+    e2e_p90_ms: float
+    e2e_p99_ms: float
+    tool_calls_per_run: float
+    tool_share_of_ftr: float
+    tool_cache_hit_rate: float
+    cached_share: float
+    reprefilled_tokens: int
+    cost_per_successful_run_s: float
+    def __init__(self, request_class: _Optional[str] = ..., runs: _Optional[int] = ..., completed: _Optional[int] = ..., incomplete: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., within_budget: _Optional[int] = ..., ftr_p50_ms: _Optional[float] = ..., ftr_p90_ms: _Optional[float] = ..., ftr_p99_ms: _Optional[float] = ..., e2e_p50_ms: _Optional[float] = ..., e2e_p90_ms: _Optional[float] = ..., e2e_p99_ms: _Optional[float] = ..., tool_calls_per_run: _Optional[float] = ..., tool_share_of_ftr: _Optional[float] = ..., tool_cache_hit_rate: _Optional[float] = ..., cached_share: _Optional[float] = ..., reprefilled_tokens: _Optional[int] = ..., cost_per_successful_run_s: _Optional[float] = ...) -> None: ...
 
 class ScalePoolRequest(_message.Message):
     __slots__ = ("pool", "workers")

@@ -1,0 +1,169 @@
+"""One run's tool calls: the result cache, the call-or-skip decision, the hard timeout, what
+each call teaches the latency distributions, and its span in the run's trace.
+
+    runner.decide(call, spec, level) -> ToolDecision      (from the budget and the tool's CDF)
+    task = runner.start(call, spec, decision)             (an asyncio task; never raises)
+    outcome = await task                                  -> ToolOutcome (the model's text)
+
+A skipped call is not an error of the run: the model is told it was not called and why, as
+its result, and the answer is marked partial (the evidence is incomplete).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent.budget import KIND_TOOL, LatencyBudget
+from agent.decision import REASON_CACHED, ToolDecision, ToolPolicy, decide_call
+from agent.latency import ToolLatencies
+from agent.mcp_client import McpConnections, McpEndpoint
+from agent.model_calls import FinishedCall
+from agent.result_cache import ToolResultCache
+from agent.run_trace import RunTrace, ToolSpan
+from agent.tools import Tier, ToolResult, ToolSpec, canonical_arguments
+
+UNKNOWN_TOOL = "unknown_tool"
+OVER_MAX_TOOL_CALLS = "max_tool_calls"
+
+
+@dataclass(frozen=True)
+class ToolServices:
+    """What every run of one controller shares: connections, the cache, what latencies taught."""
+
+    connections: McpConnections
+    cache: ToolResultCache
+    latencies: ToolLatencies
+    policy: ToolPolicy
+    tool_timeout_s: float  # a call's limit when the budget sets none
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    call: FinishedCall
+    spec: ToolSpec | None
+    result: ToolResult | None  # None: not called (see `skipped`)
+    skipped: str | None = None  # why it was not called
+
+    @property
+    def text(self) -> str:
+        """What the model reads as the call's result."""
+        if self.result is None:
+            return f"error: not called ({self.skipped})"
+        return f"error: {self.result.text}" if self.result.is_error else self.result.text
+
+    @property
+    def error(self) -> str | None:
+        if self.result is None:
+            return f"not called: {self.skipped}"
+        return self.result.text if self.result.is_error else None
+
+
+class ToolRunner:
+    def __init__(
+        self,
+        services: ToolServices,
+        endpoints: dict[str, McpEndpoint],
+        budget: LatencyBudget,
+        trace: RunTrace,
+        uses_budget: bool,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._services = services
+        self._endpoints = endpoints
+        self._budget = budget
+        self._trace = trace
+        self._uses_budget = uses_budget
+        self._clock = clock
+
+    @property
+    def answer_margin(self) -> float:
+        return self._services.policy.answer_margin
+
+    def decide(self, spec: ToolSpec, arguments: str, answer_ms: float, max_tier: Tier):
+        """Call or skip `spec` now; a cached result is always taken."""
+        services, now = self._services, self._clock()
+        distribution = services.latencies.for_tool(spec)
+        if services.cache.get(spec, arguments, now) is not None:
+            tier = Tier.CACHED
+        else:
+            tier = services.latencies.tier_of(spec)
+        if not self._uses_budget:
+            timeout_ms = self._services.tool_timeout_s * 1000.0
+            return ToolDecision(call=True, timeout_ms=timeout_ms, probability=1.0, reason="")
+        remaining = self._budget.remaining_ms(now)
+        return decide_call(
+            spec, tier, distribution, remaining, answer_ms, services.policy, max_tier
+        )
+
+    def start(
+        self, call: FinishedCall, spec: ToolSpec | None, decision: ToolDecision | None
+    ) -> asyncio.Task[ToolOutcome]:
+        return asyncio.ensure_future(self._run(call, spec, decision))
+
+    async def _run(
+        self, call: FinishedCall, spec: ToolSpec | None, decision: ToolDecision | None
+    ) -> ToolOutcome:
+        if spec is None:
+            return ToolOutcome(call, None, None, skipped=f"{UNKNOWN_TOOL} {call.name!r}")
+        if decision is None:  # over max_tool_calls
+            return ToolOutcome(call, spec, None, skipped=OVER_MAX_TOOL_CALLS)
+        now = self._clock()
+        span = ToolSpan(
+            call_id=call.call_id,
+            tool=spec.key,
+            arguments=call.arguments,
+            start_ms=self._budget.elapsed_ms(now),
+            tier=int(self._tier(spec, decision)),
+            decision=decision.reason or "called",
+            probability=decision.probability,
+        )
+        self._trace.tool_calls.append(span)
+        if not decision.call:
+            span.end_ms = span.start_ms
+            return ToolOutcome(call, spec, None, skipped=decision.reason)
+        result = await self._result(spec, call, decision, now)
+        span.end_ms = self._budget.elapsed_ms(self._clock())
+        span.latency_ms = result.latency_ms
+        span.is_cached = result.is_cached
+        span.is_timed_out = result.is_timed_out
+        span.error = result.text if result.is_error else None
+        return ToolOutcome(call, spec, result)
+
+    def _tier(self, spec: ToolSpec, decision: ToolDecision) -> Tier:
+        if decision.reason == REASON_CACHED:
+            return Tier.CACHED
+        return self._services.latencies.tier_of(spec)
+
+    async def _result(
+        self, spec: ToolSpec, call: FinishedCall, decision: ToolDecision, now: float
+    ) -> ToolResult:
+        services = self._services
+        cached = services.cache.get(spec, call.arguments, now)
+        if cached is not None:
+            return cached
+        timeout_ms = decision.timeout_ms or services.tool_timeout_s * 1000.0
+        distribution = services.latencies.for_tool(spec)
+        charge = self._budget.charge(KIND_TOOL, spec.key, distribution.mean_ms, now)
+        try:
+            arguments = json.loads(call.arguments or "{}")
+        except ValueError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            text = f"the arguments are not a JSON object: {call.arguments!r}"
+            return ToolResult(text=text, is_error=True, latency_ms=0.0)
+        endpoint = self._endpoints[spec.server_label]
+        result = await services.connections.call(
+            endpoint, spec.name, arguments, timeout_s=timeout_ms / 1000.0
+        )
+        self._budget.settle(charge, result.latency_ms)
+        if not result.is_error or result.is_timed_out:
+            # A timed-out call says only that it takes at least this long: it is learned as
+            # that, which keeps the tail in the distribution.
+            services.latencies.observe(spec, result.latency_ms)
+        if not result.is_error:
+            services.cache.put(spec, canonical_arguments(arguments), result, self._clock())
+        return result

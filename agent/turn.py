@@ -1,0 +1,278 @@
+"""A run's model calls: starting one (charged to the budget, traced), streaming it under a
+deadline, and the tool turn, where calls are dispatched as their arguments close and results
+are prefilled as they arrive (run.py has the loop around it)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from agent.budget import KIND_MODEL, Charge, LatencyBudget
+from agent.degradation import Degradation, max_tool_tier
+from agent.dispatch import CallAssembler
+from agent.latency import ToolLatencies
+from agent.model_calls import (
+    CallDelta,
+    FinishedCall,
+    ModelCall,
+    ModelRequest,
+    RunConversation,
+    TextDelta,
+    ToolOutput,
+)
+from agent.run_request import (
+    MIN_TOOL_TURN_TOKENS,
+    AnswerDelta,
+    McpCallDone,
+    McpCallStarted,
+    RunEvent,
+    RunRequest,
+    RunUsage,
+)
+from agent.run_trace import ModelSpan, RunTrace
+from agent.tool_runner import ToolOutcome, ToolRunner
+from agent.tools import ToolSpec
+
+PREFILL_WAIT_S = 5.0  # a warm-up call still running when the last result is in: wait this long
+
+
+@dataclass
+class _Dispatched:
+    call: FinishedCall
+    spec: ToolSpec | None
+    task: asyncio.Task[ToolOutcome] | None = None  # None until started (sequential dispatch)
+    decision: object = None
+
+
+def answer_ms(conversation: RunConversation, max_output_tokens: int) -> float:
+    """The forecast of writing the answer from here, on the session's model."""
+    forecast = conversation.forecast(conversation.model)
+    return forecast.total_ms(conversation.num_pending_tokens, max_output_tokens)
+
+
+class ModelTurn:
+    def __init__(
+        self,
+        request: RunRequest,
+        conversation: RunConversation,
+        tools: ToolRunner,
+        latencies: ToolLatencies,
+        budget: LatencyBudget,
+        trace: RunTrace,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.request, self.conversation, self.tools = request, conversation, tools
+        self.latencies, self.budget, self.trace, self.clock = latencies, budget, trace, clock
+        self.num_tool_calls = 0
+        self._calls: dict[int, tuple[ModelCall, ModelSpan, Charge]] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._usage = RunUsage()
+
+    # ------------------------------------------------------------------ one model call
+    async def start_call(self, request: ModelRequest, kind: str, forecast_ms: float) -> ModelCall:
+        now = self.clock()
+        span = ModelSpan("", request.model, kind, self.budget.elapsed_ms(now))
+        charge = self.budget.charge(KIND_MODEL, f"{kind}:{request.model}", forecast_ms, now)
+        self.trace.model_calls.append(span)
+        call = await self.conversation.call(request)
+        span.request_id = call.request_id
+        self._calls[id(call)] = (call, span, charge)
+        return call
+
+    async def stream(
+        self, call: ModelCall, deadline_s: float | None
+    ) -> AsyncIterator[TextDelta | CallDelta]:
+        """The call's events until it ends or `deadline_s` (time.time()) passes: then it is
+        closed (cancelled), and `call.end` stays None."""
+        span = self._calls[id(call)][1]
+        events = call.__aiter__()
+        while True:
+            timeout = None if deadline_s is None else max(0.0, deadline_s - self.clock())
+            try:
+                event = await asyncio.wait_for(events.__anext__(), timeout)
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:
+                self.trace.decide(self._elapsed(), "deadline", request_id=call.request_id)
+                call.close()
+                return
+            if span.first_token_ms is None:
+                span.first_token_ms = self._elapsed()
+            yield event
+
+    def finish_call(self, call: ModelCall) -> None:
+        call.close()
+        entry = self._calls.pop(id(call), None)
+        if entry is None:
+            return
+        _, span, charge = entry
+        span.end_ms = self._elapsed()
+        self.budget.settle(charge, span.end_ms - span.start_ms)
+        end = call.end
+        if end is not None:
+            span.prompt_tokens, span.cached_tokens = end.num_prompt_tokens, end.num_cached_tokens
+            span.output_tokens = end.num_output_tokens
+            self._usage = RunUsage(
+                input_tokens=self._usage.input_tokens + end.num_prompt_tokens,
+                cached_tokens=self._usage.cached_tokens + end.num_cached_tokens,
+                output_tokens=self._usage.output_tokens + end.num_output_tokens,
+            )
+
+    def usage(self) -> RunUsage:
+        return self._usage
+
+    # ------------------------------------------------------------------ the tool turn
+    async def run(
+        self,
+        model: str,
+        choice: str,
+        level: Degradation,
+        outcomes: list[ToolOutcome],
+        client_calls: list[FinishedCall],
+    ) -> AsyncIterator[RunEvent]:
+        """One call that may write tool calls, and the calls it makes. `outcomes` gains the
+        server-side calls' outcomes in call order; `client_calls` the client's functions."""
+        options = self.request.options
+        max_tokens = max(self.request.max_output_tokens, MIN_TOOL_TURN_TOKENS)
+        pause_s = self._pause_s() if options.pause_kv else None
+        answer = answer_ms(self.conversation, self.request.max_output_tokens)
+        forecast = self.conversation.forecast(model)
+        request = ModelRequest(model=model, tool_choice=choice, max_output_tokens=max_tokens,
+                               pause_s=pause_s)  # fmt: skip
+        call = await self.start_call(request, "tools", forecast.total_ms(0, max_tokens))
+        deadline = None
+        if self.budget.is_bounded:
+            slack_ms = self.budget.remaining_ms(self.clock()) - answer * self.tools.answer_margin
+            deadline = self.clock() + max(0.0, slack_ms) / 1000.0
+        assembler, dispatched = CallAssembler(), []
+        try:
+            async for event in self.stream(call, deadline):
+                if isinstance(event, TextDelta):
+                    if event.text:
+                        yield AnswerDelta(event.text)
+                    continue
+                for closed in assembler.add(event):
+                    started = self._dispatch(closed, level, answer, dispatched, client_calls)
+                    if started is not None:
+                        yield started
+        finally:
+            self.finish_call(call)
+        whole = call.end.calls if call.end is not None else ()
+        for closed in assembler.finish(whole):
+            started = self._dispatch(closed, level, answer, dispatched, client_calls)
+            if started is not None:
+                yield started
+        async for event in self._await_tools(model, dispatched, pause_s):
+            yield event
+        outcomes.extend(item.task.result() for item in dispatched)
+
+    def _dispatch(
+        self,
+        call: FinishedCall,
+        level: Degradation,
+        answer: float,
+        dispatched: list[_Dispatched],
+        client_calls: list[FinishedCall],
+    ) -> McpCallStarted | None:
+        if call.name in self.request.client_tools:
+            client_calls.append(call)
+            return None
+        spec = self.request.tool_named(call.name)
+        item = _Dispatched(call, spec)
+        dispatched.append(item)
+        if spec is not None:
+            self.num_tool_calls += 1
+            limit = self.request.max_tool_calls
+            if limit is None or self.num_tool_calls <= limit:
+                item.decision = self.tools.decide(
+                    spec, call.arguments, answer, max_tool_tier(level)
+                )
+        if self.request.options.parallel_dispatch:
+            item.task = self._start(item)
+        label = spec.server_label if spec else ""
+        return McpCallStarted(call.call_id, label, call.name, call.arguments)
+
+    def _start(self, item: _Dispatched) -> asyncio.Task[ToolOutcome]:
+        task = self.tools.start(item.call, item.spec, item.decision)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _await_tools(
+        self, model: str, dispatched: list[_Dispatched], pause_s: float | None
+    ) -> AsyncIterator[RunEvent]:
+        """Each call's result as it lands; meanwhile results complete in call order are
+        appended and prefilled (the KV stays paused), so the last leaves only its own tokens."""
+        appended, reported, warm_up = 0, set(), None
+        for item in dispatched:
+            if item.task is None:  # sequential dispatch: one after another, now
+                item.task = self._start(item)
+                await asyncio.wait({item.task})
+        while True:
+            for i, item in enumerate(dispatched):
+                if i not in reported and item.task.done():
+                    reported.add(i)
+                    yield done_event(item.task.result())
+            ready = appended
+            while ready < len(dispatched) and dispatched[ready].task.done():
+                ready += 1
+            if ready == len(dispatched):
+                break
+            if pause_s is not None and ready > appended and (warm_up is None or warm_up.done()):
+                self._append(dispatched[appended:ready])
+                appended = ready
+                warm_up = asyncio.ensure_future(self._warm_up(model, pause_s))
+                self._tasks.add(warm_up)
+            undone = {item.task for item in dispatched if not item.task.done()}
+            await asyncio.wait(undone, return_when=asyncio.FIRST_COMPLETED)
+        if warm_up is not None:  # the next call continues its KV once it is paused
+            await asyncio.wait({warm_up}, timeout=PREFILL_WAIT_S)
+            warm_up.cancel()
+        self._append(dispatched[appended:])
+
+    def _append(self, items: list[_Dispatched]) -> None:
+        outputs = [ToolOutput(item.call, item.task.result().text) for item in items]
+        if outputs:
+            self.conversation.add_tool_results(outputs)
+
+    async def _warm_up(self, model: str, pause_s: float) -> None:
+        """Prefill the conversation so far; its KV is paused for the next call."""
+        request = ModelRequest(model=model, tool_choice="none", max_output_tokens=1,
+                               pause_s=pause_s, prefill_only=True)  # fmt: skip
+        forecast = self.conversation.forecast(model)
+        try:
+            call = await self.start_call(request, "prefill", forecast.first_token_ms)
+        except Exception as e:  # a refused warm-up costs the next call its prefill, nothing else
+            self.trace.decide(self._elapsed(), "warm_up_failed", error=str(e)[:200])
+            return
+        try:
+            async for _ in self.stream(call, None):
+                pass
+        finally:
+            self.finish_call(call)
+
+    def _pause_s(self) -> float:
+        """How long the KV should wait: the slowest tool's usual latency."""
+        means = [self.latencies.for_tool(tool).mean_ms for tool in self.request.tools]
+        return max(means, default=1000.0) / 1000.0
+
+    def _elapsed(self) -> float:
+        return self.budget.elapsed_ms(self.clock())
+
+    async def close(self) -> None:
+        """Cancel what still runs (the run ended, or its client went away)."""
+        for call, _, _ in list(self._calls.values()):
+            call.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=1.0)
+
+
+def done_event(outcome: ToolOutcome) -> McpCallDone:
+    spec, call = outcome.spec, outcome.call
+    label = spec.server_label if spec else ""
+    output = None if outcome.error is not None else outcome.text
+    return McpCallDone(call.call_id, label, call.name, call.arguments, output, outcome.error)

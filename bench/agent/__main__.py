@@ -1,0 +1,3 @@
+from bench.agent.benchmark import main
+
+main()
