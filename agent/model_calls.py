@@ -23,7 +23,9 @@ from typing import Protocol
 @dataclass(frozen=True)
 class ModelRequest:
     model: str  # a served model's name (routing picks it)
-    tool_choice: str  # "auto", "required" or "none" (the tools stay in the prompt either way)
+    # "auto", "required", "none", or the name of the one function to call (the tools stay in
+    # the prompt whatever the choice, so that it is prefix-stable)
+    tool_choice: str
     max_output_tokens: int | None  # None: the request's own limit
     pause_s: float | None = None  # keep the KV this long for the next call (None: don't pause)
     prefill_only: bool = False

@@ -38,7 +38,7 @@ class RunRequest:
     tools: tuple[ToolSpec, ...]  # the MCP tools the model is shown
     endpoints: dict[str, McpEndpoint]  # by server label
     client_tools: frozenset[str]  # function tools: their calls go back to the client
-    tool_choice: str  # the request's: "auto", "required" or "none"
+    tool_choice: str  # the request's: "auto", "required", "none" or a function's name
     max_tool_calls: int | None
     max_output_tokens: int  # the final answer's
     budget_ms: float | None

@@ -9,8 +9,9 @@ run's cost is the engine time they add up to.
      "model_calls": [{"request_id", "model", "kind", "start_ms", "end_ms", "first_token_ms",
                       "prompt_tokens", "cached_tokens", "output_tokens",
                       "queue_ms", "compute_ms", "transfer_ms"}],
-     "tool_calls": [{"call_id", "tool", "arguments", "start_ms", "end_ms", "latency_ms",
-                     "tier", "cached", "timed_out", "error", "decision", "probability"}],
+     "tool_calls": [{"call_id", "tool", "arguments", "turn", "start_ms", "end_ms",
+                     "latency_ms", "tier", "is_cached", "is_timed_out", "error", "decision",
+                     "probability"}],
      "decisions": [{"at_ms", "what", ...}]}
 """
 
@@ -44,6 +45,7 @@ class ToolSpan:
     tier: int
     decision: str  # decision.py's reason: why it was called (or skipped)
     probability: float
+    turn: int  # which of the run's tool turns wrote it (0 first): one turn's calls run together
     end_ms: float | None = None
     latency_ms: float | None = None
     is_cached: bool = False

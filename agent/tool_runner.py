@@ -100,12 +100,16 @@ class ToolRunner:
         )
 
     def start(
-        self, call: FinishedCall, spec: ToolSpec | None, decision: ToolDecision | None
+        self,
+        call: FinishedCall,
+        spec: ToolSpec | None,
+        decision: ToolDecision | None,
+        turn: int,
     ) -> asyncio.Task[ToolOutcome]:
-        return asyncio.ensure_future(self._run(call, spec, decision))
+        return asyncio.ensure_future(self._run(call, spec, decision, turn))
 
     async def _run(
-        self, call: FinishedCall, spec: ToolSpec | None, decision: ToolDecision | None
+        self, call: FinishedCall, spec: ToolSpec | None, decision: ToolDecision | None, turn: int
     ) -> ToolOutcome:
         if spec is None:
             return ToolOutcome(call, None, None, skipped=f"{UNKNOWN_TOOL} {call.name!r}")
@@ -120,6 +124,7 @@ class ToolRunner:
             tier=int(self._tier(spec, decision)),
             decision=decision.reason or "called",
             probability=decision.probability,
+            turn=turn,
         )
         self._trace.tool_calls.append(span)
         if not decision.call:

@@ -66,6 +66,7 @@ class ModelTurn:
         self.request, self.conversation, self.tools = request, conversation, tools
         self.latencies, self.budget, self.trace, self.clock = latencies, budget, trace, clock
         self.num_tool_calls = 0
+        self.num_tool_turns = 0
         self._calls: dict[int, tuple[ModelCall, ModelSpan, Charge]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._usage = RunUsage()
@@ -142,6 +143,7 @@ class ModelTurn:
         request = ModelRequest(model=model, tool_choice=choice, max_output_tokens=max_tokens,
                                pause_s=pause_s)  # fmt: skip
         call = await self.start_call(request, "tools", forecast.total_ms(0, max_tokens))
+        self.num_tool_turns += 1
         deadline = None
         if self.budget.is_bounded:
             slack_ms = self.budget.remaining_ms(self.clock()) - answer * self.tools.answer_margin
@@ -195,7 +197,7 @@ class ModelTurn:
         return McpCallStarted(call.call_id, label, call.name, call.arguments)
 
     def _start(self, item: _Dispatched) -> asyncio.Task[ToolOutcome]:
-        task = self.tools.start(item.call, item.spec, item.decision)
+        task = self.tools.start(item.call, item.spec, item.decision, self.num_tool_turns - 1)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

@@ -33,7 +33,11 @@ from cluster.frontend import Frontend, Generation
 from cluster.openai.chat_stream import split_step
 from cluster.openai.response_object import output_items
 from cluster.openai.responses_conversion import Conversation, generate_request
-from cluster.openai.responses_protocol import FunctionCallOutputItem, ResponsesRequest
+from cluster.openai.responses_protocol import (
+    FunctionCallOutputItem,
+    FunctionChoice,
+    ResponsesRequest,
+)
 from cluster.tool_calls.base import ToolCall
 from proto.triserve.v1 import triserve_pb2 as pb
 
@@ -142,7 +146,7 @@ class ServingConversation:
         body = self.body.model_copy(
             update={
                 "model": request.model,
-                "tool_choice": request.tool_choice,
+                "tool_choice": _choice(request.tool_choice),
                 "max_output_tokens": request.max_output_tokens,
                 "max_tokens": None,
                 "seed": seed,
@@ -203,6 +207,13 @@ class ServingConversation:
             num_previous_items=len(conversation.items),
             resume_from=self.last_request_id,
         )
+
+
+def _choice(tool_choice: str) -> str | FunctionChoice:
+    """ "auto", "required", "none", or the name of the one function to call."""
+    if tool_choice in ("auto", "required", "none"):
+        return tool_choice
+    return FunctionChoice(type="function", name=tool_choice)
 
 
 def _finished(call: ToolCall) -> FinishedCall:

@@ -190,7 +190,9 @@ def _run_request(
     candidates = tuple(body.candidate_models or ()) or (model,)
     if model not in candidates:
         candidates = (model, *candidates)
-    choice = body.tool_choice if isinstance(body.tool_choice, str) else "required"
+    choice = body.tool_choice or "auto"
+    if not isinstance(choice, str):  # a named function: the model calls it, then the client
+        choice = choice.name
     return RunRequest(
         run_id=response_id,
         model=model,
@@ -198,7 +200,7 @@ def _run_request(
         tools=mcp_tools,
         endpoints=endpoints,
         client_tools=frozenset(tool.name for tool in conversation.tools),
-        tool_choice=choice or "auto",
+        tool_choice=choice,
         max_tool_calls=config.max_tool_calls
         if body.max_tool_calls is None
         else body.max_tool_calls,

@@ -56,6 +56,7 @@ ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 UNION_TAGS = (
     *("text", "image_url", "input_text", "input_image", "output_text"),
     *("message", "function_call", "function_call_output", "other_item"),
+    *("function", "mcp"),  # the Responses API's tools
 )
 
 
