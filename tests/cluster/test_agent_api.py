@@ -206,3 +206,33 @@ def test_an_unreachable_mcp_server_is_a_424_and_an_approval_a_400(api):
     with pytest.raises(openai.BadRequestError) as error:
         run(api, 0, tools=[{**DEMO, "require_approval": "always"}])
     assert "require_approval" in error.value.message
+
+
+def test_calls_are_routed_across_candidate_models_by_score(api, cluster):
+    response = run(
+        api,
+        5,
+        tools=[DEMO],
+        max_tool_calls=2,
+        extra_body={"candidate_models": ["disagg", "coloc"], "latency_budget_ms": 60_000},
+    )
+    routes = [d for d in trace_of(cluster, response.id)["decisions"] if d["what"] == "route"]
+    assert routes, "a run with two candidates decides where each call goes"
+    for route in routes:
+        assert set(route["scores"]) == {"disagg", "coloc"}
+        assert route["model"] == max(route["scores"], key=route["scores"].get)
+    assert response.output[-1].type == "message"
+
+
+def test_cluster_state_and_metrics_count_the_runs(api, client):
+    run(api, 11, tools=[DEMO], max_tool_calls=1)
+    deadline = time.monotonic() + 30
+    while True:  # the summary reaches the control plane just after the answer
+        rows = {row.request_class: row for row in client.cluster_state().agent}
+        if "all" in rows and rows["all"].runs > 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    everything = rows["all"]
+    assert everything.runs >= 1 and everything.tool_calls_per_run > 0
+    assert everything.HasField("ftr_p50_ms") and everything.ftr_p50_ms > 0
+    assert 0 < everything.cached_share <= 1
