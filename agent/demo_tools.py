@@ -11,6 +11,7 @@ the arguments by a hash, so a test can check the exact text (`demo_text`).
     tool             kind        median    sigma
     lookup(key)      fast         20 ms     0.3
     search(query)    slow        250 ms     1.0   (heavy tail: 1 call in 10 over ~900 ms)
+    quick_search(query)  fast     40 ms     0.3   (one result: what a slow search hedges with)
     read_page(url)   medium      120 ms     0.5
     workflow(task)   very slow  1500 ms     0.3
     hang(seconds)    sleeps exactly `seconds` (timeout tests)
@@ -47,6 +48,7 @@ DEFAULT_LATENCIES: Mapping[str, tuple[float, float]] = MappingProxyType(
     {  # tool -> (median_ms, sigma)
         "lookup": (20.0, 0.3),
         "search": (250.0, 1.0),
+        "quick_search": (40.0, 0.3),
         "read_page": (120.0, 0.5),
         "workflow": (1500.0, 0.3),
     }
@@ -116,6 +118,8 @@ def demo_text(tool: str, argument: str) -> str:
     if tool == "search":
         hits = "; ".join(f"{i}. {_fact(tool, argument, str(i))}" for i in range(1, 4))
         return f"3 results for {argument!r}: {hits}"
+    if tool == "quick_search":
+        return f"top result for {argument!r}: {_fact('search', argument, '1')}"
     if tool == "read_page":
         return f"{argument} says that {_fact(tool, argument)}; also {_fact(tool, argument, 'b')}."
     if tool == "workflow":
@@ -170,6 +174,13 @@ def build_demo_server(latencies: DemoLatencies, calls: CallLog) -> MCPServer:
     ) -> str:
         return await answer("search", query, {"query": query})
 
+    async def quick_search(
+        query: Annotated[
+            str, Field(description="what to search for", max_length=MAX_ARGUMENT_CHARS)
+        ],
+    ) -> str:
+        return await answer("quick_search", query, {"query": query})
+
     async def read_page(
         url: Annotated[str, Field(description="the page's address", max_length=MAX_ARGUMENT_CHARS)],
     ) -> str:
@@ -190,6 +201,7 @@ def build_demo_server(latencies: DemoLatencies, calls: CallLog) -> MCPServer:
     descriptions = {
         lookup: "Look up one key in the fact table. Fast.",
         search: "Search the web for a query; returns the top 3 results. Slow, sometimes very slow.",
+        quick_search: "Search an index for a query; returns the top result. Fast.",
         read_page: "Read one web page and summarize it.",
         workflow: "Run a multi-step research workflow on a task. Very slow.",
         hang: "Sleep for the given number of seconds, then answer (for timeout tests).",

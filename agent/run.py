@@ -63,7 +63,9 @@ class AgentRun:
             request.budget_ms if uses_budget else None, request.started_s, request.cost_budget_s
         )
         self.trace = RunTrace(request.run_id, self.budget.total_ms)
-        tools = ToolRunner(services, request.endpoints, self.budget, self.trace, uses_budget, clock)
+        tools = ToolRunner(
+            services, request.tools, request.endpoints, self.budget, self.trace, uses_budget, clock
+        )
         self.turn = ModelTurn(
             request, conversation, tools, services.latencies, self.budget, self.trace, clock
         )

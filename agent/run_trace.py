@@ -51,6 +51,8 @@ class ToolSpan:
     is_cached: bool = False
     is_timed_out: bool = False
     error: str | None = None
+    hedged_with: str | None = None  # a faster tool started with the same arguments
+    hedge_won: bool = False  # the result is the hedge's
 
 
 @dataclass

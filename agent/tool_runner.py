@@ -66,6 +66,7 @@ class ToolRunner:
     def __init__(
         self,
         services: ToolServices,
+        tools: tuple[ToolSpec, ...],
         endpoints: dict[str, McpEndpoint],
         budget: LatencyBudget,
         trace: RunTrace,
@@ -73,6 +74,8 @@ class ToolRunner:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._services = services
+        self._tools = tools  # the run's: where a hedge is found
+        self._stragglers: set[asyncio.Task] = set()  # a hedge's loser, left to finish
         self._endpoints = endpoints
         self._budget = budget
         self._trace = trace
@@ -96,8 +99,26 @@ class ToolRunner:
             return ToolDecision(call=True, timeout_ms=timeout_ms, probability=1.0, reason="")
         remaining = self._budget.remaining_ms(now)
         return decide_call(
-            spec, tier, distribution, remaining, answer_ms, services.policy, max_tier
+            spec,
+            tier,
+            distribution,
+            remaining,
+            answer_ms,
+            services.policy,
+            max_tier,
+            self._alternatives(spec, arguments),
         )
+
+    def _alternatives(self, spec: ToolSpec, arguments: str) -> list:
+        """The run's other tools that take these arguments, fastest tier first: what a
+        high-variance call may be hedged with."""
+        latencies = self._services.latencies
+        found = [
+            (other, latencies.tier_of(other), latencies.for_tool(other))
+            for other in self._tools
+            if other.key != spec.key and _accepts(other, arguments)
+        ]
+        return sorted(found, key=lambda alternative: alternative[1])
 
     def start(
         self,
@@ -130,7 +151,9 @@ class ToolRunner:
         if not decision.call:
             span.end_ms = span.start_ms
             return ToolOutcome(call, spec, None, skipped=decision.reason)
-        result = await self._result(spec, call, decision, now)
+        span.hedged_with = decision.hedge_with
+        result, winner = await self._result(spec, call, decision, now)
+        span.hedge_won = winner.key != spec.key
         span.end_ms = self._budget.elapsed_ms(self._clock())
         span.latency_ms = result.latency_ms
         span.is_cached = result.is_cached
@@ -145,25 +168,45 @@ class ToolRunner:
 
     async def _result(
         self, spec: ToolSpec, call: FinishedCall, decision: ToolDecision, now: float
+    ) -> tuple[ToolResult, ToolSpec]:
+        """The call's result, and the tool that gave it: `spec`, or the faster tool it was
+        hedged with, whichever succeeded first (the other is left to finish, and learned)."""
+        services = self._services
+        if decision.reason == REASON_CACHED:
+            cached = services.cache.get(spec, call.arguments, now)
+            if cached is not None:
+                return cached, spec
+        arguments = _arguments_object(call.arguments)
+        if arguments is None:
+            text = f"the arguments are not a JSON object: {call.arguments!r}"
+            return ToolResult(text=text, is_error=True, latency_ms=0.0), spec
+        timeout_s = (decision.timeout_ms or services.tool_timeout_s * 1000.0) / 1000.0
+        hedge = next((t for t in self._tools if t.key == decision.hedge_with), None)
+        if hedge is None:
+            return await self._call(spec, arguments, timeout_s, now), spec
+        tasks = {
+            asyncio.ensure_future(self._call(tool, arguments, timeout_s, now)): tool
+            for tool in (spec, hedge)
+        }
+        pending, best = set(tasks), None
+        while pending and (best is None or best[0].is_error):
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if best is None or (best[0].is_error and not task.result().is_error):
+                    best = (task.result(), tasks[task])
+        self._stragglers.update(pending)
+        for task in pending:
+            task.add_done_callback(self._stragglers.discard)
+        return best
+
+    async def _call(
+        self, spec: ToolSpec, arguments: dict, timeout_s: float, now: float
     ) -> ToolResult:
         services = self._services
-        cached = services.cache.get(spec, call.arguments, now)
-        if cached is not None:
-            return cached
-        timeout_ms = decision.timeout_ms or services.tool_timeout_s * 1000.0
         distribution = services.latencies.for_tool(spec)
         charge = self._budget.charge(KIND_TOOL, spec.key, distribution.mean_ms, now)
-        try:
-            arguments = json.loads(call.arguments or "{}")
-        except ValueError:
-            arguments = None
-        if not isinstance(arguments, dict):
-            text = f"the arguments are not a JSON object: {call.arguments!r}"
-            return ToolResult(text=text, is_error=True, latency_ms=0.0)
         endpoint = self._endpoints[spec.server_label]
-        result = await services.connections.call(
-            endpoint, spec.name, arguments, timeout_s=timeout_ms / 1000.0
-        )
+        result = await services.connections.call(endpoint, spec.name, arguments, timeout_s)
         self._budget.settle(charge, result.latency_ms)
         if not result.is_error or result.is_timed_out:
             # A timed-out call says only that it takes at least this long: it is learned as
@@ -172,3 +215,22 @@ class ToolRunner:
         if not result.is_error:
             services.cache.put(spec, canonical_arguments(arguments), result, self._clock())
         return result
+
+
+def _arguments_object(text: str) -> dict | None:
+    try:
+        arguments = json.loads(text or "{}")
+    except ValueError:
+        return None
+    return arguments if isinstance(arguments, dict) else None
+
+
+def _accepts(tool: ToolSpec, arguments: str) -> bool:
+    """Whether `tool`'s schema takes these arguments as they are (the names it knows, the
+    ones it requires)."""
+    given = _arguments_object(arguments)
+    schema = tool.input_schema
+    if given is None or schema.get("type") != "object":
+        return False
+    known = set(schema.get("properties", {}))
+    return set(given) <= known and set(schema.get("required", ())) <= set(given)

@@ -162,7 +162,14 @@ def test_a_stdio_server_lists_and_calls(monkeypatch):
             await connections.close()
 
     tools, result = asyncio.run(main())
-    assert {spec.name for spec in tools} == {"lookup", "search", "read_page", "workflow", "hang"}
+    assert {spec.name for spec in tools} == {
+        "lookup",
+        "search",
+        "quick_search",
+        "read_page",
+        "workflow",
+        "hang",
+    }
     assert {spec.server_label for spec in tools} == {"local"}
     assert not result.is_error
     assert result.text == demo_text("read_page", "a.example/p")
