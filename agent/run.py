@@ -22,7 +22,15 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from agent.budget import LatencyBudget
-from agent.decision import RunProgress, stop_reason
+from agent.decision import (
+    REASON_NO_BUDGET,
+    REASON_TIER_NOT_ALLOWED,
+    REASON_UNLIKELY_IN_BUDGET,
+    STOP_BUDGET_NEARLY_SPENT,
+    STOP_MODEL_ANSWERED,
+    RunProgress,
+    stop_reason,
+)
 from agent.degradation import Degradation, level_for, max_output_tokens
 from agent.model_calls import ModelRequest, RunConversation, TextDelta
 from agent.routing import RoutingWeights
@@ -38,11 +46,13 @@ from agent.run_request import (
 )
 from agent.run_routing import route
 from agent.run_trace import RunTrace
-from agent.tool_runner import OVER_MAX_TOOL_CALLS, ToolOutcome, ToolRunner, ToolServices
+from agent.tool_runner import ToolOutcome, ToolRunner, ToolServices
 from agent.turn import ModelTurn, answer_ms
 
 STOP_CONTEXT_NEARLY_FULL = "context_nearly_full"
 RESULT_TOKENS_RESERVED = 256  # room kept for a tool turn's results
+# Skips that leave evidence out for the budget's sake: the answer is then partial.
+BUDGET_SKIPS = (REASON_UNLIKELY_IN_BUDGET, REASON_TIER_NOT_ALLOWED, REASON_NO_BUDGET)
 
 
 class AgentRun:
@@ -94,8 +104,12 @@ class AgentRun:
                     yield FunctionCalls(tuple(client_calls))
                     handed_back = True
                     break
+                if not outcomes and self.turn.was_cut:  # its deadline: no time for tools
+                    self.is_cut_by_budget, reason = True, STOP_BUDGET_NEARLY_SPENT
+                    break
                 if not outcomes:  # the model answered without calling a tool
-                    answered, reason = True, "model_answered"
+                    answered, reason = True, STOP_MODEL_ANSWERED
+                    self.answer_finish_reason = self.turn.finish_reason
                     break
                 self._learn(outcomes)
             self.trace.stop_reason = reason or "no_tools"
@@ -110,7 +124,7 @@ class AgentRun:
         for outcome in outcomes:
             self.result_texts.append(outcome.text.strip())
             timed_out = outcome.result is not None and outcome.result.is_timed_out
-            skipped = outcome.result is None and outcome.skipped != OVER_MAX_TOOL_CALLS
+            skipped = outcome.result is None and outcome.skipped in BUDGET_SKIPS
             if timed_out or skipped:
                 self.is_cut_by_budget = self.is_cut_by_budget or self.budget.is_bounded
 

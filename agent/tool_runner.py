@@ -15,10 +15,16 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from agent.budget import KIND_TOOL, LatencyBudget
-from agent.decision import REASON_CACHED, ToolDecision, ToolPolicy, decide_call
+from agent.decision import (
+    REASON_CACHED,
+    ToolDecision,
+    ToolPolicy,
+    available_ms,
+    decide_call,
+)
 from agent.latency import ToolLatencies
 from agent.mcp_client import McpConnections, McpEndpoint
 from agent.model_calls import FinishedCall
@@ -87,18 +93,21 @@ class ToolRunner:
         return self._services.policy.answer_margin
 
     def decide(self, spec: ToolSpec, arguments: str, answer_ms: float, max_tier: Tier):
-        """Call or skip `spec` now; a cached result is always taken."""
+        """Call or skip `spec` now; a cached result is always taken. The timeout is the tool's
+        quantile, capped by the time the budget leaves; a tool with no latency known yet (no
+        call seen, none configured) gets all that time, and a run without a budget
+        `tool_timeout_s`."""
         services, now = self._services, self._clock()
         distribution = services.latencies.for_tool(spec)
         if services.cache.get(spec, arguments, now) is not None:
             tier = Tier.CACHED
         else:
             tier = services.latencies.tier_of(spec)
+        limit_ms = services.tool_timeout_s * 1000.0
         if not self._uses_budget:
-            timeout_ms = self._services.tool_timeout_s * 1000.0
-            return ToolDecision(call=True, timeout_ms=timeout_ms, probability=1.0, reason="")
+            return ToolDecision(call=True, timeout_ms=limit_ms, probability=1.0, reason="")
         remaining = self._budget.remaining_ms(now)
-        return decide_call(
+        decision = decide_call(
             spec,
             tier,
             distribution,
@@ -108,6 +117,14 @@ class ToolRunner:
             max_tier,
             self._alternatives(spec, arguments),
         )
+        if not decision.call or decision.reason == REASON_CACHED:
+            return decision
+        if not self._budget.is_bounded:
+            return replace(decision, timeout_ms=limit_ms)
+        if distribution.num_samples == 0 and spec.settings.expected_ms is None:
+            available = available_ms(remaining, answer_ms, services.policy)
+            return replace(decision, timeout_ms=min(available, limit_ms))
+        return decision
 
     def _alternatives(self, spec: ToolSpec, arguments: str) -> list:
         """The run's other tools that take these arguments, fastest tier first: what a

@@ -33,7 +33,7 @@ from agent.run_request import (
 )
 from agent.run_trace import ModelSpan, RunTrace
 from agent.tool_runner import ToolOutcome, ToolRunner
-from agent.tools import ToolSpec
+from agent.tools import Tier, ToolSpec
 
 PREFILL_WAIT_S = 5.0  # a warm-up call still running when the last result is in: wait this long
 
@@ -42,8 +42,10 @@ PREFILL_WAIT_S = 5.0  # a warm-up call still running when the last result is in:
 class _Dispatched:
     call: FinishedCall
     spec: ToolSpec | None
+    is_allowed: bool  # a known tool, within max_tool_calls: decided when it starts
+    answer_ms: float  # the answer's forecast when the call was written
+    max_tier: Tier
     task: asyncio.Task[ToolOutcome] | None = None  # None until started (sequential dispatch)
-    decision: object = None
 
 
 def answer_ms(conversation: RunConversation, max_output_tokens: int) -> float:
@@ -67,6 +69,8 @@ class ModelTurn:
         self.latencies, self.budget, self.trace, self.clock = latencies, budget, trace, clock
         self.num_tool_calls = 0
         self.num_tool_turns = 0
+        self.was_cut = False  # the last tool turn's model call was closed at its deadline
+        self.finish_reason: str | None = None  # how the last tool turn's model call ended
         self._calls: dict[int, tuple[ModelCall, ModelSpan, Charge]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._usage = RunUsage()
@@ -161,6 +165,8 @@ class ModelTurn:
                         yield started
         finally:
             self.finish_call(call)
+        self.was_cut = call.end is None  # closed at its deadline
+        self.finish_reason = None if call.end is None else call.end.finish_reason
         whole = call.end.calls if call.end is not None else ()
         for closed in assembler.finish(whole):
             started = self._dispatch(closed, level, answer, dispatched, client_calls)
@@ -182,22 +188,24 @@ class ModelTurn:
             client_calls.append(call)
             return None
         spec = self.request.tool_named(call.name)
-        item = _Dispatched(call, spec)
+        limit = self.request.max_tool_calls
+        self.num_tool_calls += spec is not None
+        is_allowed = spec is not None and (limit is None or self.num_tool_calls <= limit)
+        item = _Dispatched(call, spec, is_allowed, answer, max_tool_tier(level))
         dispatched.append(item)
-        if spec is not None:
-            self.num_tool_calls += 1
-            limit = self.request.max_tool_calls
-            if limit is None or self.num_tool_calls <= limit:
-                item.decision = self.tools.decide(
-                    spec, call.arguments, answer, max_tool_tier(level)
-                )
         if self.request.options.parallel_dispatch:
             item.task = self._start(item)
         label = spec.server_label if spec else ""
         return McpCallStarted(call.call_id, label, call.name, call.arguments)
 
     def _start(self, item: _Dispatched) -> asyncio.Task[ToolOutcome]:
-        task = self.tools.start(item.call, item.spec, item.decision, self.num_tool_turns - 1)
+        """Decide (now: a call run after others is priced with the time they took) and start."""
+        decision = None
+        if item.is_allowed:
+            decision = self.tools.decide(
+                item.spec, item.call.arguments, item.answer_ms, item.max_tier
+            )
+        task = self.tools.start(item.call, item.spec, decision, self.num_tool_turns - 1)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -230,7 +238,8 @@ class ModelTurn:
             undone = {item.task for item in dispatched if not item.task.done()}
             await asyncio.wait(undone, return_when=asyncio.FIRST_COMPLETED)
         if warm_up is not None:  # the next call continues its KV once it is paused
-            await asyncio.wait({warm_up}, timeout=PREFILL_WAIT_S)
+            wait_s = min(PREFILL_WAIT_S, self.budget.remaining_ms(self.clock()) / 1000.0)
+            await asyncio.wait({warm_up}, timeout=wait_s)
             warm_up.cancel()
         self._append(dispatched[appended:])
 
@@ -250,7 +259,7 @@ class ModelTurn:
             self.trace.decide(self._elapsed(), "warm_up_failed", error=str(e)[:200])
             return
         try:
-            async for _ in self.stream(call, None):
+            async for _ in self.stream(call, self.budget_deadline_s()):
                 pass
         finally:
             self.finish_call(call)
@@ -259,6 +268,12 @@ class ModelTurn:
         """How long the KV should wait: the slowest tool's usual latency."""
         means = [self.latencies.for_tool(tool).mean_ms for tool in self.request.tools]
         return max(means, default=1000.0) / 1000.0
+
+    def budget_deadline_s(self) -> float | None:
+        """When the budget runs out (time.time()); None without one."""
+        if not self.budget.is_bounded:
+            return None
+        return self.budget.started_s + self.budget.total_ms / 1000.0
 
     def _elapsed(self) -> float:
         return self.budget.elapsed_ms(self.clock())

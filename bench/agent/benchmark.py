@@ -100,10 +100,14 @@ async def run_all(cluster, tools_url: str, shape: AgentShape, args, candidates) 
             candidate_models=(args.preset, *candidates),
         )  # fmt: skip
         try:
-            warmup = []
-            for layout in args.layouts:
-                (run,) = agent_runs(replace(shape, num_runs=1), args.seed, WARMUP_WORDS_SEED)
-                warmup.append(asdict(await run_layout(harness, layout, run)))
+            (run,) = agent_runs(replace(shape, num_runs=1), args.seed, WARMUP_WORDS_SEED)
+            limit = asyncio.Semaphore(args.concurrency)
+
+            async def warm(layout):
+                async with limit:
+                    return asdict(await run_layout(harness, layout, run))
+
+            warmup = await asyncio.gather(*(warm(layout) for layout in args.layouts))
             records = await _interleaved(harness, shape, args)
         finally:
             await mcp.close()

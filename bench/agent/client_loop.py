@@ -8,8 +8,9 @@
 
 Stateless: every call re-sends the whole conversation (its images too), no session id, no
 budget. The tools are the MCP server's, shown as function tools (name, description, the input
-schema as parameters), and stay in every call's prompt, as the controller keeps them. A call
-that may call tools gets the controller's own token limit for such calls. FTR is the final
+schema as parameters, closed as the controller closes it: OpenAI's strict mode), and stay in
+every call's prompt, as the controller keeps them. A call that may call tools gets the
+controller's own token limit for such calls. FTR is the final
 call's first text delta, from the run's start; tool time is the client's wall time per call.
 """
 
@@ -23,6 +24,7 @@ from agent.run_request import MIN_TOOL_TURN_TOKENS
 from bench.agent.harness import QUEUE_ANYWAY, Harness, ms_since
 from bench.agent.record import RunRecord, busy_ms
 from bench.agent.workload import AgentRun
+from cluster.openai.agent_responses import closed_schema
 
 CHAT_ID_PREFIX = "chatcmpl-"  # a chat completion's id is this + the scheduler's request id
 
@@ -140,6 +142,7 @@ def _function_tool(spec) -> dict:
     return {
         "type": "function",
         "function": {
-            "name": spec.name, "description": spec.description, "parameters": spec.input_schema,
+            "name": spec.name, "description": spec.description,
+            "parameters": closed_schema(spec.input_schema),
         },
     }  # fmt: skip

@@ -86,6 +86,7 @@ async def run_controller(harness: Harness, run: AgentRun, layout: str, options: 
         layout=layout, run=run.index, kind=run.kind, status="ok", budget_ms=run.budget_ms,
         response_status=final.status, incomplete_reason=reason, ftr_ms=first_text, e2e_ms=e2e,
         tool_ms_before_ftr=busy_ms(intervals, first_text), num_tool_calls=len(names),
+        server_tool_ms_before_ftr=_number(trace.get("tool_ms_before_ftr")),
         num_tool_errors=num_errors,
         num_cached_tool_calls=sum(bool(c.get("cached") or c.get("is_cached")) for c in tool_calls),
         num_model_calls=len(model_calls),
@@ -99,7 +100,7 @@ async def run_controller(harness: Harness, run: AgentRun, layout: str, options: 
 
 def _engine_seconds(trace: dict, model_calls: list[dict]) -> float | None:
     """The trace's own total when it has one, else its model calls' compute (or engine) time."""
-    if isinstance(trace.get("engine_s"), (int, float)):
+    if _number(trace.get("engine_s")) is not None:
         return round(float(trace["engine_s"]), 4)
     if not model_calls:
         return None
@@ -108,6 +109,10 @@ def _engine_seconds(trace: dict, model_calls: list[dict]) -> float | None:
         value = call.get("compute_ms", call.get("engine_ms"))
         total_ms += sum(value.values()) if isinstance(value, dict) else float(value or 0.0)
     return round(total_ms / 1000.0, 4)
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _sum(calls: list[dict], key: str) -> int:

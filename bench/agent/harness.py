@@ -46,14 +46,19 @@ class Harness:
         return round(total_ms / 1000.0, 4)
 
     async def run_trace(self, response_id: str) -> dict:
-        """The controller's trace of one response (empty when it cannot be read)."""
-        try:
-            answer = await self.http.get(f"/v1/responses/{response_id}/trace")
-            answer.raise_for_status()
-            trace = answer.json()
-        except Exception:  # noqa: BLE001 - the run's client-side figures stand without it
-            return {}
-        return trace if isinstance(trace, dict) else {}
+        """The controller's trace of one response (empty when it cannot be read). It is stored
+        just after the answer, off its path: a 404 is asked again until TRACE_TIMEOUT_S."""
+        deadline = time.monotonic() + TRACE_TIMEOUT_S
+        while True:
+            try:
+                answer = await self.http.get(f"/v1/responses/{response_id}/trace")
+                if answer.status_code != 404 or time.monotonic() > deadline:
+                    answer.raise_for_status()
+                    trace = answer.json()
+                    return trace if isinstance(trace, dict) else {}
+            except Exception:  # noqa: BLE001 - the run's client-side figures stand without it
+                return {}
+            await asyncio.sleep(0.05)
 
     async def _finished_trace(self, request_id: str):
         deadline = time.monotonic() + TRACE_TIMEOUT_S

@@ -27,6 +27,7 @@ class RunRecord:
     ftr_ms: float | None = None  # the final answer's first text
     e2e_ms: float | None = None
     tool_ms_before_ftr: float = 0.0
+    server_tool_ms_before_ftr: float | None = None  # the same, on the controller's clock
     num_tool_calls: int = 0  # calls started (a cached result counts: it was asked for)
     num_tool_errors: int = 0
     num_cached_tool_calls: int = 0  # answered by the controller's result cache (its trace)
@@ -38,10 +39,6 @@ class RunRecord:
     models: tuple[str, ...] = ()  # the model of each model call, in order
     tool_names: tuple[str, ...] = field(default=())
     error: str = ""
-
-    @property
-    def is_within_budget(self) -> bool:
-        return self.status == "ok" and self.e2e_ms is not None and self.e2e_ms <= self.budget_ms
 
 
 def busy_ms(intervals: Iterable[tuple[float, float]], end: float | None) -> float:

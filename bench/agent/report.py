@@ -3,9 +3,12 @@
 Per layout (seed 001 §9's protocol): FTR and E2E p50/p90/p99; tool share of FTR (the wall
 time a tool ran before the answer's first token, over FTR, both summed over runs); tool calls
 per run; cached share of prompt tokens; cost (engine-seconds) per run and per run completed
-within budget; the share within budget; p99 of E2E / budget. Ratios read against layout 1
-(client) and, for the ablations, against the controller with every mechanism on, in the same
-run. Failed runs are counted, and left out of every other figure.
+within budget; the share within budget (answered, and done by the budget); p99 of E2E / budget.
+Ratios read against layout 1 (client) and, for the ablations, against the controller with every
+mechanism on, in the same run. Failed runs are counted, and left out of every other figure.
+Partial runs are those the controller ended early (incomplete for a reason other than the
+answer's token limit, which every answer reaches: EOS is ignored); runs without an answer are
+counted apart, and have no FTR.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from bench.common.output import table_row
 from bench.common.stats import percentiles
 
 POINTS = (50, 90, 99)
+ANSWER_LIMIT = "max_output_tokens"  # the incomplete reason of an answer that ran to its limit
 _RATIO_KEYS = ("ftr_p50", "ftr_p90", "e2e_p50", "e2e_p99", "engine_s_per_run")
 TARGETS = {"ftr_p50_speedup": 2.0, "ftr_p50_speedup_moonshot": 3.0, "e2e_p99_over_budget": 1.10}
 
@@ -45,11 +49,11 @@ def _figures(records: list[dict], model: str) -> dict:
     prompt = sum(r["prompt_tokens"] for r in ok)
     models = [m for r in ok for m in r["models"]]
     costs = [r["engine_s"] for r in ok if r["engine_s"] is not None]
-    within = [r for r in ok if r["e2e_ms"] is not None and r["e2e_ms"] <= r["budget_ms"]]
+    within = [r for r in ok if r["ftr_ms"] is not None and r["e2e_ms"] <= r["budget_ms"]]
     return {
         "num_runs": len(records),
         "num_failed": len(records) - len(ok),
-        "num_incomplete": sum(r["response_status"] == "incomplete" for r in ok),
+        "num_partial": sum(_is_partial(r) for r in ok),
         "num_without_answer": sum(r["ftr_ms"] is None for r in ok),
         "ftr_ms": percentiles((r["ftr_ms"] for r in ok), POINTS),
         "e2e_ms": percentiles((r["e2e_ms"] for r in ok), POINTS),
@@ -104,6 +108,11 @@ def _targets(layouts: dict) -> dict:
     return {"measured": measured, "met": met}
 
 
+def _is_partial(record: dict) -> bool:
+    reason = record["incomplete_reason"]
+    return record["response_status"] == "incomplete" and reason not in (None, ANSWER_LIMIT)
+
+
 def _by_kind(records: list[dict]) -> dict[str, list[dict]]:
     groups = defaultdict(list)
     for r in records:
@@ -151,14 +160,15 @@ def markdown_report(results: dict) -> str:
         f"{shape['output_tokens']} tokens (EOS ignored, greedy). Demo MCP tools, latency scale "
         f"{config['latency_scale']}, seed {config['seed']}. Runtime {results['runtime_s']:.0f} s.",
         "",
-        "| Layout | runs (failed / incomplete) | FTR p50 / p90 / p99 ms | E2E p50 / p90 / p99 ms "
-        "| tool share of FTR | tool calls / run | cached prompt share | engine-s / run "
-        "| engine-s / run within budget | within budget | E2E/budget p99 |",
+        "| Layout | runs (failed / partial / no answer) | FTR p50 / p90 / p99 ms "
+        "| E2E p50 / p90 / p99 ms | tool share of FTR | tool calls / run | cached prompt share "
+        "| engine-s / run | engine-s / run within budget | within budget | E2E/budget p99 |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, f in summary["layouts"].items():
         lines.append(table_row([
-            name, f"{f['num_runs']} ({f['num_failed']} / {f['num_incomplete']})",
+            name, f"{f['num_runs']} ({f['num_failed']} / {f['num_partial']} / "
+            f"{f['num_without_answer']})",
             _p(f["ftr_ms"]), _p(f["e2e_ms"]), _pct(f["tool_share_of_ftr"]),
             _num(f["tool_calls_per_run"], 2), _pct(f["cached_share"]),
             _num(f["engine_s_per_run"], 2), _num(f["engine_s_per_run_within_budget"], 2),

@@ -70,14 +70,14 @@ class AgentShape:
     instructions_words: int = 80
     output_tokens: int = 32  # the final answer (EOS ignored)
     budget_ms: float | None = None  # every run's budget; None: its class's
-    budget_scale: float = 1.0  # times the class budgets (the quick run's tiny model is faster)
     classes: dict[str, RunClass] = field(default_factory=lambda: dict(CLASSES))
 
     @classmethod
     def quick(cls) -> AgentShape:
         """A few small runs of three classes, for smoke tests: short prompts, one tool and at
         most two calls each, so that a run fits the tiny model's 1,024-token context (its
-        tokenizer spends ~250 tokens on one tool's definition)."""
+        tokenizer spends ~250 tokens on one tool's definition). The small preset's budgets
+        are loose for the tiny model: they check that runs answer, not how they cut."""
         classes = {
             kind: replace(c, prompt_words=min(c.prompt_words, 24), tools=c.tools[:1],
                           max_tool_calls=min(c.max_tool_calls, 2))
@@ -85,7 +85,7 @@ class AgentShape:
         }  # fmt: skip
         return cls(
             num_runs=3, kinds=("text", "image", "retrieval"), instructions_words=20,
-            output_tokens=8, budget_scale=0.25, classes=classes,
+            output_tokens=8, classes=classes,
         )  # fmt: skip
 
     def with_budget(self, budget_ms: float | None) -> AgentShape:
@@ -119,7 +119,6 @@ def agent_runs(shape: AgentShape, seed: int, words_seed: int) -> list[AgentRun]:
         run_class = shape.classes[shape.kinds[index % len(shape.kinds)]]
         sizes = np.random.default_rng([seed, index])
         content = np.random.default_rng([words_seed, index])
-        budget = shape.budget_ms or run_class.budget_ms * shape.budget_scale
         runs.append(
             AgentRun(
                 index=index,
@@ -130,7 +129,7 @@ def agent_runs(shape: AgentShape, seed: int, words_seed: int) -> list[AgentRun]:
                 tools=run_class.tools,
                 max_tool_calls=run_class.max_tool_calls,
                 max_output_tokens=shape.output_tokens,
-                budget_ms=budget,
+                budget_ms=shape.budget_ms or run_class.budget_ms,
             )
         )
     return runs

@@ -49,9 +49,10 @@ def server():
 # ----------------------------------------------------------------------------- the double
 @dataclass
 class Script:
-    """One model call: (seconds before, event) steps, and the usage its end reports."""
+    """One model call: (seconds before, event) steps, the calls and usage its end reports."""
 
     steps: list[tuple[float, TextDelta | CallDelta]]
+    calls: tuple[FinishedCall, ...] = ()
     usage: tuple[int, int, int] = (100, 0, 10)  # prompt, cached, output tokens
 
 
@@ -63,7 +64,7 @@ def calls(*written: tuple[str, str, str], tail_s: float = 0.0) -> Script:
         steps.append((STEP_S, CallDelta(index, None, None, arguments[3:])))
     if tail_s:
         steps.append((tail_s, TextDelta("")))  # decoding goes on after the last call closed
-    return Script(steps)
+    return Script(steps, tuple(FinishedCall(*call) for call in written))
 
 
 ANSWER = Script([(STEP_S, TextDelta("the answer"))], usage=(300, 200, 20))
@@ -75,27 +76,17 @@ class ScriptedCall:
         self.request_id, self.script = request_id, script
         self.end: ModelCallEnd | None = None
         self.ended_s: float | None = None
-        self.is_closed = False
 
     async def __aiter__(self):
-        finished = []
         for delay_s, event in self.script.steps:
             await asyncio.sleep(delay_s)
-            if isinstance(event, CallDelta) and event.call_id:
-                finished.append(FinishedCall(event.call_id, event.name, ""))
-            if isinstance(event, CallDelta):
-                last = finished[event.index]
-                finished[event.index] = FinishedCall(
-                    last.call_id, last.name, last.arguments + event.arguments
-                )
             yield event
-        prompt, cached, output = self.script.usage
         self.ended_s = time.time()
-        self.end = ModelCallEnd(self.request_id, "stop", None, tuple(finished), prompt, cached,
-                                output)  # fmt: skip
+        self.end = ModelCallEnd(self.request_id, "stop", None, self.script.calls,
+                                *self.script.usage)  # fmt: skip
 
     def close(self) -> None:
-        self.is_closed = True
+        pass  # a scripted call holds nothing
 
 
 @dataclass
@@ -153,29 +144,28 @@ class Ran:
         return next(at for at, seen in self.events if seen is event)
 
 
+REQUEST = {
+    "run_id": "run",
+    "model": "m",
+    "candidate_models": ("m",),
+    "client_tools": frozenset(),
+    "tool_choice": "auto",
+    "max_tool_calls": None,
+    "max_output_tokens": 100,
+    "budget_ms": None,
+}
+
+
 def run(server, conversation, controller: AgentController | None = None, **fields) -> Ran:
+    """One run of `conversation` with the demo server's tools; `fields` override REQUEST's."""
     controller = controller or AgentController(AgentConfig())
 
     async def main() -> Ran:
         endpoint = McpEndpoint(label="demo", url=server.url)
         try:
             tools = await controller.list_tools([endpoint])
-            request = RunRequest(
-                **{
-                    "run_id": "run",
-                    "model": "m",
-                    "candidate_models": ("m",),
-                    "tools": tools,
-                    "endpoints": {"demo": endpoint},
-                    "client_tools": frozenset(),
-                    "tool_choice": "auto",
-                    "max_tool_calls": None,
-                    "max_output_tokens": 100,
-                    "budget_ms": None,
-                    "started_s": time.time(),
-                    **fields,
-                }
-            )
+            request = RunRequest(**{**REQUEST, "tools": tools, "endpoints": {"demo": endpoint},
+                                    "started_s": time.time(), **fields})  # fmt: skip
             events = []
             async for event in controller.run(request, conversation).events():
                 events.append((time.time(), event))
