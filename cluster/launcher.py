@@ -220,6 +220,15 @@ def run_until_interrupted(args: argparse.Namespace) -> int:
         if cluster.http_address
         else ""
     )
+    if cluster.http_address and cluster.demo_tools is not None:
+        try_http += (
+            f"  curl http://{cluster.http_address}/v1/responses "
+            '-H "Content-Type: application/json" -d \'{"input": "Find facts.", "tools": '
+            '[{"type": "mcp", "server_label": "demo", "allowed_tools": ["lookup", "search"]}], '
+            '"tool_choice": "required", "max_tool_calls": 2, "max_output_tokens": 16, '
+            '"latency_budget_ms": 5000}\'   # an agent run with the demo MCP tools '
+            f"({cluster.demo_tools.url})\n"
+        )
     print(
         f"Triserve is serving gRPC on {cluster.address}, {http + ', ' if http else ''}{metrics} "
         f"(ready in {time.monotonic() - started:.0f} s). Try:\n"
