@@ -21,7 +21,8 @@ def record(layout, run, ftr, e2e, budget=1000.0, tool_ms=0.0, **extra) -> dict:
         "tool_ms_before_ftr": tool_ms, "num_tool_calls": 2, "num_tool_errors": 0,
         "num_cached_tool_calls": 0, "num_model_calls": 3, "prompt_tokens": 100,
         "cached_tokens": 0, "output_tokens": 10, "engine_s": 1.0, "models": ["small"] * 3,
-        "tool_names": ["lookup", "search"], "error": "", **extra,
+        "tool_names": ["lookup", "search"], "stop_reason": None, "tool_decisions": [],
+        "error": "", **extra,
     }  # fmt: skip
 
 
@@ -64,7 +65,10 @@ def test_every_layout_gets_runs_of_the_same_shape_in_other_words_and_pixels():
 
 
 def test_summary_reads_speed_ups_against_the_client_and_ablations_against_the_controller():
-    routed = {"cached_tokens": 50, "models": ["small", "tiny-colocated"], "tool_ms": 100.0}
+    routed = {
+        "cached_tokens": 50, "models": ["small", "tiny-colocated"], "tool_ms": 100.0,
+        "stop_reason": "max_tool_calls", "tool_decisions": ["affordable", "cached"],
+    }  # fmt: skip
     records = {
         "client": [record("client", i, ftr=1000.0, e2e=1500.0, tool_ms=500.0) for i in range(4)],
         "controller": [record("controller", i, 400.0, 900.0 + 100 * i, **routed) for i in range(4)],
@@ -75,6 +79,8 @@ def test_summary_reads_speed_ups_against_the_client_and_ablations_against_the_co
     client, ours = summary["layouts"]["client"], summary["layouts"]["controller"]
     assert client["tool_share_of_ftr"] == 0.5 and ours["tool_share_of_ftr"] == 0.25
     assert ours["cached_share"] == 0.5 and ours["routed_away_share"] == 0.5
+    assert ours["stop_reasons"] == {"max_tool_calls": 4} and client["stop_reasons"] == {}
+    assert ours["tool_decisions"] == {"affordable": 4, "cached": 4}
     assert client["within_budget_share"] == 0.0 and ours["within_budget_share"] == 0.5
     assert ours["engine_s_per_run_within_budget"] == 4.0 / 2
     assert summary["vs_client"]["controller"]["ftr_p50"] == 2.5

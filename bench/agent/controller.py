@@ -95,6 +95,8 @@ async def run_controller(harness: Harness, run: AgentRun, layout: str, options: 
         output_tokens=usage.output_tokens if usage else _sum(model_calls, "output_tokens"),
         engine_s=_engine_seconds(trace, model_calls),
         models=tuple(str(c.get("model", "")) for c in model_calls), tool_names=tuple(names),
+        stop_reason=trace.get("stop_reason"),
+        tool_decisions=tuple(str(c.get("decision", "")) for c in tool_calls),
     )  # fmt: skip
 
 

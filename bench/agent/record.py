@@ -12,7 +12,7 @@ client's clock: calls that overlap count once (`busy_ms`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,9 @@ class RunRecord:
     output_tokens: int = 0
     engine_s: float | None = None  # engine compute of its model calls; None: no trace read
     models: tuple[str, ...] = ()  # the model of each model call, in order
-    tool_names: tuple[str, ...] = field(default=())
+    tool_names: tuple[str, ...] = ()  # the tool of each call started, in order
+    stop_reason: str | None = None  # why the controller stopped calling tools (its trace)
+    tool_decisions: tuple[str, ...] = ()  # why it called (or skipped) each asked-for tool
     error: str = ""
 
 

@@ -13,7 +13,7 @@ counted apart, and have no FTR.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from bench.common.output import table_row
 from bench.common.stats import percentiles
@@ -74,6 +74,8 @@ def _figures(records: list[dict], model: str) -> dict:
         "engine_s_per_run_within_budget": _ratio(sum(costs), len(within)),
         "within_budget_share": _ratio(len(within), len(records)),
         "routed_away_share": _ratio(sum(m not in ("", model) for m in models), len(models)),
+        "stop_reasons": dict(Counter(str(r["stop_reason"]) for r in ok if r["stop_reason"])),
+        "tool_decisions": dict(Counter(d for r in ok for d in r["tool_decisions"])),
     }
 
 
@@ -143,6 +145,10 @@ def _times(value) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def _counts(counts: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])) or "-"
+
+
 def _p(figure: dict) -> str:
     return " / ".join(_num(figure[f"p{p}"]) for p in POINTS)
 
@@ -185,6 +191,13 @@ def markdown_report(results: dict) -> str:
         for name, r in summary["vs_controller"].items():
             if r:
                 lines.append(table_row([name, *(_times(r[k]) for k in _RATIO_KEYS)]))
+    lines += ["", "| Layout | calls routed away | stop reasons (controller's trace) "
+              "| tool decisions |", "|---|---|---|---|"]  # fmt: skip
+    for name, f in summary["layouts"].items():
+        lines.append(table_row([
+            name, _pct(f["routed_away_share"]), _counts(f["stop_reasons"]),
+            _counts(f["tool_decisions"]),
+        ]))  # fmt: skip
     lines += ["", "| Layout | class | runs | FTR p50 / p90 / p99 ms | E2E p50 / p90 / p99 ms "
               "| tool calls / run | within budget |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, classes in summary["per_class"].items():

@@ -18,8 +18,6 @@ call id. Text after a call opens a new message, so the output keeps the order th
 
 from __future__ import annotations
 
-import json
-
 from agent.run_request import (
     AnswerDelta,
     FunctionCalls,
@@ -28,6 +26,7 @@ from agent.run_request import (
     RunEnd,
     RunEvent,
 )
+from cluster.openai.event_sequence import EventSequence
 from cluster.openai.response_object import (
     ResponseFields,
     error_of,
@@ -50,13 +49,13 @@ class AgentResponseEvents:
         self.failure_body: tuple[int, dict] | None = None  # a failed run's status and error
         self._message: int | None = None  # the open message's index in output
         self._calls: dict[str, int] = {}  # call id -> its mcp_call item's index
-        self._sequence_number = 0
+        self._sse = EventSequence()
 
     def start(self) -> list[str]:
         in_progress = self.fields.body("in_progress", [])
         return [
-            self._event("response.created", response=in_progress),
-            self._event("response.in_progress", response=in_progress),
+            self._sse.event("response.created", response=in_progress),
+            self._sse.event("response.in_progress", response=in_progress),
         ]
 
     def events(self, event: RunEvent) -> list[str]:
@@ -87,20 +86,14 @@ class AgentResponseEvents:
 
     def closing(self) -> str:
         kind = "response.completed" if self.status == "completed" else "response.incomplete"
-        return self._event(kind, response=self.response())
+        return self._sse.event(kind, response=self.response())
 
     def failure(self, status: int, error: dict) -> list[str]:
         """The events ending a run that failed: `error` is the OpenAI error object, `status`
         its HTTP status (what a whole response answers with)."""
         self.failure_body = (status, error)
         self.status, self.error = "failed", error_of(error)
-        details = error["error"]
-        return [
-            self._event(
-                "error", code=details["code"], message=details["message"], param=details["param"]
-            ),
-            self._event("response.failed", response=self.response()),
-        ]
+        return self._sse.failure(error, self.response())
 
     def abandon(self) -> None:
         """The client went away: what the run had, cancelled."""
@@ -116,9 +109,9 @@ class AgentResponseEvents:
             events += self._add(item)
             item["content"].append(part)
             self._message = len(self.output) - 1
-            events.append(self._event("response.content_part.added", **self._part(), part=part))
+            events.append(self._sse.event("response.content_part.added", **self._part(), part=part))
         self.output[self._message]["content"][0]["text"] += text
-        return events + [self._event("response.output_text.delta", **self._part(), delta=text)]
+        return events + [self._sse.event("response.output_text.delta", **self._part(), delta=text)]
 
     def _close_message(self) -> list[str]:
         if self._message is None:
@@ -129,9 +122,9 @@ class AgentResponseEvents:
         )
         part = item["content"][0]
         events = [
-            self._event("response.output_text.done", **self._part(), text=part["text"]),
-            self._event("response.content_part.done", **self._part(), part=part),
-            self._event("response.output_item.done", output_index=index, item=item),
+            self._sse.event("response.output_text.done", **self._part(), text=part["text"]),
+            self._sse.event("response.content_part.done", **self._part(), part=part),
+            self._sse.event("response.output_item.done", output_index=index, item=item),
         ]
         self._message = None
         return events
@@ -144,8 +137,8 @@ class AgentResponseEvents:
         index = self._calls[call.call_id] = len(self.output) - 1
         where = {"item_id": item["id"], "output_index": index}
         return events + [
-            self._event("response.mcp_call_arguments.done", **where, arguments=call.arguments),
-            self._event("response.mcp_call.in_progress", **where),
+            self._sse.event("response.mcp_call_arguments.done", **where, arguments=call.arguments),
+            self._sse.event("response.mcp_call.in_progress", **where),
         ]
 
     def _call_done(self, call: McpCallDone) -> list[str]:
@@ -156,8 +149,8 @@ class AgentResponseEvents:
         item.update(done)
         kind = "response.mcp_call.failed" if call.error else "response.mcp_call.completed"
         return [
-            self._event(kind, item_id=item["id"], output_index=index),
-            self._event("response.output_item.done", output_index=index, item=item),
+            self._sse.event(kind, item_id=item["id"], output_index=index),
+            self._sse.event("response.output_item.done", output_index=index, item=item),
         ]
 
     def _function_calls(self, calls: FunctionCalls) -> list[str]:
@@ -169,24 +162,17 @@ class AgentResponseEvents:
             events += self._add(item)
             index = len(self.output) - 1
             events += [
-                self._event("response.function_call_arguments.done", item_id=item["id"],
+                self._sse.event("response.function_call_arguments.done", item_id=item["id"],
                             output_index=index, name=call.name, arguments=call.arguments),
-                self._event("response.output_item.done", output_index=index, item=item),
+                self._sse.event("response.output_item.done", output_index=index, item=item),
             ]  # fmt: skip
         return events
 
     def _add(self, item: dict) -> list[str]:
         self.output.append(item)
         index = len(self.output) - 1
-        return [self._event("response.output_item.added", output_index=index, item=item)]
+        return [self._sse.event("response.output_item.added", output_index=index, item=item)]
 
     def _part(self) -> dict:
         item_id = self.output[self._message]["id"]
         return {"item_id": item_id, "output_index": self._message, "content_index": 0}
-
-    def _event(self, kind: str, **fields) -> str:
-        if kind in ("response.output_text.delta", "response.output_text.done"):
-            fields["logprobs"] = []
-        body = {"type": kind, "sequence_number": self._sequence_number, **fields}
-        self._sequence_number += 1
-        return f"event: {kind}\ndata: {json.dumps(body, separators=(',', ':'))}\n\n"

@@ -20,10 +20,9 @@ joins the deltas holds exactly the stored response.
 
 from __future__ import annotations
 
-import json
-
 from cluster.frontend import GenerationStep
 from cluster.openai.chat_stream import split_step
+from cluster.openai.event_sequence import EventSequence
 from cluster.openai.response_object import (
     ResponseFields,
     error_of,
@@ -41,7 +40,7 @@ class ResponseEvents:
         self._parser = parser  # None: the request has no tools; all text is content
         self.output: list[dict] = []  # items, as they stand (the last may be open)
         self._open: str | None = None  # "message" or "function_call": the last item, open
-        self._sequence_number = 0
+        self._sse = EventSequence()
         self._is_first = True
         self.status = "in_progress"
         self.usage = None
@@ -54,8 +53,8 @@ class ResponseEvents:
             self._is_first = False
             in_progress = self.fields.body("in_progress", [])
             events += [
-                self._event("response.created", response=in_progress),
-                self._event("response.in_progress", response=in_progress),
+                self._sse.event("response.created", response=in_progress),
+                self._sse.event("response.in_progress", response=in_progress),
             ]
         content, calls = split_step(self._parser, step)
         if content:
@@ -76,18 +75,12 @@ class ResponseEvents:
     def closing(self) -> str:
         """The last event: the whole response, once the last step is in (and it is stored)."""
         kind = "response.completed" if self.status == "completed" else "response.incomplete"
-        return self._event(kind, response=self.response())
+        return self._sse.event(kind, response=self.response())
 
     def failure(self, error: dict) -> list[str]:
         """The events ending a stream that failed: `error` is the OpenAI error object."""
         self.status, self.error = "failed", error_of(error)
-        details = error["error"]
-        return [
-            self._event(
-                "error", code=details["code"], message=details["message"], param=details["param"]
-            ),
-            self._event("response.failed", response=self.response()),
-        ]
+        return self._sse.failure(error, self.response())
 
     def abandon(self) -> None:
         """The client went away: the answer so far, cancelled."""
@@ -98,7 +91,7 @@ class ResponseEvents:
     def _text(self, text: str) -> list[str]:
         events = [] if self._open == "message" else self._close() + self._open_message()
         self.output[-1]["content"][0]["text"] += text
-        return events + [self._event("response.output_text.delta", **self._part(), delta=text)]
+        return events + [self._sse.event("response.output_text.delta", **self._part(), delta=text)]
 
     def _call_fragment(self, call: ToolCallDelta) -> list[str]:
         events = []
@@ -110,7 +103,7 @@ class ResponseEvents:
         item["arguments"] += call.arguments
         if call.arguments:
             events.append(
-                self._event(
+                self._sse.event(
                     "response.function_call_arguments.delta",
                     item_id=item["id"],
                     output_index=len(self.output) - 1,
@@ -126,12 +119,12 @@ class ResponseEvents:
         part = item["content"].pop()
         events = self._add(item, "message")
         item["content"].append(part)
-        return events + [self._event("response.content_part.added", **self._part(), part=part)]
+        return events + [self._sse.event("response.content_part.added", **self._part(), part=part)]
 
     def _add(self, item: dict, kind: str) -> list[str]:
         self.output.append(item)
         self._open = kind
-        return [self._event("response.output_item.added", output_index=len(self.output) - 1,
+        return [self._sse.event("response.output_item.added", output_index=len(self.output) - 1,
                             item=item)]  # fmt: skip
 
     def _close(self) -> list[str]:
@@ -145,12 +138,12 @@ class ResponseEvents:
         if self._open == "message":
             part = item["content"][0]
             events += [
-                self._event("response.output_text.done", **self._part(), text=part["text"]),
-                self._event("response.content_part.done", **self._part(), part=part),
+                self._sse.event("response.output_text.done", **self._part(), text=part["text"]),
+                self._sse.event("response.content_part.done", **self._part(), part=part),
             ]
         else:
             events.append(
-                self._event(
+                self._sse.event(
                     "response.function_call_arguments.done",
                     item_id=item["id"],
                     output_index=index,
@@ -159,16 +152,11 @@ class ResponseEvents:
                 )
             )
         self._open = None
-        return events + [self._event("response.output_item.done", output_index=index, item=item)]
+        return events + [
+            self._sse.event("response.output_item.done", output_index=index, item=item)
+        ]
 
     def _part(self) -> dict:
         """Where the open message's text is: its item, and its one part."""
         item_id = self.output[-1]["id"]
         return {"item_id": item_id, "output_index": len(self.output) - 1, "content_index": 0}
-
-    def _event(self, kind: str, **fields) -> str:
-        if kind == "response.output_text.delta" or kind == "response.output_text.done":
-            fields["logprobs"] = []
-        body = {"type": kind, "sequence_number": self._sequence_number, **fields}
-        self._sequence_number += 1
-        return f"event: {kind}\ndata: {json.dumps(body, separators=(',', ':'))}\n\n"
