@@ -119,6 +119,13 @@ class ModelTurn:
         if end is not None:
             span.prompt_tokens, span.cached_tokens = end.num_prompt_tokens, end.num_cached_tokens
             span.output_tokens = end.num_output_tokens
+            # The cost budget is spent by the profiled compute of what the call computed (its
+            # engine time is read from the scheduler's trace only after the run).
+            forecast = self.conversation.forecast(span.model)
+            computed = end.num_prompt_tokens - end.num_cached_tokens
+            compute_ms = forecast.per_prompt_token_ms * computed
+            compute_ms += forecast.per_output_token_ms * end.num_output_tokens
+            self.budget.spend_cost(compute_ms / 1000.0)
             self._usage = RunUsage(
                 input_tokens=self._usage.input_tokens + end.num_prompt_tokens,
                 cached_tokens=self._usage.cached_tokens + end.num_cached_tokens,

@@ -316,3 +316,14 @@ def test_run_usage_sums_every_model_calls_tokens(server):
     # the tool turn (120, 0, 15) and the answer (300, 200, 20)
     assert ran.end.usage == RunUsage(input_tokens=420, cached_tokens=200, output_tokens=35)
     assert (ran.end.status, ran.end.incomplete_reason) == ("completed", None)
+
+
+def test_a_spent_cost_budget_stops_tool_use(server):
+    """A tool turn computing 100 prompt and 10 output tokens at 1 ms each costs 0.11 engine-s:
+    over a 0.1 s cost budget, so the next step is the answer."""
+    costly = CallForecast(first_token_ms=1.0, per_output_token_ms=1.0, per_prompt_token_ms=1.0)
+    lookups = [calls(("c1", "lookup", '{"key": "a"}')), calls(("c2", "lookup", '{"key": "b"}'))]
+    conversation = ScriptedConversation(lookups, forecast_of=costly)
+    ran = run(server, conversation, cost_budget_s=0.1)
+    assert ran.end.trace.stop_reason == "cost_budget"
+    assert conversation.log == ["tools", "results c1", "answer"]
