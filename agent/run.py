@@ -164,7 +164,13 @@ class AgentRun:
     def _route(self, level: Degradation, max_tokens: int) -> str:
         candidates = self.request.candidate_models if self.request.options.routing else ()
         decision = route(
-            candidates, self.conversation, level, self.quality, self.weights, max_tokens
+            candidates,
+            self.conversation,
+            level,
+            self.quality,
+            self.weights,
+            max_tokens,
+            min_tokens_left=self._tokens_needed(),
         )
         if decision is None:
             return self.conversation.model
@@ -188,8 +194,7 @@ class AgentRun:
     def _stop_reason(self) -> str | None:
         """decision.py's reasons, and one of the context's: no room for another tool turn, its
         results and the answer."""
-        needed = MIN_TOOL_TURN_TOKENS + RESULT_TOKENS_RESERVED + self.request.max_output_tokens
-        if self.conversation.num_tokens_left(self.conversation.model) < needed:
+        if self.conversation.num_tokens_left(self.conversation.model) < self._tokens_needed():
             return STOP_CONTEXT_NEARLY_FULL
         bounded = self.budget.is_bounded
         progress = RunProgress(
@@ -201,6 +206,10 @@ class AgentRun:
             is_cost_exhausted=self.budget.is_cost_exhausted,
         )
         return stop_reason(progress, self.policy)
+
+    def _tokens_needed(self) -> int:
+        """Context room another tool turn needs: its calls, their results, the answer."""
+        return MIN_TOOL_TURN_TOKENS + RESULT_TOKENS_RESERVED + self.request.max_output_tokens
 
     def _elapsed(self) -> float:
         return self.budget.elapsed_ms(self.clock())

@@ -20,14 +20,23 @@ def route(
     quality: dict[str, float],
     weights: RoutingWeights,
     max_tokens: int,
+    min_tokens_left: int = 0,
 ) -> RoutingDecision | None:
     """The model for the next call; None: stay where the session is (one candidate, or a
-    degradation level that allows no routing)."""
+    degradation level that allows no routing). A model whose context has less than
+    `min_tokens_left` past the conversation is no candidate."""
     if not allows_routing(level) or len(candidate_models) < 2:
         return None
     num_tokens = conversation.num_tokens
+    fitting = [
+        name
+        for name in candidate_models
+        if name == conversation.model or conversation.num_tokens_left(name) >= min_tokens_left
+    ]
+    if len(fitting) < 2:
+        return None
     candidates = []
-    for name in candidate_models:
+    for name in fitting:
         forecast = conversation.forecast(name)
         num_cached = min(conversation.num_cached_tokens(name), num_tokens)
         num_uncached = num_tokens - num_cached

@@ -2,7 +2,8 @@
 
 ftr_cdf.png    FTR and E2E CDFs, one line per layout (log time axis)
 ablation.png   FTR p50, E2E p50 and E2E p99 per layout, bars side by side, the controller's
-               dashed across: what turning each mechanism off costs
+               dashed across: what turning each mechanism off costs (failed runs, left out
+               of the bars, are counted under the layout's name)
 """
 
 from __future__ import annotations
@@ -61,7 +62,11 @@ def ablation_plot(layouts: dict[str, dict], path: Path) -> None:
         if controller and controller[key][point]:
             ax.axhline(controller[key][point] / 1000.0, color=bars.patches[0].get_facecolor(),
                        ls="--", lw=1)  # fmt: skip
-    ax.set_xticks(x, names, fontsize=9)
+    labels = [
+        f"{n}\n({layouts[n]['num_failed']} failed)" if layouts[n]["num_failed"] else n
+        for n in names
+    ]
+    ax.set_xticks(x, labels, fontsize=9)
     ax.set_ylabel("seconds")
     ax.set_title("Per layout; dashed: the controller with every mechanism on", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
