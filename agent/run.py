@@ -134,7 +134,7 @@ class AgentRun:
         model = self._route(level, self.request.max_output_tokens)
         forecast = self.conversation.forecast(model)
         remaining = self.budget.remaining_ms(self.clock())
-        if level >= Degradation.PARTIAL and remaining <= forecast.first_token_ms:
+        if remaining <= 0.0:  # nothing left: no answer (with time left, a partial one)
             self.is_cut_by_budget = True
             self.trace.decide(self._elapsed(), "no_answer", remaining_ms=round(remaining, 1))
             return
