@@ -146,8 +146,11 @@ class AgentRun:
             self.is_cut_by_budget = True
             self.trace.decide(self._elapsed(), "shorter_output", max_output_tokens=limit)
         request = ModelRequest(model=model, tool_choice="none", max_output_tokens=limit)
-        call = await self.turn.start_call(request, "answer", forecast.total_ms(0, limit))
-        deadline = self.clock() + remaining / 1000.0 if self.budget.is_bounded else None
+        deadline = self.turn.budget_deadline_s()
+        call = await self.turn.start_call(request, "answer", forecast.total_ms(0, limit), deadline)
+        if call is None:  # no first token within the budget: no answer
+            self.is_cut_by_budget = True
+            return
         try:
             async for event in self.turn.stream(call, deadline):
                 if isinstance(event, TextDelta) and event.text:

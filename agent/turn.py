@@ -76,12 +76,23 @@ class ModelTurn:
         self._usage = RunUsage()
 
     # ------------------------------------------------------------------ one model call
-    async def start_call(self, request: ModelRequest, kind: str, forecast_ms: float) -> ModelCall:
+    async def start_call(
+        self, request: ModelRequest, kind: str, forecast_ms: float, deadline_s: float | None
+    ) -> ModelCall | None:
+        """The call, admitted and its first output there; None when `deadline_s` passed first
+        (queue and prefill too slow: the request is cancelled)."""
         now = self.clock()
         span = ModelSpan("", request.model, kind, self.budget.elapsed_ms(now))
         charge = self.budget.charge(KIND_MODEL, f"{kind}:{request.model}", forecast_ms, now)
         self.trace.model_calls.append(span)
-        call = await self.conversation.call(request)
+        timeout_s = None if deadline_s is None else max(0.0, deadline_s - now)
+        try:
+            call = await asyncio.wait_for(self.conversation.call(request), timeout_s)
+        except asyncio.TimeoutError:
+            span.end_ms = self._elapsed()
+            self.budget.settle(charge, span.end_ms - span.start_ms)
+            self.trace.decide(span.end_ms, "deadline", kind=kind, before="first_token")
+            return None
         span.request_id = call.request_id
         self._calls[id(call)] = (call, span, charge)
         return call
@@ -153,12 +164,15 @@ class ModelTurn:
         forecast = self.conversation.forecast(model)
         request = ModelRequest(model=model, tool_choice=choice, max_output_tokens=max_tokens,
                                pause_s=pause_s)  # fmt: skip
-        call = await self.start_call(request, "tools", forecast.total_ms(0, max_tokens))
-        self.num_tool_turns += 1
-        deadline = None
+        deadline = None  # what leaves the answer its forecast time
         if self.budget.is_bounded:
             slack_ms = self.budget.remaining_ms(self.clock()) - answer * self.tools.answer_margin
             deadline = self.clock() + max(0.0, slack_ms) / 1000.0
+        call = await self.start_call(request, "tools", forecast.total_ms(0, max_tokens), deadline)
+        self.num_tool_turns += 1
+        self.was_cut, self.finish_reason = call is None, None
+        if call is None:
+            return
         assembler, dispatched = CallAssembler(), []
         try:
             async for event in self.stream(call, deadline):
@@ -261,9 +275,13 @@ class ModelTurn:
                                pause_s=pause_s, prefill_only=True)  # fmt: skip
         forecast = self.conversation.forecast(model)
         try:
-            call = await self.start_call(request, "prefill", forecast.first_token_ms)
+            call = await self.start_call(
+                request, "prefill", forecast.first_token_ms, self.budget_deadline_s()
+            )
         except Exception as e:  # a refused warm-up costs the next call its prefill, nothing else
             self.trace.decide(self._elapsed(), "warm_up_failed", error=str(e)[:200])
+            return
+        if call is None:
             return
         try:
             async for _ in self.stream(call, self.budget_deadline_s()):

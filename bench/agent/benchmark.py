@@ -73,7 +73,16 @@ def cluster_config(args: argparse.Namespace):
     name = f"{args.second_model}-colocated"
     pool = PoolConfig(name=name, stages="EPD", num_workers=1, model=name)
     models = {**config.models, name: args.second_model}
-    return replace(config, models=models, pools=(*config.pools, pool)), (name,)
+    # Routing priors: the second model is much weaker (a quarter of the preset's quality), and
+    # quality weighs four times its default, so a call moves to it only when the preset's
+    # queue costs more than the quality it gives up.
+    agent = replace(
+        config.agent,
+        model_quality={args.preset: 0.9, name: 0.3},
+        routing={**config.agent.routing, "quality": 4.0},
+    )
+    config = replace(config, models=models, pools=(*config.pools, pool), agent=agent)
+    return config, (name,)
 
 
 async def run_all(cluster, tools_url: str, shape: AgentShape, args, candidates) -> dict:

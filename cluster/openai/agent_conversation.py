@@ -100,6 +100,8 @@ class ServingConversation:
         self._pending_chars -= sum(
             len(str(item)) for item in conversation.items[: conversation.num_previous_items]
         )
+        if not conversation.token_ids:  # the tools' definitions open the prompt
+            self._pending_chars += sum(len(tool.model_dump_json()) for tool in agent_tools)
 
     # ------------------------------------------------------------------ RunConversation
     @property
