@@ -34,8 +34,10 @@ from cluster.openai.chat_stream import split_step
 from cluster.openai.response_object import output_items
 from cluster.openai.responses_conversion import Conversation, generate_request
 from cluster.openai.responses_protocol import (
+    FunctionCallItem,
     FunctionCallOutputItem,
     FunctionChoice,
+    InputImage,
     ResponsesRequest,
 )
 from cluster.tool_calls.base import ToolCall
@@ -44,6 +46,7 @@ from proto.triserve.v1 import triserve_pb2 as pb
 # To size appended text before it is tokenised: few enough that the room left in the context
 # is never overstated (a small vocabulary's tokens are short).
 CHARS_PER_TOKEN = 2
+DEFAULT_IMAGE_TOKENS = 576  # before the scheduler's gate is known (LLaVA-1.5: 24 x 24 patches)
 
 
 class ServingCall:
@@ -87,6 +90,7 @@ class ServingConversation:
         agent_tools: tuple,
     ) -> None:
         self.frontend = frontend
+        frontend.door.open_if_needed()  # its gate holds the forecasts that calls are priced by
         self.body = body  # sampling, SLO and admission fields of every call
         self.conversation = conversation  # with the client's functions and the MCP tools
         self.response_id = response_id
@@ -96,17 +100,18 @@ class ServingConversation:
         self.last_request_id = conversation.resume_from or (body.previous_response_id or "")
         self._num_calls = 0
         self._num_call_tokens = len(conversation.token_ids)
-        self._pending_chars = sum(len(str(item)) for item in conversation.items)
-        self._pending_chars -= sum(
-            len(str(item)) for item in conversation.items[: conversation.num_previous_items]
-        )
-        if not conversation.token_ids:  # the tools' definitions open the prompt
-            self._pending_chars += sum(len(tool.model_dump_json()) for tool in agent_tools)
+        earlier = conversation.items[: conversation.num_previous_items]
+        self._pending_tokens = _num_tokens(conversation.items[len(earlier) :], self._image_tokens())
+        if not conversation.token_ids:  # the tools' definitions and the earlier items too
+            self._pending_tokens += _num_tokens(earlier, self._image_tokens())
+            self._pending_tokens += sum(
+                len(tool.model_dump_json()) // CHARS_PER_TOKEN for tool in agent_tools
+            )
 
     # ------------------------------------------------------------------ RunConversation
     @property
     def num_pending_tokens(self) -> int:
-        return self._pending_chars // CHARS_PER_TOKEN
+        return self._pending_tokens
 
     @property
     def num_tokens(self) -> int:
@@ -168,7 +173,13 @@ class ServingConversation:
             for result in results
         )
         self.conversation = replace(self.conversation, items=(*self.conversation.items, *items))
-        self._pending_chars += sum(len(result.output) for result in results)
+        self._pending_tokens += sum(len(result.output) for result in results) // CHARS_PER_TOKEN
+
+    def _image_tokens(self) -> int:
+        """Embedding rows one image takes in the prompt, as the scheduler knows the model."""
+        gate = self.frontend.door.gate
+        model_gate = None if gate is None else gate.models.get(self.model)
+        return model_gate.image_tokens_per_image if model_gate else DEFAULT_IMAGE_TOKENS
 
     # ------------------------------------------------------------------ bookkeeping
     def ended(self, request: ModelRequest, generation: Generation, last) -> ModelCallEnd:
@@ -186,7 +197,7 @@ class ServingConversation:
             items = output_items(content, calls, finish)
             self.conversation = self.conversation.followed_by(items, token_ids)
             self._num_call_tokens = len(token_ids)
-            self._pending_chars = 0
+            self._pending_tokens = 0
         return ModelCallEnd(
             request_id=generation.request_id,
             finish_reason=finish,
@@ -209,6 +220,27 @@ class ServingConversation:
             num_previous_items=len(conversation.items),
             resume_from=self.last_request_id,
         )
+
+
+def _num_tokens(items, image_tokens: int) -> int:
+    """About how many prompt tokens `items` take (forecasts and context room only): text by
+    its length, an image by its embedding rows (its data URL says nothing of that)."""
+    num_chars, num_images = 0, 0
+    for item in items:
+        parts = getattr(item, "content", None)
+        if isinstance(parts, list):
+            for part in parts:
+                if isinstance(part, InputImage):
+                    num_images += 1
+                else:
+                    num_chars += len(part.text)
+        elif isinstance(item, FunctionCallOutputItem):
+            num_chars += len(item.output_text)
+        elif isinstance(item, FunctionCallItem):
+            num_chars += len(item.name) + len(item.arguments)
+        else:
+            num_chars += len(parts or "")
+    return num_chars // CHARS_PER_TOKEN + num_images * image_tokens
 
 
 def _choice(tool_choice: str) -> str | FunctionChoice:
