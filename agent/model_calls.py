@@ -20,6 +20,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 
+class ContextTooSmallError(Exception):
+    """The call's prompt does not fit its model's context (a call routed to a model with a
+    smaller one, whose tokens the conversation's size did not foresee)."""
+
+
 @dataclass(frozen=True)
 class ModelRequest:
     model: str  # a served model's name (routing picks it)
@@ -99,7 +104,8 @@ class RunConversation(Protocol):
     num_pending_tokens: int  # tokens appended since the last call (what a call must prefill)
     last_request_id: str  # the call that the conversation's next call continues ("": none)
 
-    async def call(self, request: ModelRequest) -> ModelCall: ...
+    async def call(self, request: ModelRequest) -> ModelCall:
+        """Admitted, its first output there. ContextTooSmallError: the prompt does not fit."""
 
     def add_tool_results(self, results: list[ToolOutput]) -> None: ...
 

@@ -32,6 +32,7 @@ from agent.decision import (
     stop_reason,
 )
 from agent.degradation import Degradation, level_for, max_output_tokens
+from agent.model_call_runner import ModelCallRunner
 from agent.model_calls import ModelRequest, RunConversation, TextDelta
 from agent.routing import RoutingWeights
 from agent.run_request import (
@@ -76,8 +77,16 @@ class AgentRun:
         tools = ToolRunner(
             services, request.tools, request.endpoints, self.budget, self.trace, uses_budget, clock
         )
+        self.calls = ModelCallRunner(conversation, self.budget, self.trace, clock)
         self.turn = ModelTurn(
-            request, conversation, tools, services.latencies, self.budget, self.trace, clock
+            request,
+            conversation,
+            tools,
+            self.calls,
+            services.latencies,
+            self.budget,
+            self.trace,
+            clock,
         )
         self.result_texts: list[str] = []
         self.is_cut_by_budget = False  # a skip, a timeout or a deadline left evidence out
@@ -146,19 +155,19 @@ class AgentRun:
             self.is_cut_by_budget = True
             self.trace.decide(self._elapsed(), "shorter_output", max_output_tokens=limit)
         request = ModelRequest(model=model, tool_choice="none", max_output_tokens=limit)
-        deadline = self.turn.budget_deadline_s()
-        call = await self.turn.start_call(request, "answer", forecast.total_ms(0, limit), deadline)
+        deadline = self.calls.budget_deadline_s()
+        call = await self.calls.start_call(request, "answer", forecast.total_ms(0, limit), deadline)
         if call is None:  # no first token within the budget: no answer
             self.is_cut_by_budget = True
             return
         try:
-            async for event in self.turn.stream(call, deadline):
+            async for event in self.calls.stream(call, deadline):
                 if isinstance(event, TextDelta) and event.text:
                     if self.trace.ftr_ms is None:
                         self.trace.ftr_ms = self._elapsed()
                     yield AnswerDelta(event.text)
         finally:
-            self.turn.finish_call(call)
+            self.calls.finish_call(call)
         self.answer_finish_reason = None if call.end is None else call.end.finish_reason
         if self.answer_finish_reason in (None, "cancelled"):
             self.is_cut_by_budget = True
@@ -228,7 +237,7 @@ class AgentRun:
         return RunEnd(
             status=status,
             incomplete_reason=reason,
-            usage=self.turn.usage(),
+            usage=self.calls.usage(),
             trace=self.trace,
             last_request_id=self.conversation.last_request_id,
         )

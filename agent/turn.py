@@ -9,14 +9,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from agent.budget import KIND_MODEL, Charge, LatencyBudget
+from agent.budget import LatencyBudget
 from agent.degradation import Degradation, max_tool_tier
 from agent.dispatch import CallAssembler
 from agent.latency import ToolLatencies
+from agent.model_call_runner import ModelCallRunner
 from agent.model_calls import (
-    CallDelta,
     FinishedCall,
-    ModelCall,
     ModelRequest,
     RunConversation,
     TextDelta,
@@ -29,9 +28,8 @@ from agent.run_request import (
     McpCallStarted,
     RunEvent,
     RunRequest,
-    RunUsage,
 )
-from agent.run_trace import ModelSpan, RunTrace
+from agent.run_trace import RunTrace
 from agent.tool_runner import ToolOutcome, ToolRunner
 from agent.tools import Tier, ToolSpec
 
@@ -60,6 +58,7 @@ class ModelTurn:
         request: RunRequest,
         conversation: RunConversation,
         tools: ToolRunner,
+        calls: ModelCallRunner,
         latencies: ToolLatencies,
         budget: LatencyBudget,
         trace: RunTrace,
@@ -71,80 +70,8 @@ class ModelTurn:
         self.num_tool_turns = 0
         self.was_cut = False  # the last tool turn's model call was closed at its deadline
         self.finish_reason: str | None = None  # how the last tool turn's model call ended
-        self._calls: dict[int, tuple[ModelCall, ModelSpan, Charge]] = {}
+        self.calls = calls
         self._tasks: set[asyncio.Task] = set()
-        self._usage = RunUsage()
-
-    # ------------------------------------------------------------------ one model call
-    async def start_call(
-        self, request: ModelRequest, kind: str, forecast_ms: float, deadline_s: float | None
-    ) -> ModelCall | None:
-        """The call, admitted and its first output there; None when `deadline_s` passed first
-        (queue and prefill too slow: the request is cancelled)."""
-        now = self.clock()
-        span = ModelSpan("", request.model, kind, self.budget.elapsed_ms(now))
-        charge = self.budget.charge(KIND_MODEL, f"{kind}:{request.model}", forecast_ms, now)
-        self.trace.model_calls.append(span)
-        timeout_s = None if deadline_s is None else max(0.0, deadline_s - now)
-        try:
-            call = await asyncio.wait_for(self.conversation.call(request), timeout_s)
-        except asyncio.TimeoutError:
-            span.end_ms = self._elapsed()
-            self.budget.settle(charge, span.end_ms - span.start_ms)
-            self.trace.decide(span.end_ms, "deadline", kind=kind, before="first_token")
-            return None
-        span.request_id = call.request_id
-        self._calls[id(call)] = (call, span, charge)
-        return call
-
-    async def stream(
-        self, call: ModelCall, deadline_s: float | None
-    ) -> AsyncIterator[TextDelta | CallDelta]:
-        """The call's events until it ends or `deadline_s` (time.time()) passes: then it is
-        closed (cancelled), and `call.end` stays None."""
-        span = self._calls[id(call)][1]
-        events = call.__aiter__()
-        while True:
-            timeout = None if deadline_s is None else max(0.0, deadline_s - self.clock())
-            try:
-                event = await asyncio.wait_for(events.__anext__(), timeout)
-            except StopAsyncIteration:
-                return
-            except asyncio.TimeoutError:
-                self.trace.decide(self._elapsed(), "deadline", request_id=call.request_id)
-                call.close()
-                return
-            if span.first_token_ms is None:
-                span.first_token_ms = self._elapsed()
-            yield event
-
-    def finish_call(self, call: ModelCall) -> None:
-        call.close()
-        entry = self._calls.pop(id(call), None)
-        if entry is None:
-            return
-        _, span, charge = entry
-        span.end_ms = self._elapsed()
-        self.budget.settle(charge, span.end_ms - span.start_ms)
-        end = call.end
-        if end is not None:
-            span.prompt_tokens, span.cached_tokens = end.num_prompt_tokens, end.num_cached_tokens
-            span.output_tokens = end.num_output_tokens
-            # The cost budget is spent by the profiled compute of what the call computed (its
-            # engine time is read from the scheduler's trace only after the run).
-            forecast = self.conversation.forecast(span.model)
-            computed = end.num_prompt_tokens - end.num_cached_tokens
-            compute_ms = forecast.per_prompt_token_ms * computed
-            compute_ms += forecast.per_output_token_ms * end.num_output_tokens
-            self.budget.spend_cost(compute_ms / 1000.0)
-            self._usage = RunUsage(
-                input_tokens=self._usage.input_tokens + end.num_prompt_tokens,
-                cached_tokens=self._usage.cached_tokens + end.num_cached_tokens,
-                output_tokens=self._usage.output_tokens + end.num_output_tokens,
-            )
-
-    def usage(self) -> RunUsage:
-        return self._usage
 
     # ------------------------------------------------------------------ the tool turn
     async def run(
@@ -168,14 +95,16 @@ class ModelTurn:
         if self.budget.is_bounded:
             slack_ms = self.budget.remaining_ms(self.clock()) - answer * self.tools.answer_margin
             deadline = self.clock() + max(0.0, slack_ms) / 1000.0
-        call = await self.start_call(request, "tools", forecast.total_ms(0, max_tokens), deadline)
+        call = await self.calls.start_call(
+            request, "tools", forecast.total_ms(0, max_tokens), deadline
+        )
         self.num_tool_turns += 1
         self.was_cut, self.finish_reason = call is None, None
         if call is None:
             return
         assembler, dispatched = CallAssembler(), []
         try:
-            async for event in self.stream(call, deadline):
+            async for event in self.calls.stream(call, deadline):
                 if isinstance(event, TextDelta):
                     if event.text:
                         yield AnswerDelta(event.text)
@@ -185,7 +114,7 @@ class ModelTurn:
                     if started is not None:
                         yield started
         finally:
-            self.finish_call(call)
+            self.calls.finish_call(call)
         self.was_cut = call.end is None  # closed at its deadline
         self.finish_reason = None if call.end is None else call.end.finish_reason
         whole = call.end.calls if call.end is not None else ()
@@ -275,8 +204,8 @@ class ModelTurn:
                                pause_s=pause_s, prefill_only=True)  # fmt: skip
         forecast = self.conversation.forecast(model)
         try:
-            call = await self.start_call(
-                request, "prefill", forecast.first_token_ms, self.budget_deadline_s()
+            call = await self.calls.start_call(
+                request, "prefill", forecast.first_token_ms, self.calls.budget_deadline_s()
             )
         except Exception as e:  # a refused warm-up costs the next call its prefill, nothing else
             self.trace.decide(self._elapsed(), "warm_up_failed", error=str(e)[:200])
@@ -284,29 +213,22 @@ class ModelTurn:
         if call is None:
             return
         try:
-            async for _ in self.stream(call, self.budget_deadline_s()):
+            async for _ in self.calls.stream(call, self.calls.budget_deadline_s()):
                 pass
         finally:
-            self.finish_call(call)
+            self.calls.finish_call(call)
 
     def _pause_s(self) -> float:
         """How long the KV should wait: the slowest tool's usual latency."""
         means = [self.latencies.for_tool(tool).mean_ms for tool in self.request.tools]
         return max(means, default=1000.0) / 1000.0
 
-    def budget_deadline_s(self) -> float | None:
-        """When the budget runs out (time.time()); None without one."""
-        if not self.budget.is_bounded:
-            return None
-        return self.budget.started_s + self.budget.total_ms / 1000.0
-
     def _elapsed(self) -> float:
         return self.budget.elapsed_ms(self.clock())
 
     async def close(self) -> None:
         """Cancel what still runs (the run ended, or its client went away)."""
-        for call, _, _ in list(self._calls.values()):
-            call.close()
+        self.calls.close()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

@@ -23,6 +23,7 @@ from dataclasses import replace
 from agent.model_calls import (
     CallDelta,
     CallForecast,
+    ContextTooSmallError,
     FinishedCall,
     ModelCallEnd,
     ModelRequest,
@@ -42,6 +43,7 @@ from cluster.openai.responses_protocol import (
 )
 from cluster.tool_calls.base import ToolCall
 from proto.triserve.v1 import triserve_pb2 as pb
+from workers.contract.errors import PromptTooLongError
 
 # To size appended text before it is tokenised: few enough that the room left in the context
 # is never overstated (a small vocabulary's tokens are short).
@@ -162,7 +164,10 @@ class ServingConversation:
         )
         conversation = replace(conversation, tools=self._all_tools)
         message = generate_request(body, conversation, request_id, session)
-        generation = await self.frontend.start(message, time.time())
+        try:
+            generation = await self.frontend.start(message, time.time())
+        except PromptTooLongError as e:
+            raise ContextTooSmallError(str(e)) from e
         return ServingCall(self, request, generation)
 
     def add_tool_results(self, results: list[ToolOutput]) -> None:

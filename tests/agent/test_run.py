@@ -17,6 +17,7 @@ from agent.mcp_client import McpEndpoint
 from agent.model_calls import (
     CallDelta,
     CallForecast,
+    ContextTooSmallError,
     FinishedCall,
     ModelCallEnd,
     ModelRequest,
@@ -327,3 +328,25 @@ def test_a_spent_cost_budget_stops_tool_use(server):
     ran = run(server, conversation, cost_budget_s=0.1)
     assert ran.end.trace.stop_reason == "cost_budget"
     assert conversation.log == ["tools", "results c1", "answer"]
+
+
+class SmallContextConversation(ScriptedConversation):
+    """Model "tiny" is faster (routing picks it) but its context cannot hold the prompt."""
+
+    async def call(self, request: ModelRequest) -> ScriptedCall:
+        if request.model == "tiny":
+            raise ContextTooSmallError("prompt has 1,100 tokens; the limit is 1,023")
+        return await super().call(request)
+
+    def forecast(self, model: str) -> CallForecast:  # "m": 2 s slower, past its stickiness
+        return replace(FORECAST, first_token_ms=1.0 if model == "tiny" else 2_000.0)
+
+
+def test_a_call_routed_to_a_model_too_small_for_it_goes_back_to_the_session_model(server):
+    conversation = SmallContextConversation([calls(LOOKUP_K)])
+    ran = run(server, conversation, candidate_models=("m", "tiny"))
+    routes = [d for d in ran.end.trace.decisions if d["what"] in ("route", "route_refused")]
+    assert routes[0]["what"] == "route" and routes[0]["model"] == "tiny"
+    assert routes[1] == {**routes[1], "what": "route_refused", "model": "tiny"}
+    assert {request.model for request in conversation.requests} == {"m"}
+    assert (ran.end.status, conversation.log[-1]) == ("completed", "answer")
