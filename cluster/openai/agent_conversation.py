@@ -48,7 +48,6 @@ from workers.contract.errors import PromptTooLongError
 # To size appended text before it is tokenised: few enough that the room left in the context
 # is never overstated (a small vocabulary's tokens are short).
 CHARS_PER_TOKEN = 2
-DEFAULT_IMAGE_TOKENS = 576  # before the scheduler's gate is known (LLaVA-1.5: 24 x 24 patches)
 
 
 class ServingCall:
@@ -102,18 +101,21 @@ class ServingConversation:
         self.last_request_id = conversation.resume_from or (body.previous_response_id or "")
         self._num_calls = 0
         self._num_call_tokens = len(conversation.token_ids)
+        # What the next call adds to the prompt: text tokens (about), and images.
         earlier = conversation.items[: conversation.num_previous_items]
-        self._pending_tokens = _num_tokens(conversation.items[len(earlier) :], self._image_tokens())
+        pending = conversation.items[len(earlier) :]
         if not conversation.token_ids:  # the tools' definitions and the earlier items too
-            self._pending_tokens += _num_tokens(earlier, self._image_tokens())
-            self._pending_tokens += sum(
+            pending = conversation.items
+        self._pending_text_tokens, self._pending_images = _size(pending)
+        if not conversation.token_ids:
+            self._pending_text_tokens += sum(
                 len(tool.model_dump_json()) // CHARS_PER_TOKEN for tool in agent_tools
             )
 
     # ------------------------------------------------------------------ RunConversation
     @property
     def num_pending_tokens(self) -> int:
-        return self._pending_tokens
+        return self._pending_text_tokens + self._pending_images * self._image_tokens()
 
     @property
     def num_tokens(self) -> int:
@@ -178,13 +180,11 @@ class ServingConversation:
             for result in results
         )
         self.conversation = replace(self.conversation, items=(*self.conversation.items, *items))
-        self._pending_tokens += sum(len(result.output) for result in results) // CHARS_PER_TOKEN
+        self._pending_text_tokens += sum(len(r.output) for r in results) // CHARS_PER_TOKEN
 
     def _image_tokens(self) -> int:
-        """Embedding rows one image takes in the prompt, as the scheduler knows the model."""
-        gate = self.frontend.door.gate
-        model_gate = None if gate is None else gate.models.get(self.model)
-        return model_gate.image_tokens_per_image if model_gate else DEFAULT_IMAGE_TOKENS
+        """Prompt tokens one image takes (its embedding rows) on the session's model."""
+        return self.frontend.models[self.model].prompt_builder.num_image_tokens
 
     # ------------------------------------------------------------------ bookkeeping
     def ended(self, request: ModelRequest, generation: Generation, last) -> ModelCallEnd:
@@ -202,7 +202,7 @@ class ServingConversation:
             items = output_items(content, calls, finish)
             self.conversation = self.conversation.followed_by(items, token_ids)
             self._num_call_tokens = len(token_ids)
-            self._pending_tokens = 0
+            self._pending_text_tokens, self._pending_images = 0, 0
         return ModelCallEnd(
             request_id=generation.request_id,
             finish_reason=finish,
@@ -227,9 +227,9 @@ class ServingConversation:
         )
 
 
-def _num_tokens(items, image_tokens: int) -> int:
-    """About how many prompt tokens `items` take (forecasts and context room only): text by
-    its length, an image by its embedding rows (its data URL says nothing of that)."""
+def _size(items) -> tuple[int, int]:
+    """About how many text tokens `items` take, and their images (forecasts and context room
+    only: an image's size is its embedding rows, which its data URL says nothing of)."""
     num_chars, num_images = 0, 0
     for item in items:
         parts = getattr(item, "content", None)
@@ -245,7 +245,7 @@ def _num_tokens(items, image_tokens: int) -> int:
             num_chars += len(item.name) + len(item.arguments)
         else:
             num_chars += len(parts or "")
-    return num_chars // CHARS_PER_TOKEN + num_images * image_tokens
+    return num_chars // CHARS_PER_TOKEN, num_images
 
 
 def _choice(tool_choice: str) -> str | FunctionChoice:
