@@ -95,6 +95,11 @@ class ModelCall(Protocol):
     def close(self) -> None:
         """Cancel it unless it ended (the run stops, or its deadline passed)."""
 
+    def stop(self, calls: tuple[FinishedCall, ...]) -> None:
+        """End it now, as if the model had stopped after `calls` (the tool calls it wrote so
+        far): the rest of its decode is not wanted. The conversation gains those calls; `end`
+        is set (its KV is not kept: the next call re-reads the prompt, cached where it can)."""
+
 
 class RunConversation(Protocol):
     """A run's conversation on the serving side."""

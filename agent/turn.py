@@ -102,7 +102,7 @@ class ModelTurn:
         self.was_cut, self.finish_reason = call is None, None
         if call is None:
             return
-        assembler, dispatched = CallAssembler(), []
+        assembler, dispatched, written = CallAssembler(), [], []
         try:
             async for event in self.calls.stream(call, deadline):
                 if isinstance(event, TextDelta):
@@ -110,9 +110,14 @@ class ModelTurn:
                         yield AnswerDelta(event.text)
                     continue
                 for closed in assembler.add(event):
+                    written.append(closed)
                     started = self._dispatch(closed, level, answer, dispatched, client_calls)
                     if started is not None:
                         yield started
+                if self._has_all_calls():  # decoding more calls would only be wasted
+                    self.trace.decide(self._elapsed(), "enough_calls", calls=len(written))
+                    call.stop(tuple(written))
+                    break
         finally:
             self.calls.finish_call(call)
         self.was_cut = call.end is None  # closed at its deadline
@@ -125,6 +130,10 @@ class ModelTurn:
         async for event in self._await_tools(model, dispatched, pause_s):
             yield event
         outcomes.extend(item.task.result() for item in dispatched)
+
+    def _has_all_calls(self) -> bool:
+        limit = self.request.max_tool_calls
+        return limit is not None and self.num_tool_calls >= limit
 
     def _dispatch(
         self,

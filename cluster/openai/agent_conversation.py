@@ -32,7 +32,7 @@ from agent.model_calls import (
 )
 from cluster.frontend import Frontend, Generation
 from cluster.openai.chat_stream import split_step
-from cluster.openai.response_object import output_items
+from cluster.openai.response_object import function_call_item, new_id, output_items
 from cluster.openai.responses_conversion import Conversation, generate_request
 from cluster.openai.responses_protocol import (
     FunctionCallItem,
@@ -79,6 +79,10 @@ class ServingCall:
     def close(self) -> None:
         self.generation.close()
 
+    def stop(self, calls: tuple[FinishedCall, ...]) -> None:
+        self.generation.close()
+        self.end = self._owner.stopped(self._request, self.generation, calls)
+
 
 class ServingConversation:
     def __init__(
@@ -106,11 +110,12 @@ class ServingConversation:
         pending = conversation.items[len(earlier) :]
         if not conversation.token_ids:  # the tools' definitions and the earlier items too
             pending = conversation.items
+        self._tools_tokens = sum(
+            len(tool.model_dump_json()) // CHARS_PER_TOKEN for tool in agent_tools
+        )
         self._pending_text_tokens, self._pending_images = _size(pending)
         if not conversation.token_ids:
-            self._pending_text_tokens += sum(
-                len(tool.model_dump_json()) // CHARS_PER_TOKEN for tool in agent_tools
-            )
+            self._pending_text_tokens += self._tools_tokens
 
     # ------------------------------------------------------------------ RunConversation
     @property
@@ -211,6 +216,31 @@ class ServingConversation:
             num_prompt_tokens=usage.prompt_tokens,
             num_cached_tokens=usage.cached_prompt_tokens,
             num_output_tokens=usage.completion_tokens,
+        )
+
+    def stopped(
+        self, request: ModelRequest, generation: Generation, calls: tuple[FinishedCall, ...]
+    ) -> ModelCallEnd:
+        """A call ended early by the run after `calls`: the conversation gains them, rendered
+        anew next time (the call was cancelled: it keeps no KV and no answer ids)."""
+        items = [
+            function_call_item(new_id("fc"), call.call_id, call.name, call.arguments, "completed")
+            for call in calls
+        ]
+        self.model, self.last_request_id = request.model, ""
+        self.conversation = self.conversation.followed_by(items, ())
+        self._num_call_tokens = 0
+        self._pending_text_tokens = _size(self.conversation.items)[0] + self._tools_tokens
+        self._pending_images = _size(self.conversation.items)[1]
+        num_prompt_tokens = len(generation.spec.prompt_token_ids)
+        return ModelCallEnd(
+            request_id=generation.request_id,
+            finish_reason="stop",
+            content=None,
+            calls=calls,
+            num_prompt_tokens=num_prompt_tokens,
+            num_cached_tokens=0,  # unknown: a cancelled call reports no usage
+            num_output_tokens=len(generation.output_token_ids),
         )
 
     def stored(self) -> Conversation:

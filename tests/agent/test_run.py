@@ -89,6 +89,10 @@ class ScriptedCall:
     def close(self) -> None:
         pass  # a scripted call holds nothing
 
+    def stop(self, calls: tuple[FinishedCall, ...]) -> None:
+        self.ended_s = time.time()
+        self.end = ModelCallEnd(self.request_id, "stop", None, calls, *self.script.usage)
+
 
 @dataclass
 class ScriptedConversation:
@@ -244,15 +248,22 @@ def test_without_pause_kv_nothing_is_prefilled_and_no_call_pauses(server):
     assert not any(request.prefill_only for request in conversation.requests)
 
 
-def test_calls_past_max_tool_calls_are_not_made_and_the_answer_follows(server):
+def test_at_max_tool_calls_the_model_call_stops_and_the_answer_follows(server):
+    """The turn would write a third call (and decode 300 ms more): it is stopped as soon as
+    the second closes, and the third is neither decoded nor made."""
     read_c = ("c3", "read_page", '{"url": "c"}')
     before = server.num_calls("read_page")
-    conversation = ScriptedConversation([calls(SEARCH_A, LOOKUP_K, read_c), calls(SEARCH_B)])
+    turn = calls(SEARCH_A, LOOKUP_K, read_c, tail_s=0.3)
+    conversation = ScriptedConversation([turn, calls(SEARCH_B)])
     ran = run(server, conversation, max_tool_calls=2, options=AgentOptions(pause_kv=False))
-    done = {event.call_id: event for event in ran.of(McpCallDone)}
-    assert done["c3"].error == "not called: max_tool_calls"
-    assert done["c3"].output is None
+    assert [event.call_id for event in ran.of(McpCallDone)] == ["c2", "c1"]  # lookup first
     assert server.num_calls("read_page") == before
+    stopped = [d for d in ran.end.trace.decisions if d["what"] == "enough_calls"]
+    assert stopped == [{**stopped[0], "calls": 2}]
+    first = conversation.model_calls[0]
+    assert first.end.calls == tuple(FinishedCall(*call) for call in (SEARCH_A, LOOKUP_K))
+    second_started = ran.time_of(ran.of(McpCallStarted)[1])
+    assert first.ended_s - second_started < 0.1  # not the 0.3 s of decoding left
     assert [span.call_id for span in ran.end.trace.tool_calls] == ["c1", "c2"]
     assert [request.tool_choice for request in conversation.requests] == ["auto", "none"]
     assert ran.end.trace.stop_reason == "max_tool_calls"
