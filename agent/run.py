@@ -1,13 +1,15 @@
 """One agent run: model calls and tool calls under one latency budget, until an answer.
 
     loop:
-      stop?  (model answered, max_tool_calls, budget nearly spent, cost, redundant results)
+      stop?  (model answered, max_tool_calls, budget nearly spent, cost, redundant results,
+              no context room for another turn)
         -> the answer: one call with tool_choice "none", its length degraded to what fits
       route  (the candidate models' scores; sticky by default; FEWER_MODELS: stay)
       a tool turn (turn.py): the model writes calls; each starts the moment its arguments
-                   close (decided first: cached, affordable, or skipped), all of them at once;
-                   while they run the turn's KV waits paused on its worker, and results that
-                   are complete in call order are appended and prefilled at once
+                   close (decided first: cached, affordable, or skipped), all of them at once,
+                   and the decode stops once max_tool_calls are written; while they run the
+                   turn's KV waits paused on its worker, and results that are complete in call
+                   order are appended and prefilled at once
       results appended in call order (the prompt stays prefix-stable)
 
 The degradation order (degradation.py) applies as the budget runs out. A run that a timeout,

@@ -1,6 +1,8 @@
-"""A run's model calls: starting one (charged to the budget, traced), streaming it under a
-deadline, and the tool turn, where calls are dispatched as their arguments close and results
-are prefilled as they arrive (run.py has the loop around it)."""
+"""One tool turn of a run: a model call that may write tool calls, each dispatched the moment
+its arguments close (decided first, run at once), the decode stopped once `max_tool_calls` are
+written, and the results awaited, those complete in call order appended and prefilled while
+the others run (run.py has the loop around it; model_call_runner.py starts and streams the
+model calls)."""
 
 from __future__ import annotations
 
