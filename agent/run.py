@@ -219,7 +219,16 @@ class AgentRun:
             last_result_texts=tuple(self.result_texts),
             is_cost_exhausted=self.budget.is_cost_exhausted,
         )
-        return stop_reason(progress, self.policy)
+        reason = stop_reason(progress, self.policy)
+        if reason is not None and bounded:  # what the budget rule saw
+            self.trace.decide(
+                self._elapsed(),
+                "stop",
+                reason=reason,
+                remaining_ms=round(progress.remaining_ms, 1),
+                answer_ms=round(progress.answer_ms, 1),
+            )
+        return reason
 
     def _tokens_needed(self) -> int:
         """Context room another tool turn needs: its calls, their results, the answer."""

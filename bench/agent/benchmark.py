@@ -160,7 +160,10 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     from bench.common.machine import describe_machine
 
     started = time.perf_counter()
-    shape = AgentShape.quick() if args.quick else AgentShape()
+    if args.quick:
+        shape = AgentShape.quick()
+    else:
+        shape = AgentShape.tool_bound() if args.preset == "tiny" else AgentShape()
     shape = replace(shape, num_runs=args.runs or shape.num_runs).with_budget(args.budget_ms)
     config, candidates = cluster_config(args)
     started_ray = init_ray(object_store_mb=512)

@@ -89,6 +89,26 @@ class AgentShape:
             output_tokens=8, classes=classes,
         )  # fmt: skip
 
+    @classmethod
+    def tool_bound(cls) -> AgentShape:
+        """The runs for the tiny preset, where a model call takes a few hundred ms and the
+        tools dominate a run, as they do for a GPU-served agent (tools 30-85 % of FTR in
+        Sutradhara's traces). One or two tools per class, two calls and short prompts, to fit
+        the tiny model's 1,024-token context; budgets about the client loop's E2E p50 with the tools'
+        latencies x10 (lookup 0.2 s, read_page 1.2 s, search 2.5 s heavy-tailed)."""
+        classes = {
+            c.kind: c
+            for c in (
+                RunClass("text", 30, 0, ("lookup",), 2, 3000.0),
+                RunClass("image", 20, 1, ("search",), 2, 6000.0),
+                RunClass("ocr", 20, 1, ("read_page",), 2, 4000.0),
+                RunClass("multi_image", 20, 4, ("search",), 2, 6000.0),
+                RunClass("video", 20, 6, ("lookup",), 2, 3000.0),
+                RunClass("retrieval", 40, 0, ("search", "lookup"), 2, 6000.0),
+            )
+        }
+        return cls(num_runs=24, instructions_words=20, output_tokens=16, classes=classes)
+
     def with_budget(self, budget_ms: float | None) -> AgentShape:
         return self if budget_ms is None else replace(self, budget_ms=budget_ms)
 
