@@ -94,8 +94,8 @@ class AgentShape:
         """The runs for the tiny preset, where a model call takes a few hundred ms and the
         tools dominate a run, as they do for a GPU-served agent (tools 30-85 % of FTR in
         Sutradhara's traces). One or two tools per class, two calls and short prompts, to fit
-        the tiny model's 1,024-token context; budgets about the client loop's E2E p50 with the tools'
-        latencies x10 (lookup 0.2 s, read_page 1.2 s, search 2.5 s heavy-tailed)."""
+        the tiny model's 1,024-token context; budgets about the client loop's E2E p50 with
+        the tools' latencies x10 (lookup 0.2 s, read_page 1.2 s, search 2.5 s, heavy-tailed)."""
         classes = {
             c.kind: c
             for c in (
