@@ -73,12 +73,14 @@ def cluster_config(args: argparse.Namespace):
     name = f"{args.second_model}-colocated"
     pool = PoolConfig(name=name, stages="EPD", num_workers=1, model=name)
     models = {**config.models, name: args.second_model}
-    # Routing priors: the second model is much weaker (a quarter of the preset's quality), and
+    # Routing priors. Another checkpoint is much weaker (a third of the preset's quality) and
     # quality weighs four times its default, so a call moves to it only when the preset's
-    # queue costs more than the quality it gives up.
+    # queue costs more than the quality it gives up. The same checkpoint is as good: routing
+    # then balances the two deployments' queues, sticky for the session's KV.
+    weaker = args.second_model != args.preset
     agent = replace(
         config.agent,
-        model_quality={args.preset: 0.9, name: 0.3},
+        model_quality={args.preset: 0.9, name: 0.3 if weaker else 0.9},
         routing={**config.agent.routing, "quality": 4.0},
     )
     config = replace(config, models=models, pools=(*config.pools, pool), agent=agent)
