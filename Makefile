@@ -55,6 +55,7 @@ bench-sessions: install
 	RAY_AUTH_MODE=disabled $(BIN)/python -m bench.sessions --preset small --json bench/results/sessions_small_cpu.json
 
 bench-agent: install
+	RAY_AUTH_MODE=disabled $(BIN)/python -m bench.agent --preset tiny --runs 24 --latency-scale 10 --out bench/results/agent_tiny_cpu
 	RAY_AUTH_MODE=disabled $(BIN)/python -m bench.agent --preset small --runs 12 --latency-scale 10 --out bench/results/agent_small_cpu
 
 clean:
