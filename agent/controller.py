@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from agent.config import AgentConfig
 from agent.decision import ToolPolicy
@@ -64,16 +65,9 @@ class AgentController:
                     f"MCP server {label!r} is not declared in the cluster config; "
                     "give its server_url"
                 )
-            endpoint = declared.endpoint
-            if allowed is not None:
-                endpoint = McpEndpoint(
-                    label=endpoint.label,
-                    url=endpoint.url,
-                    command=endpoint.command,
-                    headers=endpoint.headers,
-                    allowed_tools=allowed,
-                )
-            return endpoint
+            if allowed is None:
+                return declared.endpoint
+            return replace(declared.endpoint, allowed_tools=allowed)
         return McpEndpoint(
             label=label,
             url=url,

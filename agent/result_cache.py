@@ -48,6 +48,13 @@ class ToolResultCache:
         self.num_hits += 1
         return replace(entry.result, is_cached=True, latency_ms=0.0)
 
+    def peek(self, spec: ToolSpec, arguments: str | dict, now_s: float) -> ToolResult | None:
+        """`get` without counting a lookup: a result already counted when it was looked up."""
+        entry = self._entries.get((spec.key, canonical_arguments(arguments)))
+        if entry is None or now_s >= entry.expires_s:
+            return None
+        return replace(entry.result, is_cached=True, latency_ms=0.0)
+
     def put(self, spec: ToolSpec, arguments: str | dict, result: ToolResult, now_s: float) -> bool:
         """Store a result (True) when its tool allows caching and it is not an error."""
         ttl_s = spec.settings.cache_ttl_s

@@ -136,8 +136,8 @@ class AgentRun:
             self.result_texts.append(outcome.text.strip())
             timed_out = outcome.result is not None and outcome.result.is_timed_out
             skipped = outcome.result is None and outcome.skipped in BUDGET_SKIPS
-            if timed_out or skipped:
-                self.is_cut_by_budget = self.is_cut_by_budget or self.budget.is_bounded
+            if (timed_out or skipped) and self.budget.is_bounded:
+                self.is_cut_by_budget = True
 
     async def _answer(self) -> AsyncIterator[RunEvent]:
         """The final call: no tools, as many tokens as the budget leaves."""

@@ -189,8 +189,8 @@ class ToolRunner:
         """The call's result, and the tool that gave it: `spec`, or the faster tool it was
         hedged with, whichever succeeded first (the other is left to finish, and learned)."""
         services = self._services
-        if decision.reason == REASON_CACHED:
-            cached = services.cache.get(spec, call.arguments, now)
+        if decision.reason == REASON_CACHED:  # `decide` looked it up (and counted the hit)
+            cached = services.cache.peek(spec, call.arguments, now)
             if cached is not None:
                 return cached, spec
         arguments = _arguments_object(call.arguments)

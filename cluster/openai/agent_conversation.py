@@ -105,17 +105,10 @@ class ServingConversation:
         self.last_request_id = conversation.resume_from or (body.previous_response_id or "")
         self._num_calls = 0
         self._num_call_tokens = len(conversation.token_ids)
-        # What the next call adds to the prompt: text tokens (about), and images.
-        earlier = conversation.items[: conversation.num_previous_items]
-        pending = conversation.items[len(earlier) :]
-        if not conversation.token_ids:  # the tools' definitions and the earlier items too
-            pending = conversation.items
         self._tools_tokens = sum(
             len(tool.model_dump_json()) // CHARS_PER_TOKEN for tool in agent_tools
         )
-        self._pending_text_tokens, self._pending_images = _size(pending)
-        if not conversation.token_ids:
-            self._pending_text_tokens += self._tools_tokens
+        self._set_pending(conversation)
 
     # ------------------------------------------------------------------ RunConversation
     @property
@@ -187,6 +180,16 @@ class ServingConversation:
         self.conversation = replace(self.conversation, items=(*self.conversation.items, *items))
         self._pending_text_tokens += sum(len(r.output) for r in results) // CHARS_PER_TOKEN
 
+    def _set_pending(self, conversation: Conversation) -> None:
+        """What the next call adds to the prompt beyond the last call's tokens: text tokens
+        (about) and images; all of it, tools included, when no call's tokens carry over."""
+        pending = conversation.items[conversation.num_previous_items :]
+        if not conversation.token_ids:
+            pending = conversation.items
+        self._pending_text_tokens, self._pending_images = _size(pending)
+        if not conversation.token_ids:
+            self._pending_text_tokens += self._tools_tokens
+
     def _image_tokens(self) -> int:
         """Prompt tokens one image takes (its embedding rows) on the session's model."""
         return self.frontend.models[self.model].prompt_builder.num_image_tokens
@@ -230,8 +233,7 @@ class ServingConversation:
         self.model, self.last_request_id = request.model, ""
         self.conversation = self.conversation.followed_by(items, ())
         self._num_call_tokens = 0
-        self._pending_text_tokens = _size(self.conversation.items)[0] + self._tools_tokens
-        self._pending_images = _size(self.conversation.items)[1]
+        self._set_pending(self.conversation)
         num_prompt_tokens = len(generation.spec.prompt_token_ids)
         return ModelCallEnd(
             request_id=generation.request_id,
