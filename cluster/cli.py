@@ -27,6 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     layout = serve.add_mutually_exclusive_group()
     layout.add_argument("--pools", help="e.g. encode=1,prefill=1,decode=1 or ep=2,d=1")
     layout.add_argument("--colocated", type=int, metavar="N", help="one pool of N EPD workers")
+    serve.add_argument(
+        "--engine",
+        choices=("native", "vllm"),
+        help="engine of every pool (default: the config's, else native); vllm on CPU also sets "
+        "block_size 32 where a pool has the default 16",
+    )
     serve.add_argument("--port", type=int, help="gRPC port (default 50051)")
     http = serve.add_mutually_exclusive_group()
     http.add_argument(

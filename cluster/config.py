@@ -6,10 +6,12 @@ optional; unknown keys and bad values raise `ConfigError` naming the key.
 `deploy/cluster.example.yaml` shows a whole file.
 
     models:                 # model name -> checkpoint directory, or a preset Triserve writes
-      tiny: tiny            #   itself ("tiny", "small"). Default: {tiny: tiny}
+      tiny: tiny            #   itself ("tiny", "mini", "small"). Default: {tiny: tiny}
     pools:                  # default: encode (E), prefill (P) and decode (D), 1 worker each
       - name: encode        # (required) unique pool name
         stages: E           # (required) E, P, D, EP, PD or EPD; the pools together need P and D
+        engine: native      # native (Triserve's engine) or vllm (vLLM's, in the worker process;
+                            #   on CPU it needs block_size a multiple of 32 and head_dim >= 32)
         num_workers: 1      # workers started with the cluster (>= 0); `scale` changes it later
         model: tiny         # a key of `models`; default: the only model
         num_gpus: 0         # GPUs Ray reserves per worker (fractions allowed)
@@ -76,10 +78,10 @@ from cluster.config_checks import ConfigError, check_keys, mapping, require, sec
 from cluster.limits import LimitsConfig
 from cluster.openai.response_store import ResponsesConfig
 from scheduler.config import SchedulerConfig
-from workers.contract.engine_config import DTYPES, STAGES, EngineConfig
+from workers.contract.engine_config import BACKENDS, DTYPES, STAGES, EngineConfig
 from workers.contract.worker_config import WorkerConfig
 
-PRESETS = ("tiny", "small")
+PRESETS = ("tiny", "mini", "small")
 STAGE_NAMES = {"encode": "E", "prefill": "P", "decode": "D", "colocated": "EPD"}
 
 
@@ -89,6 +91,7 @@ class PoolConfig:
     stages: str
     num_workers: int = 1
     model: str = "tiny"
+    engine: str = "native"
     num_gpus: float = 0.0
     num_cpus: float = 0.0
     device: str = "cpu"
@@ -111,6 +114,11 @@ class PoolConfig:
         require(bool(self.name), f"{where}: name must not be empty")
         require(self.stages in STAGES, f"{where}: stages must be one of {STAGES}")
         require(self.dtype in DTYPES, f"{where}: dtype must be one of {DTYPES}")
+        require(self.engine in BACKENDS, f"{where}: engine must be one of {BACKENDS}")
+        require(
+            self.engine != "vllm" or not self.device.startswith("cpu") or self.block_size % 32 == 0,
+            f"{where}: vLLM's CPU attention needs block_size a multiple of 32 (set block_size: 32)",
+        )
         require(self.device.startswith(("cpu", "cuda")), f"{where}: device must be cpu or cuda")
         require(self.num_workers >= 0, f"{where}: num_workers must be >= 0")
         require(self.num_gpus >= 0 and self.num_cpus >= 0, f"{where}: num_gpus/num_cpus < 0")
@@ -132,6 +140,7 @@ class PoolConfig:
         """The EngineConfig of each worker of this pool."""
         return EngineConfig(
             model_dir=str(model_dir),
+            backend=self.engine,
             stages=self.stages,
             device=self.device,
             dtype=self.dtype,

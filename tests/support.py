@@ -51,7 +51,10 @@ class Oracle:
         from transformers import AutoProcessor, LlavaForConditionalGeneration
 
         self.model = LlavaForConditionalGeneration.from_pretrained(model_dir).eval()
-        self.processor = AutoProcessor.from_pretrained(model_dir)
+        # The PIL image processor, named: Triserve's preprocessing reproduces it exactly. With
+        # torchvision installed (vLLM needs it) transformers would pick its torchvision one,
+        # whose antialiased resize differs by up to 0.015 per pixel: another reference, not ours.
+        self.processor = AutoProcessor.from_pretrained(model_dir, backend="pil")
 
     def inputs(self, text: str, images: list[Image.Image]):
         return self.processor(text=text, images=images or None, return_tensors="pt")

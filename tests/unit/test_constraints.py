@@ -75,7 +75,7 @@ def test_an_unsatisfiable_schema_is_refused_with_the_reason(checker):
 
 
 def test_a_grammar_llguidance_refuses_is_refused(checker):
-    checker.check(llguidance.grammar_from("lark", 'start: "\\x00" "}"'))  # any byte is spellable
+    checker.check(llguidance.grammar_from("lark", 'start: /\\x00/ "}"'))  # any byte is spellable
     with pytest.raises(InvalidRequestError, match="invalid"):
         checker.check('{"grammars": [{"lark_grammar": "start: missing_rule"}]}')
 

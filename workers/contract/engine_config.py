@@ -8,11 +8,13 @@ from dataclasses import dataclass
 
 DTYPES = ("float32", "bfloat16", "float16")
 STAGES = ("E", "P", "D", "EP", "PD", "EPD")
+BACKENDS = ("native", "vllm")  # Triserve's engine (workers/engine/), or vLLM's (workers/vllm/)
 
 
 @dataclass(frozen=True)
 class EngineConfig:
     model_dir: str
+    backend: str = "native"  # see BACKENDS; vLLM runs P and D, its encode is Triserve's
     stages: str = "EPD"  # which of encode (E), prefill (P) and decode (D) this engine runs
     device: str = "cpu"  # "cpu" or "cuda[:N]"
     dtype: str = "float32"  # "float32", "bfloat16" or "float16"
@@ -28,6 +30,8 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.stages not in STAGES:
             raise ValueError(f"stages must be one of {STAGES}, got {self.stages!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if not self.device.startswith(("cpu", "cuda")):

@@ -1,7 +1,9 @@
 """The random-weight checkpoints Triserve writes itself (workers/engine/model_writer.py), by name.
 Plain Python (no torch), so that the command line can list them.
 
-`tiny` loads in a second and is for tests; `small` (about 100M parameters) is for benchmarks.
+`tiny` loads in a second and is for tests; `mini` is the smallest that vLLM's CPU attention
+accepts (head_dim 64; it refuses 16), for the vLLM backend's tests; `small` (about 100M
+parameters, head_dim 64) is for benchmarks.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class ModelSpec:
 
 PRESETS: dict[str, ModelSpec] = {
     "tiny": ModelSpec(),
+    "mini": ModelSpec(text_hidden=128, text_intermediate=344, text_heads=2, text_kv_heads=1),
     "small": ModelSpec(
         vocab_size=8192,
         text_hidden=768,

@@ -1,10 +1,16 @@
 """Write random-weight LLaVA checkpoints in Hugging Face format (config, safetensors, tokenizer,
 image processor and processor configs), so that tests and the embedded default need no download.
-The presets (`tiny`, `small`) are in model_presets.py.
+The presets (`tiny`, `mini`, `small`) are in model_presets.py.
+
+The weights are saved in the key layout of the Hub's LLaVA checkpoints (llava-hf/llava-1.5-*):
+`language_model.model.*`, `language_model.lm_head.*`, `vision_tower.vision_model.*`,
+`multi_modal_projector.*`. transformers, vLLM and Triserve all load it; transformers 5's own
+on-disk layout (`vision_tower.*` with no `vision_model` level) vLLM does not.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -12,11 +18,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from workers.engine.model_presets import PRESETS, ModelSpec
 from workers.engine.tokenizer_trainer import train_tokenizer
 
-FORMAT_VERSION = 2  # bump when a preset or the tokenizer (chat template) changes: caches rebuild
+FORMAT_VERSION = 3  # bump when a preset or the tokenizer (chat template) changes: caches rebuild
 
 
 def write_checkpoint(model_dir: str | Path, spec: ModelSpec | str = "tiny") -> Path:
@@ -68,6 +75,7 @@ def write_checkpoint(model_dir: str | Path, spec: ModelSpec | str = "tiny") -> P
     torch.manual_seed(spec.seed)
     model = LlavaForConditionalGeneration(config)
     model.save_pretrained(model_dir)
+    _to_hub_layout(model_dir)
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": spec.image_size},
         crop_size={"height": spec.image_size, "width": spec.image_size},
@@ -82,6 +90,38 @@ def write_checkpoint(model_dir: str | Path, spec: ModelSpec | str = "tiny") -> P
     )
     processor.save_pretrained(model_dir)
     return model_dir
+
+
+HUB_KEY_PREFIXES = (  # transformers 5 on disk -> the Hub's layout; first match wins
+    ("language_model.lm_head.", "language_model.lm_head."),
+    ("lm_head.", "language_model.lm_head."),
+    ("language_model.model.", "language_model.model."),
+    ("language_model.", "language_model.model."),
+    ("vision_tower.vision_model.", "vision_tower.vision_model."),
+    ("vision_tower.", "vision_tower.vision_model."),
+    ("multi_modal_projector.", "multi_modal_projector."),
+)
+
+
+def hub_key(key: str) -> str:
+    """A checkpoint key as the Hub's LLaVA checkpoints name it."""
+    key = key.removeprefix("model.")
+    for prefix, hub_prefix in HUB_KEY_PREFIXES:
+        if key.startswith(prefix):
+            return hub_prefix + key[len(prefix) :]
+    raise ValueError(f"unexpected weight {key!r}")
+
+
+def _to_hub_layout(model_dir: Path) -> None:
+    """Rename the keys of every safetensors file in `model_dir` (and its index) to hub_key's."""
+    for path in model_dir.glob("*.safetensors"):
+        tensors = load_file(path)
+        save_file({hub_key(k): v for k, v in tensors.items()}, path, metadata={"format": "pt"})
+    index = model_dir / "model.safetensors.index.json"
+    if index.exists():
+        data = json.loads(index.read_text())
+        data["weight_map"] = {hub_key(k): v for k, v in data["weight_map"].items()}
+        index.write_text(json.dumps(data, indent=2))
 
 
 def cache_dir() -> Path:
