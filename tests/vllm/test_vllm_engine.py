@@ -173,3 +173,16 @@ def test_seeded_sampling_repeats_on_vllm(vllm_engine, prompts):
     params = SamplingParams(max_tokens=10, temperature=1.0, seed=7, ignore_eos=True)
     first = run(vllm_engine, prompts, "text", params)
     assert run(vllm_engine, prompts, "text", params)[0] == first[0]
+
+
+@pytest.mark.parametrize("case", ["text", "one image"])
+def test_a_re_driven_request_resumes_after_the_tokens_already_sent(vllm_engine, prompts, case):
+    """A request re-driven after a lost worker: its prompt plus the 5 tokens already streamed,
+    marked resumed, continues exactly where the lost run would have."""
+    whole, _, _ = run(vllm_engine, prompts, case)
+    text, images = CASES[case]
+    tokens = prompts.build(text, images).token_ids + whole[:5]
+    embeddings = vllm_engine.encode(images) if images else []
+    vllm_engine.add_request("resumed", tokens, greedy(), images=embeddings, num_resumed_tokens=5)
+    rest, finish, _ = drain(vllm_engine, "resumed")
+    assert whole[:5] + rest == whole and finish == "length"
