@@ -115,8 +115,9 @@ class PoolConfig:
         require(self.stages in STAGES, f"{where}: stages must be one of {STAGES}")
         require(self.dtype in DTYPES, f"{where}: dtype must be one of {DTYPES}")
         require(self.engine in BACKENDS, f"{where}: engine must be one of {BACKENDS}")
+        runs_vllm_on_cpu = self.engine == "vllm" and self.device.startswith("cpu")
         require(
-            self.engine != "vllm" or not self.device.startswith("cpu") or self.block_size % 32 == 0,
+            not runs_vllm_on_cpu or self.stages == "E" or self.block_size % 32 == 0,
             f"{where}: vLLM's CPU attention needs block_size a multiple of 32 (set block_size: 32)",
         )
         require(self.device.startswith(("cpu", "cuda")), f"{where}: device must be cpu or cuda")
@@ -135,6 +136,11 @@ class PoolConfig:
         ):
             value = getattr(self, key)
             require(value is None or value >= 1, f"{where}: {key} must be >= 1")
+
+    def on_engine(self, engine: str) -> PoolConfig:
+        """This pool on `engine`; vLLM's CPU attention takes blocks of 32, not the default 16."""
+        needs_wider = engine == "vllm" and self.device.startswith("cpu") and self.block_size == 16
+        return replace(self, engine=engine, block_size=32 if needs_wider else self.block_size)
 
     def engine_config(self, model_dir: str | Path) -> EngineConfig:
         """The EngineConfig of each worker of this pool."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from agent.config import AgentConfig, McpServerConfig
 from agent.mcp_endpoint import McpEndpoint
-from cluster.config import ClusterConfig, ConfigError, PoolConfig
+from cluster.config import ClusterConfig, ConfigError
 from cluster.config_sources import resolve_config
 from cluster.names import NAMESPACE
 
@@ -175,12 +175,6 @@ def with_demo_tools(agent: AgentConfig, host: str) -> tuple[AgentConfig, object 
     return replace(agent, mcp_servers=(*agent.mcp_servers, demo)), server
 
 
-def with_engine(pool: PoolConfig, engine: str) -> PoolConfig:
-    """The pool on `engine`; vLLM's CPU attention takes blocks of 32 tokens, not the default 16."""
-    needs_wider = engine == "vllm" and pool.device.startswith("cpu") and pool.block_size == 16
-    return replace(pool, engine=engine, block_size=32 if needs_wider else pool.block_size)
-
-
 def config_from_args(args: argparse.Namespace) -> ClusterConfig:
     """`triserve serve` flags on top of the YAML file (or the defaults)."""
     config = resolve_config(args.config, args.pools, args.colocated)
@@ -194,7 +188,7 @@ def config_from_args(args: argparse.Namespace) -> ClusterConfig:
         pools = tuple(replace(pool, model=name) for pool in config.pools)
         config = replace(config, models={name: source}, pools=pools)
     if args.engine:
-        config = replace(config, pools=tuple(with_engine(p, args.engine) for p in config.pools))
+        config = replace(config, pools=tuple(p.on_engine(args.engine) for p in config.pools))
     overrides = {
         "port": args.port,
         "http_port": args.http_port,

@@ -41,3 +41,17 @@ def test_quick_benchmark_writes_positive_numbers_for_both_systems(tmp_path, caps
     assert batch["triserve"]["generated_tokens"] == batch["useful_tokens"]
     assert results["config"]["engine_stats"]["prefix_cache_hit_rate"] == 0.0
     assert "| Workload |" in capsys.readouterr().out
+
+
+def test_quick_benchmark_runs_vllm_beside_the_native_engine_and_transformers(tmp_path, capsys):
+    """--backend vllm: the same workloads on vLLM's engine, through Triserve's engine interface,
+    with the same greedy tokens (the mini preset: the smallest vLLM's CPU attention runs)."""
+    results = main(["--preset", "mini", "--quick", "--backend", "vllm"])
+    assert results["config"]["systems"] == ["triserve", "vllm", "transformers"]
+    assert results["single"]["greedy_tokens_match"] is True
+    for section in ("single", "batch", "image_ttft"):
+        assert set(SYSTEMS) | {"vllm"} <= set(results[section])
+    assert _positive(results["single"]["vllm"]["decode_tok_s"])
+    assert _positive(results["batch"]["vllm"]["useful_tok_s"])
+    assert results["machine"]["vllm"]
+    assert "vLLM speedup" in capsys.readouterr().out

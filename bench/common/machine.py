@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from pathlib import Path
 
 import torch
@@ -45,4 +46,6 @@ def describe_machine(device: torch.device, with_ray: bool = False) -> dict:
         import ray
 
         machine["ray"] = ray.__version__
+    if "vllm" in sys.modules:  # a benchmark that ran vLLM's engine
+        machine["vllm"] = sys.modules["vllm"].__version__
     return machine

@@ -1,7 +1,10 @@
 """Engine benchmark: Triserve's Engine against transformers' generate, same checkpoint, same run.
 
-    python -m bench.engine [--preset tiny|small] [--device cpu|cuda] [--dtype float32|bfloat16]
-                           [--json OUT] [--quick]
+    python -m bench.engine [--preset tiny|mini|small] [--device cpu|cuda]
+                           [--dtype float32|bfloat16] [--backend native|vllm] [--json OUT] [--quick]
+
+`--backend vllm` adds vLLM's engine (workers/vllm/, driven through the same engine interface)
+as a third system next to Triserve's and transformers'.
 
 Workloads (greedy, EOS ignored, so every request generates exactly its max_tokens):
   1. batch 1: decode tokens/s after the first token, and ms per step;
@@ -11,7 +14,7 @@ Workloads (greedy, EOS ignored, so every request generates exactly its max_token
   4. the memory-bandwidth floor of a decode step (see membw.py) next to the measured step;
   5. what constrained decoding costs: Triserve's decode step at batch 16 with and without a
      grammar (grammar.py).
-No Ray import anywhere: this runs on bare GPU boxes.
+No Ray import anywhere: this runs on bare GPU boxes (vLLM only with `--backend vllm`).
 """
 
 from __future__ import annotations
@@ -50,7 +53,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.engine", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--preset", default="small", choices=["tiny", "small"])
+    parser.add_argument("--preset", default="small", choices=["tiny", "mini", "small"])
+    parser.add_argument(
+        "--backend",
+        default="native",
+        choices=["native", "vllm"],
+        help="vllm: vLLM's engine as well, side by side (needs vLLM installed)",
+    )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--json", type=Path, help="write every number and the machine here")
@@ -155,6 +164,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     triserve = TriserveRunner(model_dir, args.device, args.dtype, peak_tokens)
     hf = HFRunner(model_dir, args.device, args.dtype)
     systems = [triserve, hf]
+    if args.backend == "vllm":
+        vllm = TriserveRunner(model_dir, args.device, args.dtype, peak_tokens, backend="vllm")
+        systems.insert(1, vllm)
 
     with collector_paused():
         bandwidth = measure_copy_bandwidth(device)
@@ -198,6 +210,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             "quick": args.quick,
             "seed": args.seed,
             "sizes": asdict(sizes),
+            "backend": args.backend,
+            "systems": [system.name for system in systems],
             "engine": asdict(triserve.config),
             "engine_stats": triserve.stats(),
         },

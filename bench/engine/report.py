@@ -4,24 +4,28 @@ from __future__ import annotations
 
 from bench.common.output import table_row
 
-SYSTEMS = ("triserve", "transformers")
+NAMES = {"triserve": "Triserve", "vllm": "vLLM", "transformers": "transformers"}
 
 
 def _num(value: float, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
-def _comparison_row(workload: str, metric: str, pair: tuple, higher_is_better: bool, digits=1):
-    tri, hf = pair
-    speedup = tri / hf if higher_is_better else hf / tri
-    return table_row([workload, metric, _num(tri, digits), _num(hf, digits), f"{speedup:.2f}x"])
+def _comparison_row(workload: str, metric: str, values: tuple, higher_is_better: bool, digits=1):
+    """Each system's value, then each engine's speedup over transformers (the last value)."""
+    *engines, hf = values
+    speedups = [e / hf if higher_is_better else hf / e for e in engines]
+    cells = [_num(v, digits) for v in values] + [f"{x:.2f}x" for x in speedups]
+    return table_row([workload, metric, *cells])
 
 
 def comparison_table(results: dict) -> list[str]:
     single, batch, image = results["single"], results["batch"], results["image_ttft"]
+    systems = results["config"].get("systems", ["triserve", "transformers"])
+    engines = systems[:-1]
 
     def pair(section: dict, key: str) -> tuple:
-        return tuple(section[name][key] for name in SYSTEMS)
+        return tuple(section[name][key] for name in systems)
 
     one = f"batch 1 ({single['prompt_tokens']}-token prompt, {single['new_tokens']} new)"
     many = (
@@ -30,8 +34,11 @@ def comparison_table(results: dict) -> list[str]:
     )
     img = f"1 image ({image['image_tokens']} image tokens)"
     lines = [
-        table_row(["Workload", "Metric", "Triserve", "transformers", "Triserve speedup"]),
-        table_row(["---", "---", "---:", "---:", "---:"]),
+        table_row(
+            ["Workload", "Metric", *(NAMES[n] for n in systems)]
+            + [f"{NAMES[n]} speedup" for n in engines]
+        ),
+        table_row(["---", "---"] + ["---:"] * (2 * len(systems) - 1)),
         _comparison_row(one, "decode tok/s (after 1st token)", pair(single, "decode_tok_s"), True),
         _comparison_row(one, "ms per decode step", pair(single, "ms_per_step"), False, 2),
         _comparison_row(one, "TTFT, text prompt (ms)", pair(single, "ttft_ms"), False),
@@ -98,7 +105,10 @@ def markdown_report(results: dict) -> str:
         f"## Engine benchmark: preset {config['preset']}, {config['device']}, {config['dtype']}",
         "",
         f"{device}; {machine['num_cpus']} CPUs; torch {machine['torch']}, "
-        f"transformers {machine['transformers']}. Greedy, EOS ignored by both systems.",
+        f"transformers {machine['transformers']}"
+        + (f", vLLM {machine['vllm']}" if machine.get("vllm") else "")
+        + ". Greedy, EOS ignored by every system; vLLM runs in-process through Triserve's "
+        "engine interface (workers/vllm/), 32-token KV blocks.",
         "",
         *comparison_table(results),
         "",
@@ -107,7 +117,8 @@ def markdown_report(results: dict) -> str:
         f"max_tokens; only each request's own max_tokens count as useful "
         f"({batch['useful_tokens']} useful of {hf['generated_tokens']} generated, "
         f"{hf['generated_tok_s']:,.1f} tok/s counting all). "
-        f"Greedy tokens match at batch 1: {results['single']['greedy_tokens_match']}.",
+        f"Greedy tokens match across systems at batch 1: "
+        f"{results['single']['greedy_tokens_match']}.",
         "",
         f"### Memory-bandwidth floor ({bandwidth['gb_per_s']:.1f} GB/s measured, "
         f"median copy {bandwidth['median_gb_per_s']:.1f} GB/s)",

@@ -1,4 +1,5 @@
-"""Triserve's side of the engine benchmark: one colocated (EPD) Engine, driven step by step."""
+"""Triserve's side of the engine benchmark: one colocated (EPD) engine, driven step by step
+through the engine interface: Triserve's engine, or vLLM's (`backend="vllm"`, workers/vllm/)."""
 
 from __future__ import annotations
 
@@ -13,35 +14,43 @@ from bench.engine.membw import synchronize
 from bench.engine.workloads import IMAGE_PROMPT, BatchRun, DecodeStep, MixedBatch, Timeline
 from workers.contract.engine_config import EngineConfig
 from workers.contract.sampling_params import SamplingParams
+from workers.contract.worker_config import WorkerConfig
 from workers.engine.dtypes import torch_dtype
-from workers.engine.engine import Engine
 from workers.engine.kv_cache import KVCache
 from workers.engine.model_config import ModelConfig
 from workers.engine.prompt import PromptBuilder
+from workers.engine_factory import build_engine
 
 DEFAULT_KV_CACHE_BYTES = EngineConfig.kv_cache_memory_bytes
 
 
 class TriserveRunner:
-    name = "triserve"
-
-    def __init__(self, model_dir: Path, device: str, dtype: str, peak_tokens: list[int]) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        device: str,
+        dtype: str,
+        peak_tokens: list[int],
+        backend: str = "native",
+    ) -> None:
         """`peak_tokens`: prompt + max_tokens of each sequence of the biggest batch. The KV cache
         is grown to hold them all at once (never shrunk below the engine's default), so the
-        batch measures batching, not preemption."""
+        batch measures batching, not preemption. vLLM's CPU attention takes 32-token blocks."""
+        self.name = "triserve" if backend == "native" else backend
         self.device = torch.device(device)
+        block_size = 32 if backend == "vllm" else EngineConfig.block_size
         self.config = EngineConfig(
             model_dir=str(model_dir),
+            backend=backend,
             device=device,
             dtype=dtype,
+            block_size=block_size,
             kv_cache_memory_bytes=max(
-                DEFAULT_KV_CACHE_BYTES, _kv_cache_bytes(model_dir, dtype, peak_tokens)
+                DEFAULT_KV_CACHE_BYTES, _kv_cache_bytes(model_dir, dtype, peak_tokens, block_size)
             ),
         )
-        self.engine = Engine(self.config)
-        self.prompt_builder = PromptBuilder(
-            model_dir, self.engine.model_config, self.engine.tokenizer
-        )
+        self.engine = build_engine(WorkerConfig(worker_id=self.name, engine=self.config))
+        self.prompt_builder = PromptBuilder(model_dir, ModelConfig.from_pretrained(model_dir))
         self._ids = itertools.count()
 
     def _request_id(self) -> str:
@@ -126,15 +135,14 @@ class TriserveRunner:
         }
 
 
-def _kv_cache_bytes(model_dir: Path, dtype: str, peak_tokens: list[int]) -> int:
-    config = EngineConfig(model_dir=str(model_dir), dtype=dtype)
+def _kv_cache_bytes(model_dir: Path, dtype: str, peak_tokens: list[int], block_size: int) -> int:
     text = ModelConfig.from_pretrained(model_dir).text
     per_block = KVCache.bytes_per_block(
         num_layers=text.num_hidden_layers,
-        block_size=config.block_size,
+        block_size=block_size,
         num_kv_heads=text.num_key_value_heads,
         head_dim=text.head_dim,
-        dtype=torch_dtype(config.dtype),
+        dtype=torch_dtype(dtype),
     )
-    num_blocks = sum(-(-tokens // config.block_size) for tokens in peak_tokens)
+    num_blocks = sum(-(-tokens // block_size) for tokens in peak_tokens)
     return num_blocks * per_block

@@ -38,7 +38,8 @@ def _default(name: str, text: str) -> str:
 FLAGS = [
     # (flag, metavar or None for a switch, help)
     ("--config", "FILE", "YAML or JSON file of settings (keys: the flags' names)"),
-    ("--preset", "tiny|small", "model preset"),
+    ("--preset", "tiny|mini|small", "model preset"),
+    ("--engine", "native|vllm", "every pool's engine (vllm: 32-token KV blocks on CPU)"),
     ("--layouts", "L1,L2", "colocated-fcfs, disagg-fcfs, disagg-slo, run in this order"),
     ("--workers", "N", "worker processes of every layout"),
     ("--disagg-pools", "SPEC", "pools of the disaggregated layouts (workers must add up)"),

@@ -54,7 +54,8 @@ def parse_layouts(spec: str) -> tuple[Layout, ...]:
 class DeploymentSpec:
     """What every layout of a run shares."""
 
-    preset: str  # model preset: tiny or small
+    preset: str  # model preset: tiny, mini or small
+    engine: str = "native"  # every pool's engine: native or vllm
     num_workers: int = 3
     disagg_pools: str = DEFAULT_DISAGG_POOLS
     torch_threads: int = 1
@@ -80,7 +81,7 @@ def cluster_config(layout: Layout, deployment: DeploymentSpec) -> ClusterConfig:
             torch_threads=deployment.torch_threads,
             device=deployment.device,
             num_gpus=num_gpus,
-        )
+        ).on_engine(deployment.engine)
         for pool in pools
     )
     return ClusterConfig(

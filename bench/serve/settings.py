@@ -30,7 +30,8 @@ QUICK = {
 @dataclass(frozen=True)
 class BenchSettings:
     # ---- deployment (the same for every layout)
-    preset: str = "tiny"  # model preset: tiny (16 image tokens) or small (256)
+    preset: str = "tiny"  # model preset: tiny (16 image tokens), mini or small (256)
+    engine: str = "native"  # every pool's engine: native or vllm (needs preset mini or small)
     layouts: tuple[str, ...] = tuple(LAYOUTS)
     workers: int = 3  # worker processes per layout
     disagg_pools: str = DEFAULT_DISAGG_POOLS  # the disaggregated layouts' pools (sum = workers)
@@ -86,7 +87,7 @@ class BenchSettings:
         if self.out:
             return Path(self.out)
         device = "gpu" if self.device == "cuda" else "cpu"
-        suffix = "_quick" if self.quick else ""
+        suffix = ("_vllm" if self.engine == "vllm" else "") + ("_quick" if self.quick else "")
         return (
             Path(__file__).resolve().parents[1]
             / "results"
@@ -133,7 +134,8 @@ CONVERTERS = {
     "output_tokens": _range, "multi_images": _range, "video_frames": _range, "apis": _apis,
 }  # fmt: skip
 CHOICES = {
-    "preset": ("tiny", "small"), "device": ("cpu", "cuda"), "arrival": PROCESSES,
+    "preset": ("tiny", "mini", "small"), "engine": ("native", "vllm"), "device": ("cpu", "cuda"),
+    "arrival": PROCESSES,
     "prompt_format": ("raw", "chat"), "trace_format": (None, "mooncake", "azure"),
 }  # fmt: skip
 

@@ -162,6 +162,7 @@ def run_benchmark(settings: BenchSettings) -> dict:
     scheduler = scheduler_config(settings)
     deployment = DeploymentSpec(
         preset=settings.preset,
+        engine=settings.engine,
         num_workers=settings.workers,
         disagg_pools=settings.disagg_pools,
         torch_threads=settings.torch_threads,

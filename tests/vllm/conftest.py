@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from workers.contract.engine_config import EngineConfig
 from workers.engine.model_config import ModelConfig
@@ -32,14 +31,10 @@ def engine_config(model_dir: Path, stages: str, backend: str) -> EngineConfig:
 
 @pytest.fixture(scope="session")
 def vllm_engine(mini_model_dir):
-    """vLLM running every stage (EPD), so one engine exports and imports KV too. vLLM lowers
-    the process's torch threads when it starts; they are put back for the tests after."""
+    """vLLM running every stage (EPD), so one engine exports and imports KV too."""
     from workers.vllm.engine import VllmEngine
 
-    threads = torch.get_num_threads()
-    engine = VllmEngine(engine_config(mini_model_dir, "EPD", "vllm"))
-    torch.set_num_threads(threads)
-    return engine
+    return VllmEngine(engine_config(mini_model_dir, "EPD", "vllm"))
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,9 @@
 """vLLM pools under Triserve's cluster: real Ray actors running vLLM in their processes, the
 scheduler, the KV handoff through the object store, gRPC and the OpenAI HTTP API. The same
-greedy tokens as Triserve's engine, disaggregated (E native encoder, P and D on vLLM) and
-colocated (EPD on vLLM); the prefix cache reported to the scheduler; a killed vLLM worker
-restarted and taken back, as a native one is."""
+greedy tokens as Triserve's engine, disaggregated (E Triserve's encoder, P and D on vLLM),
+colocated (EPD on vLLM) and across engines (EP on Triserve's engine, D on vLLM); the prefix
+cache reported to the scheduler; a killed vLLM worker restarted and taken back, as a native one
+is."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from workers.contract.images import decode_image
 from workers.contract.sampling_params import SamplingParams
 
 API_TOKEN, ADMIN_TOKEN = "vllm-api-token", "vllm-admin-token"
-MODELS = ("vdisagg", "vcoloc")
+MODELS = ("vdisagg", "vcoloc", "vcross")
 
 
 def png(seed: int, size=(40, 52)) -> bytes:
@@ -39,9 +40,9 @@ REQUESTS = {
 def vllm_cluster(ray_cluster, mini_model_dir):
     from cluster.launcher import start_cluster
 
-    def pool(name: str, stages: str, model: str) -> PoolConfig:
+    def pool(name: str, stages: str, model: str, engine: str = "vllm") -> PoolConfig:
         return PoolConfig(
-            name=name, stages=stages, model=model, engine="vllm", block_size=BLOCK_SIZE,
+            name=name, stages=stages, model=model, engine=engine, block_size=BLOCK_SIZE,
             kv_cache_memory_bytes=32 * 2**20, torch_threads=1,
         )  # fmt: skip
 
@@ -52,6 +53,8 @@ def vllm_cluster(ray_cluster, mini_model_dir):
             pool("prefill", "P", "vdisagg"),
             pool("decode", "D", "vdisagg"),
             pool("colocated", "EPD", "vcoloc"),
+            pool("cross-prefill", "EP", "vcross", engine="native"),
+            pool("cross-decode", "D", "vcross"),
         ),
         port=0,
         http_port=0,

@@ -82,6 +82,9 @@ def test_a_missing_token_variable_is_an_error(monkeypatch):
         ({"pools": [{"name": "x", "stages": "ED"}]}, r"pools\[0\]: pool 'x': stages must be"),
         ({"pools": [{"name": "x", "stages": "EPD", "num_workers": True}]}, "expected int"),
         ({"pools": [{"name": "x", "stages": "EPD", "dtype": "int8"}]}, "dtype must be one of"),
+        ({"pools": [{"name": "x", "stages": "EPD", "engine": "sglang"}]}, "engine must be one of"),
+        ({"pools": [{"name": "x", "stages": "EPD", "engine": "vllm"}]},
+         "needs block_size a multiple of 32"),
         ({"pools": [{"name": "x", "stages": "EP"}]}, "no pool runs prefill .P. or decode .D."),
         ({"pools": [{"name": "x", "stages": "EPD", "model": "big"}]}, "unknown model 'big'"),
         ({"models": {"a": "a", "b": "b"}, "pools": [{"name": "x", "stages": "EPD"}]},
@@ -121,3 +124,23 @@ def test_an_unreadable_file_is_reported_with_its_path(tmp_path):
     path.write_text("pools: [unclosed\n")
     with pytest.raises(ConfigError, match="broken.yaml: cannot read"):
         load_config(path)
+
+
+def test_a_vllm_pool_in_yaml_and_from_the_command_line(tmp_path):
+    path = tmp_path / "cluster.yaml"
+    path.write_text("pools:\n  - {name: pd, stages: PD, engine: vllm, block_size: 64}\n")
+    (pool,) = load_config(path).pools
+    assert (pool.engine, pool.block_size) == ("vllm", 64)
+    assert pool.engine_config("/m").backend == "vllm"
+    assert PoolConfig(name="d", stages="D").on_engine("vllm").block_size == 32
+    assert PoolConfig(name="d", stages="D", block_size=64).on_engine("vllm").block_size == 64
+    on_gpu = PoolConfig(name="d", stages="D", device="cuda").on_engine("vllm")
+    assert (on_gpu.engine, on_gpu.block_size) == ("vllm", 16)
+
+
+def test_the_vllm_example_file_loads():
+    config = load_config(Path(__file__).parents[2] / "deploy" / "cluster.vllm.yaml")
+    assert [(p.stages, p.engine, p.block_size) for p in config.pools] == [
+        ("E", "vllm", 16), ("P", "vllm", 32), ("D", "vllm", 32),
+    ]  # fmt: skip
+    assert config.models == {"mini": "mini"}

@@ -3,9 +3,12 @@ before vLLM sees it (so that both backends refuse bad input with the same errors
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
+
+import torch
 
 from workers.contract.block_hash import ImageSpan
 from workers.contract.engine_config import EngineConfig
@@ -73,7 +76,16 @@ def start_vllm(config: EngineConfig) -> VllmParts:
         kv_events_config=KVEventsConfig(enable_kv_cache_events=True, publisher="null"),
         disable_log_stats=True,
     )
-    llm = LLMEngine.from_engine_args(args)
+    # vLLM sets torch to 1 thread for serving unless OMP_NUM_THREADS is set (keep the threads
+    # the worker chose), and replaces torch.set_num_threads process-wide with a no-op that
+    # guards the OpenMP thread binding of its multiprocess executor; in-process it binds no
+    # threads, and other engines in this process (tests, benchmarks) set theirs: put it back.
+    os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
+    set_num_threads = torch.set_num_threads
+    try:
+        llm = LLMEngine.from_engine_args(args)
+    finally:
+        torch.set_num_threads = set_num_threads
     scheduler = llm.engine_core.engine_core.scheduler
     encoder = Engine(replace(config, stages="E")) if config.has_encode else None
     tokenizer = load_tokenizer(config.model_dir)
