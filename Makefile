@@ -49,7 +49,7 @@ proto: install
 		proto/triserve/v1/triserve.proto
 
 bench-engine: install
-	$(BIN)/python -m bench.engine --preset small
+	$(BIN)/python -m bench.engine --preset small --backend vllm --json bench/results/engine_small_cpu_float32_vllm.json
 
 bench-overhead: install
 	RAY_AUTH_MODE=disabled $(BIN)/python -m bench.overhead --preset small

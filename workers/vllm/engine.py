@@ -9,10 +9,10 @@
                                 writes into its blocks; vLLM computes the first token only
     step()                      vLLM's step, its outputs as StepOutputs (new tokens only)
 
-What depends on the backend (README "Engines"): sessions' paused KV is not pinned here (a
-continuation reuses vLLM's prefix cache, or prefills again, with the same tokens); seeded
-sampling reproduces within vLLM but does not match Triserve's engine, nor itself across a P/D
-split (vLLM seeds each engine's generator afresh); preemption counts are not reported.
+What depends on the backend (README "The vLLM engine backend"): sessions' paused KV is not
+pinned here (a continuation reuses vLLM's prefix cache, or prefills again, with the same
+tokens); seeded sampling reproduces within vLLM but does not match Triserve's engine, nor itself
+across a P/D split (vLLM seeds each engine's generator afresh); preemptions are not counted.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from PIL import Image
+from vllm.exceptions import VLLMClientError
 
 from workers.cache_delta import CacheDelta
 from workers.contract.block_hash import BlockHash
@@ -105,6 +106,7 @@ class VllmEngine:
     ) -> None:
         """Decode on from KV prefilled elsewhere (by vLLM or Triserve's engine: same layout)."""
         self._require("D")
+        self._check_new(prefill.request_id)  # before its KV goes where the connector finds it
         params = sampling_params.with_seed()
         tokens = [*prefill.prompt_token_ids, prefill.first_token_id]
         check_prompt(self.spec, tokens[:-1], params, prefill.num_resumed_tokens, None)
@@ -132,17 +134,16 @@ class VllmEngine:
             KV_EXCHANGE.imports.pop(prefill.request_id, None)
             raise
 
+    def _check_new(self, request_id: str) -> None:
+        if request_id in self._requests:
+            raise InvalidRequestError(f"request id {request_id!r} is already running")
+
     def _add(self, request: VllmRequest, prompt: dict, params) -> None:
-        if request.request_id in self._requests:
-            raise InvalidRequestError(f"request id {request.request_id!r} is already running")
+        self._check_new(request.request_id)
         try:
             request.internal_id = self.llm.add_request(request.request_id, prompt, params)
-        except (ValueError, TypeError, RuntimeError) as e:
+        except (ValueError, TypeError, VLLMClientError) as e:  # not an engine failure
             raise InvalidRequestError(f"vLLM refused the request: {e}") from e
-        except Exception as e:  # vLLM's VLLMValidationError is not a ValueError
-            if type(e).__module__.startswith("vllm"):
-                raise InvalidRequestError(f"vLLM refused the request: {e}") from e
-            raise
         self._requests[request.request_id] = request
         self._num_prompt_tokens += len(request.prompt_token_ids)
         live = self.scheduler.requests.get(request.internal_id)

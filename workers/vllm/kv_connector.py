@@ -19,6 +19,7 @@ runs this connector as `kv_both`, so any worker can export and import.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ from workers.vllm.kv_rows import read_rows, write_rows
 if TYPE_CHECKING:
     from vllm.v1.core.sched.output import SchedulerOutput
 
+logger = logging.getLogger(__name__)
 EXPORT_KEY, IMPORT_KEY = "triserve_export", "triserve_import"
 # Outputs already sent before this engine's first token (the prefill worker's first token, a
 # re-drive's earlier outputs): a grammar must accept them before vLLM samples under it.
@@ -89,9 +91,11 @@ def advance_grammar(request: Any) -> None:
     structured = getattr(request, "structured_output_request", None)
     if not sent or structured is None or structured.grammar is None:
         return
-    if not structured.grammar.accept_tokens(request.request_id, sent):
-        raise ValueError("the tokens already sent do not follow the request's grammar")
     del params[SENT_KEY]
+    if not structured.grammar.accept_tokens(request.request_id, sent):
+        # Not raised: this runs inside vLLM's scheduler, where an exception stops the engine
+        # for every request. The prefill worker sampled these under the same grammar.
+        logger.error("request %s: tokens already sent do not follow its grammar", request)
 
 
 class TriserveKVConnector(KVConnectorBase_V1):
