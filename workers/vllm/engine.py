@@ -83,6 +83,8 @@ class VllmEngine:
         self._require("P")
         if not export_kv and "D" not in self.config.stages:
             raise InvalidRequestError("a prefill-only engine must export the KV (export_kv=True)")
+        if export_kv:
+            self._require_handoff()
         params = (sampling_params or SamplingParams()).with_seed()
         tokens = list(prompt_token_ids)
         spans = check_prompt(self.spec, tokens, params, num_resumed_tokens, images)
@@ -106,6 +108,7 @@ class VllmEngine:
     ) -> None:
         """Decode on from KV prefilled elsewhere (by vLLM or Triserve's engine: same layout)."""
         self._require("D")
+        self._require_handoff()
         self._check_new(prefill.request_id)  # before its KV goes where the connector finds it
         params = sampling_params.with_seed()
         tokens = [*prefill.prompt_token_ids, prefill.first_token_id]
@@ -281,6 +284,12 @@ class VllmEngine:
 
     def take_prefix_cache_delta(self) -> CacheDelta[BlockHash]:
         return self.hashes.take_delta()
+
+    def _require_handoff(self) -> None:
+        if not self.config.device.startswith("cpu"):
+            raise InvalidRequestError(
+                f"KV handoff on vLLM reads its CPU cache layout only, not {self.config.device}'s"
+            )
 
     def _require(self, *stages: str) -> None:
         if not any(s in self.config.stages for s in stages):

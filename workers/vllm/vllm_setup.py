@@ -51,6 +51,11 @@ def start_vllm(config: EngineConfig) -> VllmParts:
     text = model_config.text
     max_model_len = min(config.max_model_len or 10**9, text.max_position_embeddings)
     on_cpu = config.device.startswith("cpu")
+    if not on_cpu and config.stages in ("P", "D"):
+        raise ValueError(
+            "vLLM's KV handoff reads and writes its CPU cache layout only (kv_rows.py): on "
+            f"{config.device}, run vLLM pools colocated (EPD, or PD with Triserve's encoder)"
+        )
     if on_cpu:
         _check_cpu_shapes(config.block_size, text.head_dim)
         check_layout(torch_dtype(config.dtype), config.block_size, text.num_key_value_heads,
