@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -42,6 +43,13 @@ VARIANT_SPEC = dict(
 def make_image(seed: int, size: tuple[int, int] = (40, 52)) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+
+
+def make_png(seed: int, size: tuple[int, int] = (40, 52)) -> bytes:
+    """make_image's picture, encoded as a client sends it."""
+    buffer = io.BytesIO()
+    make_image(seed, size).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 class Oracle:

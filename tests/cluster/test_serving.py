@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -14,18 +13,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from cluster.client import TriserveClient, TriserveError
 from scheduler.config import SchedulerConfig
 from tests.cluster.conftest import ADMIN_TOKEN, API_TOKEN
-from tests.support import make_image
+from tests.support import make_png as png
 from workers.contract.engine_config import EngineConfig
 from workers.contract.sampling_params import SamplingParams
 from workers.engine.engine import Engine
 from workers.engine.prompt import PromptBuilder
-
-
-def png(seed: int, size=(40, 52)) -> bytes:
-    buffer = io.BytesIO()
-    make_image(seed, size).save(buffer, format="PNG")
-    return buffer.getvalue()
-
 
 REQUESTS = {
     "text": ("Tell me about the sea and the ships that sail on it.", []),

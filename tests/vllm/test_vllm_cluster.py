@@ -7,26 +7,19 @@ is."""
 
 from __future__ import annotations
 
-import io
 import time
 
 import pytest
 
 from cluster.client import TriserveClient
 from cluster.config import ClusterConfig, PoolConfig
-from tests.support import make_image
+from tests.support import make_png as png
 from tests.vllm.conftest import BLOCK_SIZE
 from workers.contract.images import decode_image
 from workers.contract.sampling_params import SamplingParams
 
 API_TOKEN, ADMIN_TOKEN = "vllm-api-token", "vllm-admin-token"
 MODELS = ("vdisagg", "vcoloc", "vcross")
-
-
-def png(seed: int, size=(40, 52)) -> bytes:
-    buffer = io.BytesIO()
-    make_image(seed, size).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 REQUESTS = {

@@ -22,9 +22,10 @@ def check_prompt(
     num_resumed: int,
     vocab_size: int,
     max_model_len: int,
-    block_pool: BlockPool,
+    block_pool: BlockPool | None,
 ) -> None:
-    """Raise unless `tokens` (the prompt, then `num_resumed` outputs) can run on this engine."""
+    """Raise unless `tokens` (the prompt, then `num_resumed` outputs) can run on this engine
+    (`block_pool` None: an engine that checks its own KV capacity, vLLM's)."""
     if not tokens:
         raise InvalidRequestError("the prompt is empty")
     if not 0 <= num_resumed < min(len(tokens), params.max_tokens):
@@ -38,6 +39,8 @@ def check_prompt(
         raise PromptTooLongError(
             f"prompt of {len(tokens)} tokens does not fit the context of {max_model_len}"
         )
+    if block_pool is None:
+        return
     peak_tokens = min(len(tokens) - num_resumed + params.max_tokens, max_model_len)
     if block_pool.blocks_needed(peak_tokens) > block_pool.num_blocks:
         raise PromptTooLongError(

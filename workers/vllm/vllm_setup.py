@@ -12,13 +12,14 @@ import torch
 
 from workers.contract.block_hash import ImageSpan
 from workers.contract.engine_config import EngineConfig
-from workers.contract.errors import InvalidImageError, InvalidRequestError, PromptTooLongError
+from workers.contract.errors import InvalidImageError
 from workers.contract.sampling_params import SamplingParams
 from workers.engine.dtypes import torch_dtype
 from workers.engine.embedding_cache import EmbeddingCache
 from workers.engine.image_spans import find_image_spans
 from workers.engine.model_config import ModelConfig
 from workers.engine.prompt import eos_token_ids, load_tokenizer
+from workers.engine.validation import check_prompt as check_tokens
 from workers.engine_messages import EngineSpec, ImageEmbedding, KVLayout
 from workers.vllm.kv_rows import check_layout
 from workers.vllm.prefix_hashes import PrefixHashes
@@ -138,19 +139,8 @@ def check_prompt(
 ) -> list[ImageSpan]:
     """Raise as Triserve's engine does for a prompt it cannot run; its image spans (`images`
     None: a prefilled prompt, whose images are in its KV already)."""
-    if not tokens:
-        raise InvalidRequestError("the prompt is empty")
-    if not 0 <= num_resumed < min(len(tokens), params.max_tokens):
-        raise InvalidRequestError(
-            f"cannot resume after {num_resumed} outputs of {len(tokens)} tokens with "
-            f"max_tokens {params.max_tokens}"
-        )
-    if any(not 0 <= t < spec.vocab_size for t in tokens):
-        raise InvalidRequestError(f"prompt token ids must be in [0, {spec.vocab_size})")
-    if len(tokens) >= spec.max_model_len:
-        raise PromptTooLongError(
-            f"prompt of {len(tokens)} tokens does not fit the context of {spec.max_model_len}"
-        )
+    vocab, max_model_len = spec.vocab_size, spec.max_model_len
+    check_tokens(tokens, params, num_resumed, vocab, max_model_len, block_pool=None)
     if images is None:
         return []
     prompt = tokens[: len(tokens) - num_resumed]
