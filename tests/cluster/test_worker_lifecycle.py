@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 
@@ -109,8 +110,10 @@ def worker_actor(worker_id: str):
     """The Ray actor of a worker, found by its name `triserve-<cluster id>-<worker id>`."""
     import ray
 
+    # `triserve-<8 hex>-<worker id>` exactly: "decode-0" must not find "cross-decode-0".
+    name = re.compile(rf"triserve-[0-9a-f]{{8}}-{re.escape(worker_id)}")
     for actor in ray.util.list_named_actors(all_namespaces=True):
-        if actor["name"].startswith("triserve-") and actor["name"].endswith(f"-{worker_id}"):
+        if name.fullmatch(actor["name"]):
             return ray.get_actor(actor["name"], namespace=actor["namespace"])
     raise LookupError(f"no actor for worker {worker_id}")
 
