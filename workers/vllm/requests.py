@@ -59,14 +59,15 @@ def as_lark(grammar: str) -> str:
 
 
 def vllm_sampling(
-    params: SamplingParams, max_tokens: int, transfer: dict[str, str] | None = None
+    params: SamplingParams, max_tokens: int, transfer: dict[str, Any] | None = None
 ) -> VllmSamplingParams:
-    """Triserve's sampling parameters as vLLM's (new tokens per step, not cumulative)."""
+    """Triserve's sampling parameters as vLLM's (new tokens per step, not cumulative);
+    `transfer`: the KV connector's keys (kv_connector.py)."""
     grammar = StructuredOutputsParams(grammar=as_lark(params.grammar)) if params.grammar else None
     return VllmSamplingParams(
         max_tokens=max_tokens,
         temperature=params.temperature,
-        top_k=params.top_k if params.top_k > 0 else 0,
+        top_k=max(params.top_k, 0),  # 0: off in both
         top_p=params.top_p,
         seed=params.seed,
         stop=list(params.stop) or None,
