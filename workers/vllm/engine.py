@@ -252,7 +252,7 @@ class VllmEngine:
         pool = self.scheduler.kv_cache_manager.block_pool
         num_free = pool.get_num_free_blocks()
         hit_rate = self._num_cached_tokens / max(1, self._num_prompt_tokens)
-        num_cached, cache = len(self.hashes.hashes()), self.embedding_cache
+        num_cached, cache = len(self.hashes), self.embedding_cache
         return EngineStats(
             num_waiting=len(self.scheduler.waiting),
             num_running=len(self.scheduler.running),

@@ -54,7 +54,7 @@ class KVExchange:
     imports: dict[str, torch.Tensor] = field(default_factory=dict)
     exports: dict[str, np.ndarray] = field(default_factory=dict)
     # layer index -> (K, V) rows of exports still being read in this step
-    _partial: dict[str, dict[int, tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
+    partial: dict[str, dict[int, tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
 
 
 KV_EXCHANGE = KVExchange()
@@ -63,13 +63,14 @@ KV_EXCHANGE = KVExchange()
 @dataclass(frozen=True)
 class Transfer:
     key: str  # Triserve request id
-    block_ids: list[int]
     start: int  # first token position moved
     end: int  # one past the last
+    slots: torch.Tensor  # cache slot of each token moved, the same for every layer
 
-    def slots(self, block_size: int) -> torch.Tensor:
-        positions = np.arange(self.start, self.end)
-        return torch.from_numpy(token_slots(self.block_ids, positions, block_size))
+    @classmethod
+    def of(cls, key: str, block_ids: list[int], start: int, end: int, block_size: int):
+        slots = token_slots(block_ids, np.arange(start, end), block_size)
+        return cls(key, start, end, torch.from_numpy(slots))
 
 
 @dataclass
@@ -125,11 +126,12 @@ class TriserveKVConnector(KVConnectorBase_V1):
             return
         start = self._local_hits.pop(request.request_id, 0)
         self._loads.append(
-            Transfer(
-                key=transfer_key(request, IMPORT_KEY),
-                block_ids=list(blocks.get_block_ids()[0]),
-                start=start,
-                end=start + num_external_tokens,
+            Transfer.of(
+                transfer_key(request, IMPORT_KEY),
+                list(blocks.get_block_ids()[0]),
+                start,
+                start + num_external_tokens,
+                self._block_size,
             )
         )
 
@@ -152,7 +154,8 @@ class TriserveKVConnector(KVConnectorBase_V1):
             del self._exporting[request_id]
             block_ids = self._kv_cache_manager.get_block_ids(request_id)[0]
             key = transfer_key(request, EXPORT_KEY)
-            meta.exports.append(Transfer(key, list(block_ids), 0, request.num_prompt_tokens))
+            num_tokens = request.num_prompt_tokens
+            meta.exports.append(Transfer.of(key, list(block_ids), 0, num_tokens, self._block_size))
         return meta
 
     def request_finished(self, request: Any, block_ids: list[int]):
@@ -173,7 +176,7 @@ class TriserveKVConnector(KVConnectorBase_V1):
             for load in meta.loads:
                 kv = KV_EXCHANGE.imports[load.key][int(index.group(1))]
                 rows = slice(load.start, load.end)
-                write_rows(kv_layer, load.slots(self._block_size), kv[0, rows], kv[1, rows])
+                write_rows(kv_layer, load.slots, kv[0, rows], kv[1, rows])
 
     def wait_for_layer_load(self, layer_name: str) -> None:
         return  # start_load_kv loads every layer before the forward
@@ -186,15 +189,15 @@ class TriserveKVConnector(KVConnectorBase_V1):
         if not isinstance(meta, TriserveMetadata) or not meta.exports or not index:
             return
         for export in meta.exports:
-            rows = read_rows(kv_layer, export.slots(self._block_size))
-            KV_EXCHANGE._partial.setdefault(export.key, {})[int(index.group(1))] = rows
+            rows = read_rows(kv_layer, export.slots)
+            KV_EXCHANGE.partial.setdefault(export.key, {})[int(index.group(1))] = rows
 
     def wait_for_save(self) -> None:
         meta = self._get_connector_metadata()
         if not isinstance(meta, TriserveMetadata):
             return
         for export in meta.exports:
-            layers = KV_EXCHANGE._partial.pop(export.key, {})
+            layers = KV_EXCHANGE.partial.pop(export.key, {})
             kv = torch.stack([torch.stack(layers[i]) for i in range(len(layers))])
             if kv.dtype == torch.bfloat16:  # numpy has no bfloat16: carried as uint16
                 KV_EXCHANGE.exports[export.key] = kv.view(torch.int16).numpy().view(np.uint16)

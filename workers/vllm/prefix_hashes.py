@@ -6,7 +6,7 @@ blocks its prefix cache gains and loses as KV events (BlockStored, BlockRemoved)
 full blocks are hashed both ways as they fill, which maps vLLM's hashes onto Triserve's; the
 events are then reported in Triserve's hashes. A block that fills in a request's last step (its
 request is gone from vLLM's scheduler by then) is not mapped, and so not reported: the directory
-misses it, which costs affinity only.
+misses it, which costs affinity only; so does a map entry dropped to keep the map bounded.
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ from workers.vllm.requests import VllmRequest
 
 
 class PrefixHashes:
-    def __init__(self, scheduler: Any, block_size: int) -> None:
+    def __init__(self, scheduler: Any, block_size: int, num_blocks: int) -> None:
         self.block_size = block_size
+        # Mapped hashes whose blocks never reach the cache (aborted, or evicted before an event
+        # named them) are dropped once the map outgrows this.
+        self._max_mapped = 4 * num_blocks
         self._to_triserve: dict[bytes, BlockHash] = {}  # vLLM block hash -> Triserve's
         self._cached: set[BlockHash] = set()  # Triserve hashes of the blocks in vLLM's cache
         self._delta: CacheDelta[BlockHash] = CacheDelta()
@@ -62,6 +65,14 @@ class PrefixHashes:
                         if ours is not None and ours in self._cached:
                             self._cached.discard(ours)
                             self._delta.remove(ours)
+        if len(self._to_triserve) > self._max_mapped:
+            self._to_triserve = {
+                theirs: ours for theirs, ours in self._to_triserve.items() if ours in self._cached
+            }
+
+    def __len__(self) -> int:
+        """Blocks in vLLM's prefix cache (that a lookup can hit)."""
+        return len(self._cached)
 
     def take_delta(self) -> CacheDelta[BlockHash]:
         return self._delta.take()

@@ -112,7 +112,7 @@ def start_vllm(config: EngineConfig) -> VllmParts:
         embedding_cache=encoder.embedding_cache
         if encoder
         else EmbeddingCache(config.embedding_cache_size),
-        prefix_hashes=PrefixHashes(scheduler, config.block_size),
+        prefix_hashes=PrefixHashes(scheduler, config.block_size, spec.num_kv_blocks),
         eos_token_ids=eos_token_ids(config.model_dir, tokenizer),
     )
 
